@@ -1,0 +1,49 @@
+//! # monarch
+//!
+//! Monarch structured matrices and the layers that recent papers build on them.
+//!
+//! A Monarch matrix is a product of block-diagonal factors with stride (reshape-transpose)
+//! permutations between them, `M = P_out · BD(w2) · P_mid · BD(w1)`: an `n × n` product costs
+//! `O(n√n)` instead of `O(n²)` and runs as small dense GEMMs.
+//!
+//! The core ([`Perm`], [`BlockDiag`], [`Monarch`], projection, [`svd`], [`kernels`]) sits at the
+//! bottom; each paper's layer is a thin module on top that depends only on the core.
+//!
+//! ```
+//! use monarch::Monarch;
+//! use monarch::ndarray::Array2;
+//! // A structured 64×64 matrix, projected onto the Monarch class and applied to a batch.
+//! let m = Monarch::<f64>::random(64, 8, 1).unwrap();
+//! let p = Monarch::project_with_error(m.to_dense().view(), 8, 8, 1).unwrap();
+//! assert!(p.relative_error < 1e-10);
+//! let x = Array2::<f64>::ones((4, 64));
+//! let y = p.monarch.matmul(x.view()).unwrap();
+//! assert_eq!(y.dim(), (4, 64));
+//! ```
+#![warn(missing_docs)]
+#![doc(test(attr(deny(warnings))))]
+
+pub use ndarray;
+pub use num_complex;
+
+pub mod blockdiag;
+pub mod dft;
+pub mod error;
+pub(crate) mod kernels;
+pub mod linear;
+pub mod monarch;
+pub mod par;
+pub mod perm;
+pub mod project;
+pub mod random;
+pub mod scalar;
+pub mod svd;
+
+pub use blockdiag::{BlockDiag, BlockDiagGrad};
+pub use error::{Error, Result};
+pub use linear::{MonarchLinear, MonarchLinearGrad};
+pub use monarch::{Monarch, MonarchGrad};
+pub use par::Par;
+pub use perm::{Perm, PermKind};
+pub use project::Projection;
+pub use scalar::{RealScalar, Scalar};

@@ -1,0 +1,410 @@
+//! The [`Monarch`] matrix: two block-diagonal factors with permutations around them,
+//! `M = P_out · BD(w2) · P_mid · BD(w1) · P_in`.
+//!
+//! Built with [`Monarch::from_factors`] it follows the PyTorch reference codes' layout
+//! ("convention A" of `shared/reference/core.md`): `w1` is `(k, q, p)`, `w2` is `(l, s, r)`,
+//! `k·q == l·r`, input length `n = k·p`, output length `m = l·s`, `P_in` the identity,
+//! `P_mid = Perm::stride(r, l)` and `P_out = Perm::stride(l, s)`. Holding an input permutation as
+//! well lets [`transpose`](Monarch::transpose) return an exact Monarch, never a dense matrix.
+//!
+//! ```
+//! use monarch::Monarch;
+//! use monarch::ndarray::Array2;
+//! let m = Monarch::<f64>::random(16, 4, 0).unwrap();
+//! let x = Array2::from_shape_fn((3, 16), |(i, j)| (i * 16 + j) as f64 / 10.0);
+//! let y = m.matmul(x.view()).unwrap();
+//! let dense = x.dot(&m.to_dense().t());
+//! assert!((&y - &dense).iter().all(|e| e.abs() < 1e-12));
+//! assert_eq!(m.num_params(), 2 * 16 * 4);
+//! ```
+
+use crate::blockdiag::{blocks_outer_sum, BlockDiag};
+use crate::error::{check_nonzero, Error, Result};
+use crate::kernels::{row_chunk, PackedBlocks};
+use crate::{Par, Perm, Scalar};
+use ndarray::{Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayViewMut2, Axis};
+use rayon::prelude::*;
+
+/// A Monarch matrix `M = P_out · BD(w2) · P_mid · BD(w1) · P_in` (see the module docs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Monarch<T> {
+    pub(crate) p_in: Perm,
+    pub(crate) w1: BlockDiag<T>,
+    pub(crate) p_mid: Perm,
+    pub(crate) w2: BlockDiag<T>,
+    pub(crate) p_out: Perm,
+}
+
+/// Gradients of `sum(out ⊙ grad_out)` for `out = M x` (bilinear: no conjugation for complex).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MonarchGrad<T> {
+    /// Gradient with respect to the input rows, `(batch, in_features)`: `grad_out · M`.
+    pub x: Array2<T>,
+    /// Gradient with respect to `w1`, shape `(k, q, p)`.
+    pub w1: Array3<T>,
+    /// Gradient with respect to `w2`, shape `(l, s, r)`.
+    pub w2: Array3<T>,
+}
+
+impl<T: Scalar> Monarch<T> {
+    /// Builds a Monarch from the reference layout: `w1` `(k, q, p)`, `w2` `(l, s, r)`, blocks
+    /// stored out×in, with `k·q == l·r`.
+    ///
+    /// # Errors
+    /// [`Error::ZeroSize`] for an empty dimension; [`Error::ShapeMismatch`] if `k·q != l·r`.
+    pub fn from_factors(w1: Array3<T>, w2: Array3<T>) -> Result<Self> {
+        let (k, q, p) = w1.dim();
+        let (l, s, r) = w2.dim();
+        for (v, name) in [(k, "k"), (q, "q"), (p, "p"), (l, "l"), (s, "s"), (r, "r")] {
+            check_nonzero(
+                v,
+                &format!("Monarch::from_factors: {name} (w1 is (k,q,p), w2 is (l,s,r))"),
+            )?;
+        }
+        if k * q != l * r {
+            return Err(Error::shape(
+                format!("Monarch::from_factors: w1 (k,q,p)=({k},{q},{p}) and w2 (l,s,r)=({l},{s},{r}) must chain, k·q == l·r"),
+                format!("l·r = {}", k * q),
+                format!("l·r = {}", l * r),
+            ));
+        }
+        Ok(Monarch {
+            p_in: Perm::identity(k * p),
+            w1: BlockDiag::new(w1)?,
+            p_mid: Perm::stride(r, l),
+            w2: BlockDiag::new(w2)?,
+            p_out: Perm::stride(l, s),
+        })
+    }
+
+    /// Builds `P_out · BD(w2) · P_mid · BD(w1) · P_in` from arbitrary parts.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] if the lengths do not chain.
+    pub fn from_parts(
+        p_in: Perm,
+        w1: BlockDiag<T>,
+        p_mid: Perm,
+        w2: BlockDiag<T>,
+        p_out: Perm,
+    ) -> Result<Self> {
+        if p_in.len() != w1.in_features() {
+            return Err(Error::shape(
+                "Monarch::from_parts: P_in length vs w1 input",
+                w1.in_features(),
+                p_in.len(),
+            ));
+        }
+        if p_mid.len() != w1.out_features() || p_mid.len() != w2.in_features() {
+            return Err(Error::shape(
+                "Monarch::from_parts: P_mid length vs w1 output and w2 input",
+                (w1.out_features(), w2.in_features()),
+                p_mid.len(),
+            ));
+        }
+        if p_out.len() != w2.out_features() {
+            return Err(Error::shape(
+                "Monarch::from_parts: P_out length vs w2 output",
+                w2.out_features(),
+                p_out.len(),
+            ));
+        }
+        Ok(Monarch {
+            p_in,
+            w1,
+            p_mid,
+            w2,
+            p_out,
+        })
+    }
+
+    /// The square identity of size `n` as a Monarch with `nblocks` blocks in each factor.
+    ///
+    /// # Errors
+    /// [`Error::ZeroSize`] or [`Error::NotDivisible`] unless `nblocks` divides `n`.
+    pub fn identity(n: usize, nblocks: usize) -> Result<Self> {
+        check_nonzero(n, "Monarch::identity: n")?;
+        crate::error::check_divides(n, nblocks, "Monarch::identity: n by nblocks")?;
+        let b = n / nblocks;
+        let eye = BlockDiag::<T>::identity(nblocks, b)?;
+        Self::from_factors(eye.weights_array().clone(), eye.into_weights())
+    }
+
+    /// A seeded random square `n × n` Monarch with `nblocks` blocks per factor, entries
+    /// normal with variance `1/(block input width)` (so products keep unit scale).
+    ///
+    /// # Errors
+    /// [`Error::ZeroSize`] or [`Error::NotDivisible`] unless `nblocks` divides `n`.
+    pub fn random(n: usize, nblocks: usize, seed: u64) -> Result<Self> {
+        check_nonzero(n, "Monarch::random: n")?;
+        crate::error::check_divides(n, nblocks, "Monarch::random: n by nblocks")?;
+        let b = n / nblocks;
+        Self::random_factors((nblocks, b, b), (nblocks, b, b), seed)
+    }
+
+    /// A seeded random Monarch with `w1` of shape `(k, q, p)` and `w2` of shape `(l, s, r)`.
+    ///
+    /// # Errors
+    /// As [`from_factors`](Monarch::from_factors).
+    pub fn random_factors(
+        w1: (usize, usize, usize),
+        w2: (usize, usize, usize),
+        seed: u64,
+    ) -> Result<Self> {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let s1 = 1.0 / (w1.2.max(1) as f64).sqrt();
+        let s2 = 1.0 / (w2.2.max(1) as f64).sqrt();
+        let a = crate::random::normal_array3::<T, _>(&mut rng, w1, s1);
+        let b = crate::random::normal_array3::<T, _>(&mut rng, w2, s2);
+        Self::from_factors(a, b)
+    }
+
+    /// First factor's blocks `(k, q, p)`.
+    pub fn w1(&self) -> &Array3<T> {
+        self.w1.weights_array()
+    }
+    /// Second factor's blocks `(l, s, r)`.
+    pub fn w2(&self) -> &Array3<T> {
+        self.w2.weights_array()
+    }
+    /// First factor.
+    pub fn factor1(&self) -> &BlockDiag<T> {
+        &self.w1
+    }
+    /// Second factor.
+    pub fn factor2(&self) -> &BlockDiag<T> {
+        &self.w2
+    }
+    /// Mutable first factor's blocks (shape fixed), for training loops.
+    pub fn w1_mut(&mut self) -> ndarray::ArrayViewMut3<'_, T> {
+        self.w1.weights_mut()
+    }
+    /// Mutable second factor's blocks (shape fixed), for training loops.
+    pub fn w2_mut(&mut self) -> ndarray::ArrayViewMut3<'_, T> {
+        self.w2.weights_mut()
+    }
+    /// The permutations `(P_in, P_mid, P_out)`.
+    pub fn perms(&self) -> (&Perm, &Perm, &Perm) {
+        (&self.p_in, &self.p_mid, &self.p_out)
+    }
+    /// Input length `n`.
+    pub fn in_features(&self) -> usize {
+        self.p_in.len()
+    }
+    /// Output length `m`.
+    pub fn out_features(&self) -> usize {
+        self.p_out.len()
+    }
+    /// Stored parameters `k·q·p + l·s·r`.
+    pub fn num_params(&self) -> usize {
+        self.w1.num_params() + self.w2.num_params()
+    }
+    /// Floating-point operations of a product with `batch` rows (2 per multiply-add).
+    pub fn flops(&self, batch: usize) -> usize {
+        2 * batch * self.num_params()
+    }
+
+    /// Multiplies rows: `x` is `(batch, in_features)`, the result `(batch, out_features)`,
+    /// `out[b] = M · x[b]`.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] if `x` has the wrong number of columns.
+    pub fn matmul(&self, x: ArrayView2<T>) -> Result<Array2<T>> {
+        let mut out = Array2::zeros((x.nrows(), self.out_features()));
+        self.matmul_into(x, out.view_mut(), Par::Rayon)?;
+        Ok(out)
+    }
+
+    /// Multiplies one vector: `M · x`.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] if `x.len() != in_features()`.
+    pub fn matvec(&self, x: ArrayView1<T>) -> Result<Array1<T>> {
+        let x2 = x.insert_axis(Axis(0));
+        let out = self.matmul(x2)?;
+        Ok(out.index_axis_move(Axis(0), 0))
+    }
+
+    /// Like [`matmul`](Monarch::matmul), writing into `out` (overwritten), with a threading policy.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] if `x` or `out` has the wrong shape.
+    pub fn matmul_into(&self, x: ArrayView2<T>, mut out: ArrayViewMut2<T>, par: Par) -> Result<()> {
+        self.check_input(x, "Monarch::matmul")?;
+        let expect = (x.nrows(), self.out_features());
+        if out.dim() != expect {
+            return Err(Error::shape(
+                "Monarch::matmul_into: output shape (batch, out_features)",
+                expect,
+                out.dim(),
+            ));
+        }
+        let p1 = PackedBlocks::pack(self.w1.weights());
+        let p2 = PackedBlocks::pack(self.w2.weights());
+        let width = self
+            .in_features()
+            .max(self.out_features())
+            .max(p1.out_len());
+        let chunk = row_chunk(width);
+        let run = |(xc, mut oc): (ArrayView2<T>, ArrayViewMut2<T>)| {
+            let rows = xc.nrows();
+            let (n, h, m) = (p1.in_len(), p1.out_len(), p2.out_len());
+            let mut xin = vec![T::zero(); rows * n];
+            let mut y1 = vec![T::zero(); rows * h];
+            let mut z = vec![T::zero(); rows * h];
+            let mut y2 = vec![T::zero(); rows * m];
+            gather_rows(xc, &self.p_in, &mut xin);
+            p1.apply_rows(&xin, &mut y1, rows);
+            permute_rows(&y1, &self.p_mid, &mut z, rows);
+            p2.apply_rows(&z, &mut y2, rows);
+            for (r, mut orow) in oc.rows_mut().into_iter().enumerate() {
+                let src = &y2[r * m..(r + 1) * m];
+                for (o, &i) in orow.iter_mut().zip(self.p_out.index()) {
+                    *o = src[i];
+                }
+            }
+        };
+        let pairs = x
+            .axis_chunks_iter(Axis(0), chunk)
+            .zip(out.axis_chunks_iter_mut(Axis(0), chunk));
+        if par.should_split(x.nrows() * self.num_params()) {
+            pairs.collect::<Vec<_>>().into_par_iter().for_each(run);
+        } else {
+            pairs.for_each(run);
+        }
+        Ok(())
+    }
+
+    fn check_input(&self, x: ArrayView2<T>, ctx: &str) -> Result<()> {
+        if x.ncols() != self.in_features() {
+            return Err(Error::shape(
+                format!("{ctx}: input columns (in_features)"),
+                self.in_features(),
+                x.ncols(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The dense `out_features × in_features` matrix.
+    pub fn to_dense(&self) -> Array2<T> {
+        let n = self.in_features();
+        let eye = Array2::from_shape_fn((n, n), |(i, j)| if i == j { T::one() } else { T::zero() });
+        let cols = self
+            .matmul(eye.view())
+            .expect("identity has in_features columns");
+        cols.reversed_axes().as_standard_layout().into_owned()
+    }
+
+    /// The exact transpose `Mᵀ = P_inᵀ · BD(w1)ᵀ · P_midᵀ · BD(w2)ᵀ · P_outᵀ` as a Monarch
+    /// (blocks transposed, not conjugated). Its `w1()` is this `w2()` transposed blockwise.
+    pub fn transpose(&self) -> Self {
+        Monarch {
+            p_in: self.p_out.inverse(),
+            w1: self.w2.transpose(),
+            p_mid: self.p_mid.inverse(),
+            w2: self.w1.transpose(),
+            p_out: self.p_in.inverse(),
+        }
+    }
+
+    /// The exact conjugate transpose `Mᴴ` as a Monarch (equals [`transpose`](Monarch::transpose)
+    /// for real scalars).
+    pub fn adjoint(&self) -> Self {
+        Monarch {
+            p_in: self.p_out.inverse(),
+            w1: self.w2.adjoint(),
+            p_mid: self.p_mid.inverse(),
+            w2: self.w1.adjoint(),
+            p_out: self.p_in.inverse(),
+        }
+    }
+
+    /// Vector-Jacobian product of `out = M x` (rows) for upstream gradient `grad_out`:
+    /// gradients of `sum(out ⊙ grad_out)` with respect to `x`, `w1` and `w2`.
+    ///
+    /// For complex scalars these are the derivatives of the bilinear form (no conjugation);
+    /// PyTorch's convention for a real loss is their complex conjugate.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] if `x` or `grad_out` has the wrong shape.
+    pub fn vjp(&self, x: ArrayView2<T>, grad_out: ArrayView2<T>) -> Result<MonarchGrad<T>> {
+        self.check_input(x, "Monarch::vjp")?;
+        let expect = (x.nrows(), self.out_features());
+        if grad_out.dim() != expect {
+            return Err(Error::shape(
+                "Monarch::vjp: grad_out shape (batch, out_features)",
+                expect,
+                grad_out.dim(),
+            ));
+        }
+        let xin = self.p_in.apply_rows(x)?;
+        let y1 = self.w1.matmul(xin.view())?;
+        let z = self.p_mid.apply_rows(y1.view())?;
+        // Pull g back through P_out (gather by the inverse = multiply by P_outᵀ).
+        let g2 = self.p_out.inverse().apply_rows(grad_out)?;
+        let gw2 = blocks_outer_sum(
+            g2.view(),
+            z.view(),
+            self.w2.nblocks(),
+            self.w2.block_rows(),
+            self.w2.block_cols(),
+        );
+        let gz = self.w2.transpose().matmul(g2.view())?;
+        let g1 = self.p_mid.inverse().apply_rows(gz.view())?;
+        let gw1 = blocks_outer_sum(
+            g1.view(),
+            xin.view(),
+            self.w1.nblocks(),
+            self.w1.block_rows(),
+            self.w1.block_cols(),
+        );
+        let gxin = self.w1.transpose().matmul(g1.view())?;
+        let gx = self.p_in.inverse().apply_rows(gxin.view())?;
+        Ok(MonarchGrad {
+            x: gx,
+            w1: gw1,
+            w2: gw2,
+        })
+    }
+
+    /// Converts every entry with `f` (e.g. `f64 → f32`), keeping the structure.
+    pub fn map<U: Scalar>(&self, f: impl Fn(T) -> U + Copy) -> Monarch<U> {
+        Monarch {
+            p_in: self.p_in.clone(),
+            w1: BlockDiag {
+                w: self.w1.weights().mapv(f),
+            },
+            p_mid: self.p_mid.clone(),
+            w2: BlockDiag {
+                w: self.w2.weights().mapv(f),
+            },
+            p_out: self.p_out.clone(),
+        }
+    }
+}
+
+/// `dst[r·n + i] = x[r, p[i]]` for each row of the view.
+fn gather_rows<T: Scalar>(x: ArrayView2<T>, p: &Perm, dst: &mut [T]) {
+    let n = p.len();
+    for (r, xr) in x.rows().into_iter().enumerate() {
+        let d = &mut dst[r * n..(r + 1) * n];
+        if p.is_identity() {
+            for (di, &xi) in d.iter_mut().zip(xr.iter()) {
+                *di = xi;
+            }
+        } else {
+            for (di, &i) in d.iter_mut().zip(p.index()) {
+                *di = xr[i];
+            }
+        }
+    }
+}
+
+fn permute_rows<T: Scalar>(src: &[T], p: &Perm, dst: &mut [T], rows: usize) {
+    let n = p.len();
+    for r in 0..rows {
+        p.apply_into(&src[r * n..(r + 1) * n], &mut dst[r * n..(r + 1) * n]);
+    }
+}
