@@ -187,7 +187,8 @@ impl<T: Scalar> MonarchLinear<T> {
         } else {
             self.monarch.matmul(self.pad(x)?.view())?
         };
-        let mut y = y.slice_move(s![.., ..self.out_features]);
+        // Truncation copies so callers always get a contiguous (standard-layout) array.
+        let mut y = if y.ncols() == self.out_features { y } else { y.slice(s![.., ..self.out_features]).to_owned() };
         if let Some(b) = &self.bias {
             y += b;
         }
@@ -219,7 +220,7 @@ impl<T: Scalar> MonarchLinear<T> {
         gp.slice_mut(s![.., ..self.out_features]).assign(&grad_out);
         let g = self.monarch.vjp(xp.view(), gp.view())?;
         Ok(MonarchLinearGrad {
-            x: g.x.slice_move(s![.., ..self.in_features]),
+            x: if g.x.ncols() == self.in_features { g.x } else { g.x.slice(s![.., ..self.in_features]).to_owned() },
             w1: g.w1,
             w2: g.w2,
             bias: self.bias.as_ref().map(|_| grad_out.sum_axis(Axis(0))),
