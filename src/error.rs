@@ -135,7 +135,7 @@ pub(crate) fn check_nonzero(size: usize, context: &str) -> Result<()> {
 /// Returns [`Error::NotDivisible`] unless `divisor` divides `size` (and is non-zero).
 pub(crate) fn check_divides(size: usize, divisor: usize, context: &str) -> Result<()> {
     check_nonzero(divisor, context)?;
-    if size % divisor != 0 {
+    if !size.is_multiple_of(divisor) {
         Err(Error::NotDivisible {
             context: context.into(),
             size,

@@ -45,6 +45,9 @@ pub struct MonarchLinearGrad<T> {
     pub bias: Option<Array1<T>>,
 }
 
+/// A factor's shape `(nblocks, rows, cols)`.
+pub type Shape3 = (usize, usize, usize);
+
 /// Factor shapes `(w1, w2)` of `MonarchLinear(in, out, nblocks)`.
 ///
 /// # Errors
@@ -53,7 +56,7 @@ pub fn monarch_linear_shapes(
     in_features: usize,
     out_features: usize,
     nblocks: usize,
-) -> Result<((usize, usize, usize), (usize, usize, usize))> {
+) -> Result<(Shape3, Shape3)> {
     check_nonzero(in_features, "MonarchLinear: in_features")?;
     check_nonzero(out_features, "MonarchLinear: out_features")?;
     check_nonzero(nblocks, "MonarchLinear: nblocks")?;
@@ -188,7 +191,11 @@ impl<T: Scalar> MonarchLinear<T> {
             self.monarch.matmul(self.pad(x)?.view())?
         };
         // Truncation copies so callers always get a contiguous (standard-layout) array.
-        let mut y = if y.ncols() == self.out_features { y } else { y.slice(s![.., ..self.out_features]).to_owned() };
+        let mut y = if y.ncols() == self.out_features {
+            y
+        } else {
+            y.slice(s![.., ..self.out_features]).to_owned()
+        };
         if let Some(b) = &self.bias {
             y += b;
         }
@@ -220,7 +227,11 @@ impl<T: Scalar> MonarchLinear<T> {
         gp.slice_mut(s![.., ..self.out_features]).assign(&grad_out);
         let g = self.monarch.vjp(xp.view(), gp.view())?;
         Ok(MonarchLinearGrad {
-            x: if g.x.ncols() == self.in_features { g.x } else { g.x.slice(s![.., ..self.in_features]).to_owned() },
+            x: if g.x.ncols() == self.in_features {
+                g.x
+            } else {
+                g.x.slice(s![.., ..self.in_features]).to_owned()
+            },
             w1: g.w1,
             w2: g.w2,
             bias: self.bias.as_ref().map(|_| grad_out.sum_axis(Axis(0))),

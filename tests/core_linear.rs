@@ -8,13 +8,31 @@ use monarch::{Error, MonarchLinear};
 
 #[test]
 fn shapes_follow_the_reference_rule() {
-    assert_eq!(monarch_linear_shapes(64, 128, 4).unwrap(), ((4, 16, 16), (4, 32, 16)));
-    assert_eq!(monarch_linear_shapes(128, 64, 4).unwrap(), ((4, 16, 32), (4, 16, 16)));
-    assert_eq!(monarch_linear_shapes(64, 64, 4).unwrap(), ((4, 16, 16), (4, 16, 16)));
+    assert_eq!(
+        monarch_linear_shapes(64, 128, 4).unwrap(),
+        ((4, 16, 16), (4, 32, 16))
+    );
+    assert_eq!(
+        monarch_linear_shapes(128, 64, 4).unwrap(),
+        ((4, 16, 32), (4, 16, 16))
+    );
+    assert_eq!(
+        monarch_linear_shapes(64, 64, 4).unwrap(),
+        ((4, 16, 16), (4, 16, 16))
+    );
     // Non-dividing sizes round up: ib = ⌈10/4⌉ = 3, ob = ⌈7/4⌉ = 2.
-    assert_eq!(monarch_linear_shapes(10, 7, 4).unwrap(), ((4, 2, 3), (4, 2, 2)));
-    assert!(matches!(monarch_linear_shapes(0, 7, 4), Err(Error::ZeroSize { .. })));
-    assert!(matches!(monarch_linear_shapes(3, 7, 0), Err(Error::ZeroSize { .. })));
+    assert_eq!(
+        monarch_linear_shapes(10, 7, 4).unwrap(),
+        ((4, 2, 3), (4, 2, 2))
+    );
+    assert!(matches!(
+        monarch_linear_shapes(0, 7, 4),
+        Err(Error::ZeroSize { .. })
+    ));
+    assert!(matches!(
+        monarch_linear_shapes(3, 7, 0),
+        Err(Error::ZeroSize { .. })
+    ));
 }
 
 #[test]
@@ -27,17 +45,34 @@ fn parameter_count_formula_for_divisible_sizes() {
 
 #[test]
 fn forward_matches_dense_with_padding_truncation_and_bias() {
-    for (i, o, nb) in [(10, 7, 4), (64, 128, 4), (33, 65, 8), (5, 5, 1), (7, 3, 7), (3, 12, 5)] {
+    for (i, o, nb) in [
+        (10, 7, 4),
+        (64, 128, 4),
+        (33, 65, 8),
+        (5, 5, 1),
+        (7, 3, 7),
+        (3, 12, 5),
+    ] {
         let layer = MonarchLinear::<f64>::new(i, o, nb, true, 11).unwrap();
         let m = layer.monarch();
         // Dense weight from the factors independently, then cut to (out, in).
         let full = naive_dense(m.w1(), m.w2());
         let w = full.slice(s![..o, ..i]).to_owned();
-        assert_close(layer.to_dense().as_slice().unwrap(), w.as_slice().unwrap(), 1e-12, "to_dense");
+        assert_close(
+            layer.to_dense().as_slice().unwrap(),
+            w.as_slice().unwrap(),
+            1e-12,
+            "to_dense",
+        );
         let x = normal_matrix::<f64>((5, i), 1.0, 3);
         let y = layer.forward(x.view()).unwrap();
         let yref = naive_rows_times_t(&x, &w) + layer.bias().unwrap();
-        assert_close(y.as_slice().unwrap(), yref.as_slice().unwrap(), 1e-12, "forward");
+        assert_close(
+            y.as_slice().unwrap(),
+            yref.as_slice().unwrap(),
+            1e-12,
+            "forward",
+        );
     }
 }
 
@@ -50,7 +85,14 @@ fn initialisation_bounds() {
     assert!(layer.monarch().w1().iter().all(|v| v.abs() <= b1));
     assert!(layer.monarch().w2().iter().all(|v| v.abs() <= b2));
     // Spread: the largest entry is close to the bound (a uniform sample of 1000+ values).
-    assert!(layer.monarch().w1().iter().fold(0.0f64, |a, v| a.max(v.abs())) > 0.9 * b1);
+    assert!(
+        layer
+            .monarch()
+            .w1()
+            .iter()
+            .fold(0.0f64, |a, v| a.max(v.abs()))
+            > 0.9 * b1
+    );
     let bb = 1.0 / 60f64.sqrt();
     assert!(layer.bias().unwrap().iter().all(|v| v.abs() <= bb));
 }
@@ -69,10 +111,17 @@ fn vjp_matches_finite_differences() {
         a.as_slice_mut().unwrap()[idx] += h;
         b.as_slice_mut().unwrap()[idx] -= h;
         let num = (loss(&layer, &a) - loss(&layer, &b)) / (2.0 * h);
-        assert!((num - gr.x.as_slice().unwrap()[idx]).abs() < 1e-7, "x[{idx}]");
+        assert!(
+            (num - gr.x.as_slice().unwrap()[idx]).abs() < 1e-7,
+            "x[{idx}]"
+        );
     }
     for which in 0..2 {
-        let n = if which == 0 { layer.monarch().w1().len() } else { layer.monarch().w2().len() };
+        let n = if which == 0 {
+            layer.monarch().w1().len()
+        } else {
+            layer.monarch().w2().len()
+        };
         for idx in 0..n {
             let bump = |d: f64| {
                 let mut l = layer.clone();
@@ -85,8 +134,16 @@ fn vjp_matches_finite_differences() {
                 loss(&l, &x)
             };
             let num = (bump(h) - bump(-h)) / (2.0 * h);
-            let got = if which == 0 { gr.w1.as_slice().unwrap()[idx] } else { gr.w2.as_slice().unwrap()[idx] };
-            assert!((num - got).abs() < 1e-7, "w{}[{idx}] fd {num} vs {got}", which + 1);
+            let got = if which == 0 {
+                gr.w1.as_slice().unwrap()[idx]
+            } else {
+                gr.w2.as_slice().unwrap()[idx]
+            };
+            assert!(
+                (num - got).abs() < 1e-7,
+                "w{}[{idx}] fd {num} vs {got}",
+                which + 1
+            );
         }
     }
     let gb: Array1<f64> = g.sum_axis(monarch::ndarray::Axis(0));
@@ -97,7 +154,9 @@ fn vjp_matches_finite_differences() {
 fn bad_input() {
     let layer = MonarchLinear::<f32>::new(10, 7, 4, false, 1).unwrap();
     assert!(layer.forward(Array2::zeros((2, 9)).view()).is_err());
-    assert!(layer.vjp(Array2::zeros((2, 10)).view(), Array2::zeros((2, 8)).view()).is_err());
+    assert!(layer
+        .vjp(Array2::zeros((2, 10)).view(), Array2::zeros((2, 8)).view())
+        .is_err());
     let l2 = MonarchLinear::<f32>::new(64, 128, 4, true, 1).unwrap();
     let (w1, w2) = (l2.monarch().w1().clone(), l2.monarch().w2().clone());
     assert!(MonarchLinear::from_weights(64, 128, w2.clone(), w1.clone(), None).is_err());

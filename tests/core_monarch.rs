@@ -9,7 +9,8 @@ use monarch::{BlockDiag, Error, Monarch, Par, Perm, Scalar};
 use rand::SeedableRng;
 
 /// (k, q, p), (l, s, r) with k·q == l·r: square, rectangular, k ≠ l, q ≠ p, s ≠ r.
-const SHAPES: &[((usize, usize, usize), (usize, usize, usize))] = &[
+type S3 = (usize, usize, usize);
+const SHAPES: &[(S3, S3)] = &[
     ((4, 4, 4), (4, 4, 4)),
     ((1, 5, 3), (1, 2, 5)),
     ((2, 3, 5), (3, 4, 2)),
@@ -20,9 +21,16 @@ const SHAPES: &[((usize, usize, usize), (usize, usize, usize))] = &[
     ((2, 6, 1), (12, 1, 1)),
 ];
 
-fn factors<T: Scalar>(s1: (usize, usize, usize), s2: (usize, usize, usize), seed: u64) -> (Array3<T>, Array3<T>) {
+fn factors<T: Scalar>(
+    s1: (usize, usize, usize),
+    s2: (usize, usize, usize),
+    seed: u64,
+) -> (Array3<T>, Array3<T>) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    (normal_array3(&mut rng, s1, 1.0), normal_array3(&mut rng, s2, 1.0))
+    (
+        normal_array3(&mut rng, s1, 1.0),
+        normal_array3(&mut rng, s2, 1.0),
+    )
 }
 
 fn check_matmul<T: Scalar>(tol: f64) {
@@ -33,12 +41,22 @@ fn check_matmul<T: Scalar>(tol: f64) {
         assert_eq!(m.in_features(), s1.0 * s1.2);
         assert_eq!(m.out_features(), s2.0 * s2.1);
         assert_eq!(m.num_params(), s1.0 * s1.1 * s1.2 + s2.0 * s2.1 * s2.2);
-        assert_close(m.to_dense().as_slice().unwrap(), dense.as_slice().unwrap(), tol, "to_dense");
+        assert_close(
+            m.to_dense().as_slice().unwrap(),
+            dense.as_slice().unwrap(),
+            tol,
+            "to_dense",
+        );
         for batch in [1usize, 3, 17] {
             let x = normal_matrix::<T>((batch, m.in_features()), 1.0, 100 + batch as u64);
             let y = m.matmul(x.view()).unwrap();
             let yref = naive_rows_times_t(&x, &dense);
-            assert_close(y.as_slice().unwrap(), yref.as_slice().unwrap(), tol, "matmul");
+            assert_close(
+                y.as_slice().unwrap(),
+                yref.as_slice().unwrap(),
+                tol,
+                "matmul",
+            );
             // Non-contiguous input: a transposed view of the transposed data.
             let xt = x.t().to_owned();
             let y2 = m.matmul(xt.t()).unwrap();
@@ -49,8 +67,15 @@ fn check_matmul<T: Scalar>(tol: f64) {
         }
         let v = normal_matrix::<T>((1, m.in_features()), 1.0, 5).index_axis_move(Axis(0), 0);
         let mv = m.matvec(v.view()).unwrap();
-        let mvref: Array1<T> = (0..m.out_features()).map(|r| (0..m.in_features()).map(|c| dense[[r, c]] * v[c]).sum()).collect();
-        assert_close(mv.as_slice().unwrap(), mvref.as_slice().unwrap(), tol, "matvec");
+        let mvref: Array1<T> = (0..m.out_features())
+            .map(|r| (0..m.in_features()).map(|c| dense[[r, c]] * v[c]).sum())
+            .collect();
+        assert_close(
+            mv.as_slice().unwrap(),
+            mvref.as_slice().unwrap(),
+            tol,
+            "matvec",
+        );
     }
 }
 
@@ -74,15 +99,33 @@ fn check_transpose<T: Scalar>(tol: f64) {
         let m = Monarch::from_factors(w1, w2).unwrap();
         let d = m.to_dense();
         let t = m.transpose();
-        assert_eq!((t.in_features(), t.out_features()), (m.out_features(), m.in_features()));
+        assert_eq!(
+            (t.in_features(), t.out_features()),
+            (m.out_features(), m.in_features())
+        );
         assert_eq!(t.num_params(), m.num_params());
         let dt = d.t().to_owned();
-        assert_close(t.to_dense().as_slice().unwrap(), dt.as_standard_layout().as_slice().unwrap(), tol, "transpose");
+        assert_close(
+            t.to_dense().as_slice().unwrap(),
+            dt.as_standard_layout().as_slice().unwrap(),
+            tol,
+            "transpose",
+        );
         let a = m.adjoint();
         let dh = d.t().mapv(|v| v.conj_val());
-        assert_close(a.to_dense().as_slice().unwrap(), dh.as_standard_layout().as_slice().unwrap(), tol, "adjoint");
+        assert_close(
+            a.to_dense().as_slice().unwrap(),
+            dh.as_standard_layout().as_slice().unwrap(),
+            tol,
+            "adjoint",
+        );
         // The transpose of the transpose is the original matrix.
-        assert_close(t.transpose().to_dense().as_slice().unwrap(), d.as_slice().unwrap(), tol, "double transpose");
+        assert_close(
+            t.transpose().to_dense().as_slice().unwrap(),
+            d.as_slice().unwrap(),
+            tol,
+            "double transpose",
+        );
     }
 }
 
@@ -115,7 +158,10 @@ fn vjp_matches_finite_differences() {
             b.as_slice_mut().unwrap()[idx] -= h;
             let num = fd(f(&a, &w2, &x), f(&b, &w2, &x));
             let got = grad.w1.as_slice().unwrap()[idx];
-            assert!((num - got).abs() < 1e-6 * (1.0 + num.abs()), "w1[{idx}] shape {i}: fd {num} vs {got}");
+            assert!(
+                (num - got).abs() < 1e-6 * (1.0 + num.abs()),
+                "w1[{idx}] shape {i}: fd {num} vs {got}"
+            );
         }
         for idx in 0..w2.len() {
             let (mut a, mut b) = (w2.clone(), w2.clone());
@@ -123,7 +169,10 @@ fn vjp_matches_finite_differences() {
             b.as_slice_mut().unwrap()[idx] -= h;
             let num = fd(f(&w1, &a, &x), f(&w1, &b, &x));
             let got = grad.w2.as_slice().unwrap()[idx];
-            assert!((num - got).abs() < 1e-6 * (1.0 + num.abs()), "w2[{idx}] shape {i}: fd {num} vs {got}");
+            assert!(
+                (num - got).abs() < 1e-6 * (1.0 + num.abs()),
+                "w2[{idx}] shape {i}: fd {num} vs {got}"
+            );
         }
         for idx in 0..x.len() {
             let (mut a, mut b) = (x.clone(), x.clone());
@@ -131,7 +180,10 @@ fn vjp_matches_finite_differences() {
             b.as_slice_mut().unwrap()[idx] -= h;
             let num = fd(f(&w1, &w2, &a), f(&w1, &w2, &b));
             let got = grad.x.as_slice().unwrap()[idx];
-            assert!((num - got).abs() < 1e-6 * (1.0 + num.abs()), "x[{idx}] shape {i}: fd {num} vs {got}");
+            assert!(
+                (num - got).abs() < 1e-6 * (1.0 + num.abs()),
+                "x[{idx}] shape {i}: fd {num} vs {got}"
+            );
         }
     }
 }
@@ -150,13 +202,30 @@ fn vjp_complex_is_bilinear_derivative() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
     let d: Array3<Complex64> = normal_array3(&mut rng, w1.dim(), 1.0);
     let h = 1e-6;
-    let f = |w: &Array3<Complex64>| (&Monarch::from_factors(w.clone(), w2.clone()).unwrap().matmul(x.view()).unwrap() * &g).sum();
-    let num = (f(&(&w1 + &(&d * Complex64::new(h, 0.0)))) - f(&(&w1 - &(&d * Complex64::new(h, 0.0))))) / Complex64::new(2.0 * h, 0.0);
+    let f = |w: &Array3<Complex64>| {
+        (&Monarch::from_factors(w.clone(), w2.clone())
+            .unwrap()
+            .matmul(x.view())
+            .unwrap()
+            * &g)
+            .sum()
+    };
+    let num = (f(&(&w1 + &(&d * Complex64::new(h, 0.0))))
+        - f(&(&w1 - &(&d * Complex64::new(h, 0.0)))))
+        / Complex64::new(2.0 * h, 0.0);
     let got: Complex64 = (&grad.w1 * &d).sum();
-    assert!((num - got).norm() < 1e-6 * (1.0 + num.norm()), "{num} vs {got}");
+    assert!(
+        (num - got).norm() < 1e-6 * (1.0 + num.norm()),
+        "{num} vs {got}"
+    );
     // grad_x = g · M (plain transpose, no conjugation).
     let gx_ref = g.dot(&m.to_dense());
-    assert_close(grad.x.as_slice().unwrap(), gx_ref.as_slice().unwrap(), 1e-12, "complex grad_x");
+    assert_close(
+        grad.x.as_slice().unwrap(),
+        gx_ref.as_slice().unwrap(),
+        1e-12,
+        "complex grad_x",
+    );
 }
 
 #[test]
@@ -171,26 +240,57 @@ fn identity_and_random_constructors() {
         assert_eq!(r1, r2);
         assert_ne!(r1, r3);
     }
-    assert!(matches!(Monarch::<f64>::identity(10, 3), Err(Error::NotDivisible { size: 10, divisor: 3, .. })));
-    assert!(matches!(Monarch::<f64>::random(0, 1, 0), Err(Error::ZeroSize { .. })));
-    assert!(matches!(Monarch::<f64>::random(8, 0, 0), Err(Error::ZeroSize { .. })));
+    assert!(matches!(
+        Monarch::<f64>::identity(10, 3),
+        Err(Error::NotDivisible {
+            size: 10,
+            divisor: 3,
+            ..
+        })
+    ));
+    assert!(matches!(
+        Monarch::<f64>::random(0, 1, 0),
+        Err(Error::ZeroSize { .. })
+    ));
+    assert!(matches!(
+        Monarch::<f64>::random(8, 0, 0),
+        Err(Error::ZeroSize { .. })
+    ));
 }
 
 #[test]
 fn bad_input_returns_errors() {
-    let e = Monarch::<f64>::from_factors(Array3::zeros((2, 3, 4)), Array3::zeros((2, 5, 2))).unwrap_err();
+    let e = Monarch::<f64>::from_factors(Array3::zeros((2, 3, 4)), Array3::zeros((2, 5, 2)))
+        .unwrap_err();
     assert!(matches!(e, Error::ShapeMismatch { .. }), "{e}");
     let msg = e.to_string();
     assert!(msg.contains("(2,3,4)") && msg.contains("(2,5,2)"), "{msg}");
-    assert!(matches!(Monarch::<f64>::from_factors(Array3::zeros((0, 3, 4)), Array3::zeros((2, 5, 2))), Err(Error::ZeroSize { .. })));
+    assert!(matches!(
+        Monarch::<f64>::from_factors(Array3::zeros((0, 3, 4)), Array3::zeros((2, 5, 2))),
+        Err(Error::ZeroSize { .. })
+    ));
     let m = Monarch::<f64>::random(16, 4, 0).unwrap();
     let e = m.matmul(Array2::zeros((2, 15)).view()).unwrap_err();
-    assert!(e.to_string().contains("16") && e.to_string().contains("15"), "{e}");
-    assert!(m.matmul_into(Array2::zeros((2, 16)).view(), Array2::zeros((3, 16)).view_mut(), Par::Seq).is_err());
-    assert!(m.vjp(Array2::zeros((2, 16)).view(), Array2::zeros((2, 15)).view()).is_err());
+    assert!(
+        e.to_string().contains("16") && e.to_string().contains("15"),
+        "{e}"
+    );
+    assert!(m
+        .matmul_into(
+            Array2::zeros((2, 16)).view(),
+            Array2::zeros((3, 16)).view_mut(),
+            Par::Seq
+        )
+        .is_err());
+    assert!(m
+        .vjp(Array2::zeros((2, 16)).view(), Array2::zeros((2, 15)).view())
+        .is_err());
     assert!(m.matvec(Array1::zeros(3).view()).is_err());
     // Zero batch is fine: an empty result.
-    assert_eq!(m.matmul(Array2::zeros((0, 16)).view()).unwrap().dim(), (0, 16));
+    assert_eq!(
+        m.matmul(Array2::zeros((0, 16)).view()).unwrap().dim(),
+        (0, 16)
+    );
     assert!(Perm::from_index(vec![0, 0, 1]).is_err());
     assert!(Perm::from_index(vec![0, 3, 1]).is_err());
     assert!(Perm::identity(3).try_compose(&Perm::identity(4)).is_err());
@@ -198,7 +298,14 @@ fn bad_input_returns_errors() {
     let bd = BlockDiag::new(Array3::<f64>::ones((2, 3, 4))).unwrap();
     assert!(bd.matmul(Array2::zeros((1, 7)).view()).is_err());
     let p1 = Perm::identity(8);
-    assert!(Monarch::from_parts(p1, bd.clone(), Perm::identity(6), bd.clone(), Perm::identity(6)).is_err());
+    assert!(Monarch::from_parts(
+        p1,
+        bd.clone(),
+        Perm::identity(6),
+        bd.clone(),
+        Perm::identity(6)
+    )
+    .is_err());
 }
 
 #[test]
@@ -233,10 +340,20 @@ fn blockdiag_matches_dense_and_vjp() {
     let d = bd.to_dense();
     let x = normal_matrix::<f64>((6, 15), 1.0, 2);
     let y = bd.matmul(x.view()).unwrap();
-    assert_close(y.as_slice().unwrap(), naive_rows_times_t(&x, &d).as_slice().unwrap(), 1e-12, "bd matmul");
+    assert_close(
+        y.as_slice().unwrap(),
+        naive_rows_times_t(&x, &d).as_slice().unwrap(),
+        1e-12,
+        "bd matmul",
+    );
     let g = normal_matrix::<f64>((6, 12), 1.0, 3);
     let gr = bd.vjp(x.view(), g.view()).unwrap();
-    assert_close(gr.x.as_slice().unwrap(), g.dot(&d).as_slice().unwrap(), 1e-12, "bd grad x");
+    assert_close(
+        gr.x.as_slice().unwrap(),
+        g.dot(&d).as_slice().unwrap(),
+        1e-12,
+        "bd grad x",
+    );
     // Dense gradient gᵀx restricted to the blocks.
     let full = g.t().dot(&x);
     for a in 0..3 {
@@ -254,7 +371,15 @@ fn naive_dft(x: &[Complex64], inverse: bool) -> Vec<Complex64> {
     let sign = if inverse { 1.0 } else { -1.0 };
     (0..n)
         .map(|u| {
-            x.iter().enumerate().map(|(t, &v)| v * Complex64::from_polar(1.0, sign * 2.0 * std::f64::consts::PI * (u * t) as f64 / n as f64)).sum::<Complex64>()
+            x.iter()
+                .enumerate()
+                .map(|(t, &v)| {
+                    v * Complex64::from_polar(
+                        1.0,
+                        sign * 2.0 * std::f64::consts::PI * (u * t) as f64 / n as f64,
+                    )
+                })
+                .sum::<Complex64>()
                 / (n as f64).sqrt()
         })
         .collect()
@@ -272,10 +397,18 @@ fn dft_monarch_matches_naive_dft() {
         let xp: Vec<Complex64> = perm.iter().map(|&i| xs[i]).collect();
         let y = f.matvec(Array1::from(xp).view()).unwrap();
         assert_close(y.as_slice().unwrap(), &naive_dft(&xs, false), 1e-12, "dft");
-        assert_eq!(Monarch::<Complex64>::dft_input_perm(b, b).unwrap().index(), &perm[..]);
+        assert_eq!(
+            Monarch::<Complex64>::dft_input_perm(b, b).unwrap().index(),
+            &perm[..]
+        );
         let fnat = Monarch::<Complex64>::dft_natural(n).unwrap();
         let y2 = fnat.matvec(x.row(0)).unwrap();
-        assert_close(y2.as_slice().unwrap(), &naive_dft(&xs, false), 1e-12, "dft_natural");
+        assert_close(
+            y2.as_slice().unwrap(),
+            &naive_dft(&xs, false),
+            1e-12,
+            "dft_natural",
+        );
         // Inverse through the adjoint.
         let back = fnat.adjoint().matvec(y2.view()).unwrap();
         assert_close(back.as_slice().unwrap(), &xs, 1e-12, "adjoint inverts");
@@ -285,7 +418,12 @@ fn dft_monarch_matches_naive_dft() {
             let f = Monarch::<Complex64>::dft_natural_factored(n, k, inverse).unwrap();
             let x = normal_matrix::<Complex64>((1, n), 1.0, 99);
             let y = f.matvec(x.row(0)).unwrap();
-            assert_close(y.as_slice().unwrap(), &naive_dft(x.row(0).as_slice().unwrap(), inverse), 1e-12, "factored dft");
+            assert_close(
+                y.as_slice().unwrap(),
+                &naive_dft(x.row(0).as_slice().unwrap(), inverse),
+                1e-12,
+                "factored dft",
+            );
         }
     }
     assert!(Monarch::<Complex64>::dft(12).is_err());
@@ -297,8 +435,14 @@ fn dft_monarch_matches_naive_dft() {
 fn thread_count_does_not_change_results() {
     let m = Monarch::<f32>::random(256, 16, 3).unwrap();
     let x = normal_matrix::<f32>((300, 256), 1.0, 4);
-    let pool1 = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-    let pool3 = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+    let pool1 = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let pool3 = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
     let a = pool1.install(|| m.matmul(x.view()).unwrap());
     let b = pool3.install(|| m.matmul(x.view()).unwrap());
     assert_eq!(a, b);

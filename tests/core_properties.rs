@@ -8,17 +8,26 @@ use proptest::prelude::*;
 use rand::SeedableRng;
 
 fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24)
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24)
 }
 
 /// Factor shapes (k,q,p), (l,s,r) with k·q == l·r, built from k, l, ρ so both layouts occur.
-fn shapes() -> impl Strategy<Value = ((usize, usize, usize), (usize, usize, usize))> {
-    (1usize..5, 1usize..5, 1usize..4, 1usize..6, 1usize..6).prop_map(|(k, l, rho, p, s)| ((k, rho * l, p), (l, s, k * rho)))
+type S3 = (usize, usize, usize);
+fn shapes() -> impl Strategy<Value = (S3, S3)> {
+    (1usize..5, 1usize..5, 1usize..4, 1usize..6, 1usize..6)
+        .prop_map(|(k, l, rho, p, s)| ((k, rho * l, p), (l, s, k * rho)))
 }
 
 fn monarch_of(s1: (usize, usize, usize), s2: (usize, usize, usize), seed: u64) -> Monarch<f64> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    Monarch::from_factors(normal_array3(&mut rng, s1, 1.0), normal_array3(&mut rng, s2, 1.0)).unwrap()
+    Monarch::from_factors(
+        normal_array3(&mut rng, s1, 1.0),
+        normal_array3(&mut rng, s2, 1.0),
+    )
+    .unwrap()
 }
 
 fn fro(a: &Array2<f64>) -> f64 {
@@ -119,17 +128,33 @@ proptest! {
 fn projection_errors_name_sizes() {
     let a = Array2::<f64>::zeros((12, 10));
     let e = Monarch::project(a.view(), 3, 4, 1).unwrap_err();
-    assert!(e.to_string().contains("10") && e.to_string().contains('3'), "{e}");
+    assert!(
+        e.to_string().contains("10") && e.to_string().contains('3'),
+        "{e}"
+    );
     let e = Monarch::project(a.view(), 5, 5, 1).unwrap_err();
     assert!(e.to_string().contains("12"), "{e}");
     // Slices are 3×2: rank 3 is too large.
     let e = Monarch::project(a.view(), 5, 4, 3).unwrap_err();
-    assert!(matches!(e, monarch::Error::TooLarge { value: 3, max: 2, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            monarch::Error::TooLarge {
+                value: 3,
+                max: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert!(Monarch::project(a.view(), 5, 4, 0).is_err());
     assert!(Monarch::project(Array2::<f64>::zeros((0, 4)).view(), 1, 1, 1).is_err());
     let mut b = Array2::<f64>::zeros((4, 4));
     b[[1, 2]] = f64::NAN;
-    assert!(matches!(Monarch::project(b.view(), 2, 2, 1), Err(monarch::Error::NonFinite { .. })));
+    assert!(matches!(
+        Monarch::project(b.view(), 2, 2, 1),
+        Err(monarch::Error::NonFinite { .. })
+    ));
     // The zero matrix projects to zero with zero relative error.
     let z = Monarch::project_with_error(Array2::<f64>::zeros((4, 4)).view(), 2, 2, 1).unwrap();
     assert_eq!(z.relative_error, 0.0);
