@@ -53,8 +53,14 @@ impl<T: Scalar> BlockDiag<T> {
     /// `nb` identity blocks of size `size`.
     ///
     /// # Errors
-    /// [`Error::ZeroSize`] if `nb` or `size` is zero.
+    /// [`Error::ZeroSize`] if `nb` or `size` is zero, [`Error::TooLarge`] if the element count
+    /// overflows.
     pub fn identity(nb: usize, size: usize) -> Result<Self> {
+        crate::error::checked_len(
+            &[nb, size, size],
+            std::mem::size_of::<T>(),
+            "BlockDiag::identity",
+        )?;
         let mut w = Array3::zeros((nb, size, size));
         for a in 0..nb {
             for i in 0..size {

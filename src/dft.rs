@@ -48,11 +48,14 @@ where
     /// inverse DFT (`ω → ω̄`).
     ///
     /// # Errors
-    /// [`Error::ZeroSize`] if `k` or `p` is zero.
+    /// [`Error::ZeroSize`] if `k` or `p` is zero, [`Error::TooLarge`] if the sizes overflow.
     pub fn dft_factored(k: usize, p: usize, inverse: bool) -> Result<Self> {
         check_nonzero(k, "Monarch::dft_factored: k")?;
         check_nonzero(p, "Monarch::dft_factored: p")?;
-        let n = k * p;
+        let size = std::mem::size_of::<Complex<R>>();
+        let n = crate::error::checked_len(&[k, p], size, "Monarch::dft_factored: n = k·p")?;
+        crate::error::checked_len(&[k, p, p], size, "Monarch::dft_factored: w1")?;
+        crate::error::checked_len(&[p, k, k], size, "Monarch::dft_factored: w2")?;
         let sign = if inverse { 1.0 } else { -1.0 };
         let tau = 2.0 * std::f64::consts::PI;
         let cis = |num: usize, den: usize, scale: f64| {
@@ -82,6 +85,11 @@ where
     pub fn dft_input_perm(k: usize, p: usize) -> Result<Perm> {
         check_nonzero(k, "Monarch::dft_input_perm: k")?;
         check_nonzero(p, "Monarch::dft_input_perm: p")?;
+        crate::error::checked_len(
+            &[k, p],
+            std::mem::size_of::<usize>(),
+            "Monarch::dft_input_perm",
+        )?;
         Ok(Perm::stride(p, k))
     }
 
@@ -112,11 +120,13 @@ where
 }
 
 fn isqrt(n: usize) -> usize {
+    // The float estimate can be one off either way; products are checked because
+    // `(2^32)^2` overflows usize for n near usize::MAX.
     let mut b = (n as f64).sqrt() as usize;
-    while b * b > n {
+    while b.checked_mul(b).is_none_or(|v| v > n) {
         b -= 1;
     }
-    while (b + 1) * (b + 1) <= n {
+    while (b + 1).checked_mul(b + 1).is_some_and(|v| v <= n) {
         b += 1;
     }
     b

@@ -145,3 +145,24 @@ pub(crate) fn check_divides(size: usize, divisor: usize, context: &str) -> Resul
         Ok(())
     }
 }
+
+/// Element count of an array of shape `dims` with `elem_size`-byte elements, or
+/// [`Error::TooLarge`] if the count of its non-zero axes overflows or its bytes exceed
+/// `isize::MAX` (where `ndarray` and `Vec` would panic).
+pub(crate) fn checked_len(dims: &[usize], elem_size: usize, context: &str) -> Result<usize> {
+    let max = isize::MAX as usize / elem_size.max(1);
+    let mut n: usize = 1;
+    for &d in dims.iter().filter(|&&d| d != 0) {
+        n = match n.checked_mul(d) {
+            Some(v) if v <= max => v,
+            _ => {
+                return Err(Error::TooLarge {
+                    context: format!("{context}: element count of shape {dims:?}"),
+                    value: n.saturating_mul(d),
+                    max,
+                })
+            }
+        };
+    }
+    Ok(if dims.contains(&0) { 0 } else { n })
+}

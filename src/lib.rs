@@ -27,6 +27,7 @@ pub use ndarray;
 pub use num_complex;
 
 pub mod blockdiag;
+pub mod checkpoint;
 pub mod dft;
 pub mod error;
 pub mod guide;

@@ -51,7 +51,8 @@ pub type Shape3 = (usize, usize, usize);
 /// Factor shapes `(w1, w2)` of `MonarchLinear(in, out, nblocks)`.
 ///
 /// # Errors
-/// [`Error::ZeroSize`] if any argument is zero.
+/// [`Error::ZeroSize`] if any argument is zero, [`Error::TooLarge`] if the padded sizes or the
+/// factors' element counts overflow.
 pub fn monarch_linear_shapes(
     in_features: usize,
     out_features: usize,
@@ -62,18 +63,32 @@ pub fn monarch_linear_shapes(
     check_nonzero(nblocks, "MonarchLinear: nblocks")?;
     let ib = in_features.div_ceil(nblocks);
     let ob = out_features.div_ceil(nblocks);
-    Ok(if nblocks * ib < nblocks * ob {
+    // The padded widths `nb·ib`, `nb·ob` can exceed usize for sizes near usize::MAX.
+    let padded = |b: usize| {
+        nblocks.checked_mul(b).ok_or_else(|| Error::TooLarge {
+            context: format!("MonarchLinear({in_features}, {out_features}, nblocks={nblocks}): padded width nblocks·{b}"),
+            value: b,
+            max: usize::MAX / nblocks,
+        })
+    };
+    let (pin, pout) = (padded(ib)?, padded(ob)?);
+    let (s1, s2) = if pin < pout {
         ((nblocks, ib, ib), (nblocks, ob, ib))
     } else {
         ((nblocks, ob, ib), (nblocks, ob, ob))
-    })
+    };
+    for (s, name) in [(s1, "w1"), (s2, "w2")] {
+        crate::error::checked_len(&[s.0, s.1, s.2], 16, &format!("MonarchLinear: {name}"))?;
+    }
+    Ok((s1, s2))
 }
 
 impl<T: Scalar> MonarchLinear<T> {
     /// A layer with the reference initialisation, seeded.
     ///
     /// # Errors
-    /// [`Error::ZeroSize`] if any size is zero.
+    /// [`Error::ZeroSize`] if any size is zero, [`Error::TooLarge`] if the factors' element
+    /// counts overflow.
     pub fn new(
         in_features: usize,
         out_features: usize,

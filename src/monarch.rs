@@ -145,13 +145,17 @@ impl<T: Scalar> Monarch<T> {
     /// A seeded random Monarch with `w1` of shape `(k, q, p)` and `w2` of shape `(l, s, r)`.
     ///
     /// # Errors
-    /// As [`from_factors`](Monarch::from_factors).
+    /// As [`from_factors`](Monarch::from_factors); [`Error::TooLarge`] if an element count
+    /// overflows.
     pub fn random_factors(
         w1: (usize, usize, usize),
         w2: (usize, usize, usize),
         seed: u64,
     ) -> Result<Self> {
         use rand::SeedableRng;
+        let size = std::mem::size_of::<T>();
+        crate::error::checked_len(&[w1.0, w1.1, w1.2], size, "Monarch::random_factors: w1")?;
+        crate::error::checked_len(&[w2.0, w2.1, w2.2], size, "Monarch::random_factors: w2")?;
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let s1 = 1.0 / (w1.2.max(1) as f64).sqrt();
         let s2 = 1.0 / (w2.2.max(1) as f64).sqrt();
