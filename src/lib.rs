@@ -29,7 +29,7 @@ pub use num_complex;
 pub mod blockdiag;
 pub mod dft;
 pub mod error;
-pub(crate) mod kernels;
+pub mod kernels;
 pub mod linear;
 pub mod monarch;
 pub mod par;
