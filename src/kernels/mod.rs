@@ -647,3 +647,42 @@ pub fn blocks_outer_sum_with<T: Scalar>(
     check_rows(ctx, "input shape", (g.nrows(), nb * cols), x.dim())?;
     Ok(pipeline::blocks_outer(g, x, (nb, rows, cols), par, backend))
 }
+
+/// Measures the single-thread `f32` FMA throughput of `backend` in GFLOP/s by running
+/// independent fused-multiply-add chains for at least `min_seconds` (best of a few trials).
+/// Run it on every thread of a pool at once to get the machine's peak. Returns 0 for the
+/// portable backend (no defined vector width).
+///
+/// # Panics
+/// If `backend` is not available on this CPU.
+pub fn fma_peak_gflops(backend: Backend, min_seconds: f64) -> f64 {
+    if backend == Backend::Portable {
+        assert!(backend.is_available());
+        return 0.0;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut best = 0.0f64;
+        let mut sink = 0.0f32;
+        for _ in 0..3 {
+            let mut iters = 1 << 16;
+            loop {
+                let t = std::time::Instant::now();
+                let (flops, chk) = x86::fma_loop(backend, iters);
+                let dt = t.elapsed().as_secs_f64();
+                sink += chk;
+                if dt >= min_seconds / 3.0 || iters >= 1 << 40 {
+                    best = best.max(flops / dt / 1e9);
+                    break;
+                }
+                iters *= 2;
+            }
+        }
+        std::hint::black_box(sink);
+        best
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        unreachable!("SIMD backends exist only on x86-64")
+    }
+}

@@ -806,3 +806,60 @@ pub(super) fn dispatch_interleaved_outer<T: 'static>(
         )
     }
 }
+
+/// `iters` rounds of 24 independent FMA chains on full vectors of `S` (enough chains to
+/// cover the FMA latency on two ports); returns a value depending on every chain so the loop
+/// cannot be removed.
+///
+/// # Safety
+/// The CPU must support `S`.
+#[inline(always)]
+unsafe fn fma_chains<S: Simd<E = f32>>(iters: usize) -> f32 {
+    // Opaque inputs, and no fixed point: the compiler must run every FMA.
+    let one = std::hint::black_box(1.0f32);
+    let (a, b) = std::hint::black_box((0.999_9f32, 1e-4f32));
+    let (av, bv) = (S::splat(&a), S::splat(&b));
+    let mut acc = [S::splat(&one); 24];
+    for _ in 0..iters {
+        for v in acc.iter_mut() {
+            *v = S::fma(*v, av, bv);
+        }
+    }
+    let mut out = [0.0f32; 16];
+    let mut total = 0.0;
+    for v in acc {
+        S::store_part(out.as_mut_ptr(), v, S::LANES);
+        total += out[..S::LANES].iter().sum::<f32>();
+    }
+    total
+}
+
+/// # Safety
+/// The CPU must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_chains_512(iters: usize) -> f32 {
+    fma_chains::<Avx512F32>(iters)
+}
+
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_chains_256(iters: usize) -> f32 {
+    fma_chains::<Avx2F32>(iters)
+}
+
+/// Runs the FMA loop of `backend` for `iters` rounds; returns `(flops, checksum)`.
+pub(super) fn fma_loop(backend: Backend, iters: usize) -> (f64, f32) {
+    assert!(backend.is_available());
+    match backend {
+        // SAFETY: the instruction set was detected just above.
+        Backend::Avx512 => ((iters * 24 * 16 * 2) as f64, unsafe {
+            fma_chains_512(iters)
+        }),
+        // SAFETY: the instruction set was detected just above.
+        Backend::Avx2 => ((iters * 24 * 8 * 2) as f64, unsafe {
+            fma_chains_256(iters)
+        }),
+        Backend::Portable => (0.0, 0.0),
+    }
+}
