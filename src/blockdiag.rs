@@ -15,10 +15,9 @@
 //! ```
 
 use crate::error::{check_nonzero, Error, Result};
-use crate::kernels::{row_chunk, PackedBlocks};
+use crate::kernels::Backend;
 use crate::{Par, Scalar};
 use ndarray::{s, Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut2, Axis};
-use rayon::prelude::*;
 
 /// A block-diagonal matrix with `nb` blocks of `rows × cols` (stored out×in).
 #[derive(Debug, Clone, PartialEq)]
@@ -159,7 +158,7 @@ impl<T: Scalar> BlockDiag<T> {
     ///
     /// # Errors
     /// [`Error::ShapeMismatch`] if `x` or `y` has the wrong shape.
-    pub fn matmul_into(&self, x: ArrayView2<T>, mut y: ArrayViewMut2<T>, par: Par) -> Result<()> {
+    pub fn matmul_into(&self, x: ArrayView2<T>, y: ArrayViewMut2<T>, par: Par) -> Result<()> {
         if x.ncols() != self.in_features() {
             return Err(Error::shape(
                 "BlockDiag::matmul: input columns (nb·cols)",
@@ -175,26 +174,7 @@ impl<T: Scalar> BlockDiag<T> {
                 y.dim(),
             ));
         }
-        let packed = PackedBlocks::pack(self.w.view());
-        let (n, m) = (self.in_features(), self.out_features());
-        let chunk = row_chunk(n.max(m));
-        let run = |(xc, mut yc): (ArrayView2<T>, ArrayViewMut2<T>)| {
-            let rows = xc.nrows();
-            let xs: Vec<T> = xc.iter().copied().collect();
-            let mut ys = vec![T::zero(); rows * m];
-            packed.apply_rows(&xs, &mut ys, rows);
-            for (dst, src) in yc.iter_mut().zip(ys) {
-                *dst = src;
-            }
-        };
-        let pairs = x
-            .axis_chunks_iter(Axis(0), chunk)
-            .zip(y.axis_chunks_iter_mut(Axis(0), chunk));
-        if par.should_split(x.nrows() * self.num_params()) {
-            pairs.collect::<Vec<_>>().into_par_iter().for_each(run);
-        } else {
-            pairs.for_each(run);
-        }
+        crate::kernels::pipeline::blockdiag_forward(self, x, y, par, Backend::detect());
         Ok(())
     }
 
@@ -218,7 +198,12 @@ impl<T: Scalar> BlockDiag<T> {
                 grad_out.dim(),
             ));
         }
-        let gx = self.transpose().matmul(grad_out)?;
+        let gx = crate::kernels::pipeline::blockdiag_transpose(
+            self,
+            grad_out,
+            Par::Rayon,
+            Backend::detect(),
+        );
         let gw = blocks_outer_sum(
             grad_out,
             x,
@@ -239,27 +224,5 @@ pub(crate) fn blocks_outer_sum<T: Scalar>(
     rows: usize,
     cols: usize,
 ) -> Array3<T> {
-    let mut out = Array3::zeros((nb, rows, cols));
-    let work = g.nrows() * nb * rows * cols;
-    let body = |(a, mut oa): (usize, ndarray::ArrayViewMut2<T>)| {
-        let ga = g.slice(s![.., a * rows..(a + 1) * rows]);
-        let xa = x.slice(s![.., a * cols..(a + 1) * cols]);
-        for (gr, xr) in ga.rows().into_iter().zip(xa.rows()) {
-            for (i, &gi) in gr.iter().enumerate() {
-                let mut orow = oa.row_mut(i);
-                for (o, &xj) in orow.iter_mut().zip(xr.iter()) {
-                    *o = gi.mul_add_val(xj, *o);
-                }
-            }
-        }
-    };
-    if Par::Rayon.should_split(work) {
-        out.axis_iter_mut(Axis(0))
-            .into_par_iter()
-            .enumerate()
-            .for_each(body);
-    } else {
-        out.axis_iter_mut(Axis(0)).enumerate().for_each(body);
-    }
-    out
+    crate::kernels::pipeline::blocks_outer(g, x, (nb, rows, cols), Par::Rayon, Backend::detect())
 }

@@ -31,7 +31,7 @@ pub mod checkpoint;
 pub mod dft;
 pub mod error;
 pub mod guide;
-pub(crate) mod kernels;
+pub mod kernels;
 pub mod linear;
 pub mod monarch;
 pub mod par;

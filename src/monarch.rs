@@ -18,12 +18,11 @@
 //! assert_eq!(m.num_params(), 2 * 16 * 4);
 //! ```
 
-use crate::blockdiag::{blocks_outer_sum, BlockDiag};
+use crate::blockdiag::BlockDiag;
 use crate::error::{check_nonzero, Error, Result};
-use crate::kernels::{row_chunk, PackedBlocks};
+use crate::kernels::Backend;
 use crate::{Par, Perm, Scalar};
 use ndarray::{Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayViewMut2, Axis};
-use rayon::prelude::*;
 
 /// A Monarch matrix `M = P_out · BD(w2) · P_mid · BD(w1) · P_in` (see the module docs).
 #[derive(Debug, Clone, PartialEq)]
@@ -234,7 +233,7 @@ impl<T: Scalar> Monarch<T> {
     ///
     /// # Errors
     /// [`Error::ShapeMismatch`] if `x` or `out` has the wrong shape.
-    pub fn matmul_into(&self, x: ArrayView2<T>, mut out: ArrayViewMut2<T>, par: Par) -> Result<()> {
+    pub fn matmul_into(&self, x: ArrayView2<T>, out: ArrayViewMut2<T>, par: Par) -> Result<()> {
         self.check_input(x, "Monarch::matmul")?;
         let expect = (x.nrows(), self.out_features());
         if out.dim() != expect {
@@ -244,39 +243,7 @@ impl<T: Scalar> Monarch<T> {
                 out.dim(),
             ));
         }
-        let p1 = PackedBlocks::pack(self.w1.weights());
-        let p2 = PackedBlocks::pack(self.w2.weights());
-        let width = self
-            .in_features()
-            .max(self.out_features())
-            .max(p1.out_len());
-        let chunk = row_chunk(width);
-        let run = |(xc, mut oc): (ArrayView2<T>, ArrayViewMut2<T>)| {
-            let rows = xc.nrows();
-            let (n, h, m) = (p1.in_len(), p1.out_len(), p2.out_len());
-            let mut xin = vec![T::zero(); rows * n];
-            let mut y1 = vec![T::zero(); rows * h];
-            let mut z = vec![T::zero(); rows * h];
-            let mut y2 = vec![T::zero(); rows * m];
-            gather_rows(xc, &self.p_in, &mut xin);
-            p1.apply_rows(&xin, &mut y1, rows);
-            permute_rows(&y1, &self.p_mid, &mut z, rows);
-            p2.apply_rows(&z, &mut y2, rows);
-            for (r, mut orow) in oc.rows_mut().into_iter().enumerate() {
-                let src = &y2[r * m..(r + 1) * m];
-                for (o, &i) in orow.iter_mut().zip(self.p_out.index()) {
-                    *o = src[i];
-                }
-            }
-        };
-        let pairs = x
-            .axis_chunks_iter(Axis(0), chunk)
-            .zip(out.axis_chunks_iter_mut(Axis(0), chunk));
-        if par.should_split(x.nrows() * self.num_params()) {
-            pairs.collect::<Vec<_>>().into_par_iter().for_each(run);
-        } else {
-            pairs.for_each(run);
-        }
+        crate::kernels::pipeline::monarch_forward(self, x, out, par, Backend::detect());
         Ok(())
     }
 
@@ -343,34 +310,13 @@ impl<T: Scalar> Monarch<T> {
                 grad_out.dim(),
             ));
         }
-        let xin = self.p_in.apply_rows(x)?;
-        let y1 = self.w1.matmul(xin.view())?;
-        let z = self.p_mid.apply_rows(y1.view())?;
-        // Pull g back through P_out (gather by the inverse = multiply by P_outᵀ).
-        let g2 = self.p_out.inverse().apply_rows(grad_out)?;
-        let gw2 = blocks_outer_sum(
-            g2.view(),
-            z.view(),
-            self.w2.nblocks(),
-            self.w2.block_rows(),
-            self.w2.block_cols(),
-        );
-        let gz = self.w2.transpose().matmul(g2.view())?;
-        let g1 = self.p_mid.inverse().apply_rows(gz.view())?;
-        let gw1 = blocks_outer_sum(
-            g1.view(),
-            xin.view(),
-            self.w1.nblocks(),
-            self.w1.block_rows(),
-            self.w1.block_cols(),
-        );
-        let gxin = self.w1.transpose().matmul(g1.view())?;
-        let gx = self.p_in.inverse().apply_rows(gxin.view())?;
-        Ok(MonarchGrad {
-            x: gx,
-            w1: gw1,
-            w2: gw2,
-        })
+        Ok(crate::kernels::pipeline::monarch_vjp(
+            self,
+            x,
+            grad_out,
+            Par::Rayon,
+            Backend::detect(),
+        ))
     }
 
     /// Converts every entry with `f` (e.g. `f64 → f32`), keeping the structure.
@@ -386,29 +332,5 @@ impl<T: Scalar> Monarch<T> {
             },
             p_out: self.p_out.clone(),
         }
-    }
-}
-
-/// `dst[r·n + i] = x[r, p[i]]` for each row of the view.
-fn gather_rows<T: Scalar>(x: ArrayView2<T>, p: &Perm, dst: &mut [T]) {
-    let n = p.len();
-    for (r, xr) in x.rows().into_iter().enumerate() {
-        let d = &mut dst[r * n..(r + 1) * n];
-        if p.is_identity() {
-            for (di, &xi) in d.iter_mut().zip(xr.iter()) {
-                *di = xi;
-            }
-        } else {
-            for (di, &i) in d.iter_mut().zip(p.index()) {
-                *di = xr[i];
-            }
-        }
-    }
-}
-
-fn permute_rows<T: Scalar>(src: &[T], p: &Perm, dst: &mut [T], rows: usize) {
-    let n = p.len();
-    for r in 0..rows {
-        p.apply_into(&src[r * n..(r + 1) * n], &mut dst[r * n..(r + 1) * n]);
     }
 }

@@ -1,0 +1,296 @@
+//! Core kernel benchmark: Monarch products (f32) against the FMA peak measured in this run and
+//! against the dense products a user would pick instead (faer, ndarray `dot`), on the same data.
+//!
+//! `cargo run --release --example bench_core` (about a minute), or with `--quick` (or
+//! `MONARCH_BENCH_QUICK=1`) for a smoke run with small sizes and few trials (CI).
+
+use monarch::kernels::{fma_peak_gflops, Backend};
+use monarch::ndarray::{Array2, ArrayView2};
+use monarch::random::normal_matrix;
+use monarch::{Monarch, Par};
+use std::time::Instant;
+
+/// Median seconds of `trials` runs, each repeated until it lasts `min_s`.
+fn time<F: FnMut()>(mut f: F, trials: usize, min_s: f64) -> f64 {
+    f();
+    let mut reps = 1usize;
+    loop {
+        let t = Instant::now();
+        for _ in 0..reps {
+            f();
+        }
+        if t.elapsed().as_secs_f64() >= min_s || reps > 1 << 20 {
+            break;
+        }
+        reps *= 2;
+    }
+    let mut v: Vec<f64> = (0..trials)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..reps {
+                f();
+            }
+            t.elapsed().as_secs_f64() / reps as f64
+        })
+        .collect();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn faer_mat(a: ArrayView2<f32>) -> faer::Mat<f32> {
+    faer::Mat::from_fn(a.nrows(), a.ncols(), |i, j| a[[i, j]])
+}
+
+/// `x · dᵀ` with faer on `threads` threads.
+fn faer_product(x: &faer::Mat<f32>, dt: &faer::Mat<f32>, out: &mut faer::Mat<f32>, threads: usize) {
+    let par = if threads > 1 {
+        faer::Par::rayon(threads)
+    } else {
+        faer::Par::Seq
+    };
+    faer::linalg::matmul::matmul(
+        out.as_mut(),
+        faer::Accum::Replace,
+        x.as_ref(),
+        dt.as_ref(),
+        1.0f32,
+        par,
+    );
+}
+
+struct Cfg {
+    trials: usize,
+    min_s: f64,
+}
+
+fn pool(n: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .unwrap()
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick")
+        || std::env::var("MONARCH_BENCH_QUICK").is_ok_and(|v| v != "0");
+    let cfg = if quick {
+        Cfg {
+            trials: 3,
+            min_s: 0.01,
+        }
+    } else {
+        Cfg {
+            trials: 5,
+            min_s: 0.1,
+        }
+    };
+    let threads = 2usize;
+    let p1 = pool(1);
+    let p2 = pool(threads);
+    let be = Backend::detect();
+    let peak_min = if quick { 0.05 } else { 0.3 };
+    let peak1 = fma_peak_gflops(be, peak_min);
+    let peak2: f64 = p2
+        .broadcast(|_| fma_peak_gflops(be, peak_min))
+        .into_iter()
+        .sum();
+    println!(
+        "# monarch core benchmark (f32, backend {be:?}{})",
+        if quick { ", quick" } else { "" }
+    );
+    println!("measured FMA peak: {peak1:.0} GFLOP/s on 1 thread, {peak2:.0} GFLOP/s on {threads} threads");
+    println!();
+    println!("| case | GFLOP/s | % of peak | vs faer dense | vs ndarray dot |");
+    println!("|---|---|---|---|---|");
+
+    let cases: &[(usize, usize, usize)] = if quick {
+        &[(1024, 32, 64), (256, 16, 64)]
+    } else {
+        &[(4096, 64, 1024), (1024, 32, 1024), (256, 16, 1024)]
+    };
+    let mut fwd_times = Vec::new();
+    for &(n, b, batch) in cases {
+        let m = Monarch::<f32>::random(n, b, 1).unwrap();
+        let x = normal_matrix::<f32>((batch, n), 1.0, 2);
+        let mut out = Array2::<f32>::zeros((batch, n));
+        let t = p2.install(|| {
+            time(
+                || m.matmul_into(x.view(), out.view_mut(), Par::Rayon).unwrap(),
+                cfg.trials,
+                cfg.min_s,
+            )
+        });
+        let flops = m.flops(batch) as f64;
+        let gf = flops / t / 1e9;
+        // Dense baselines on the same matrix and data.
+        let dense = m.to_dense();
+        let (fx, fdt) = (faer_mat(x.view()), faer_mat(dense.t()));
+        let mut fo = faer::Mat::<f32>::zeros(batch, n);
+        let tf = p2.install(|| {
+            time(
+                || faer_product(&fx, &fdt, &mut fo, threads),
+                cfg.trials,
+                cfg.min_s,
+            )
+        });
+        let dt = dense.t().to_owned();
+        let tn = time(
+            || drop(std::hint::black_box(x.dot(&dt))),
+            cfg.trials.min(3),
+            cfg.min_s,
+        );
+        // Check the answer while we have it.
+        let err = (0..batch.min(4))
+            .flat_map(|i| (0..n).map(move |j| (i, j)))
+            .map(|(i, j)| (out[[i, j]] - fo[(i, j)]).abs())
+            .fold(0.0f32, f32::max);
+        assert!(err < 1e-2, "monarch and dense products disagree: {err}");
+        println!(
+            "| n={n} b={b} batch={batch}, {threads} threads | {gf:.0} | {:.0}% | {:.1}× | {:.1}× |",
+            100.0 * gf / peak2,
+            tf / t,
+            tn / t
+        );
+        fwd_times.push((n, b, batch, t));
+    }
+
+    // Transposed product (same kernels, the other plan).
+    {
+        let (n, b, batch) = if quick {
+            (1024, 32, 64)
+        } else {
+            (4096, 64, 1024)
+        };
+        let m = Monarch::<f32>::random(n, b, 1).unwrap().transpose();
+        let x = normal_matrix::<f32>((batch, n), 1.0, 2);
+        let mut out = Array2::<f32>::zeros((batch, n));
+        let t = p2.install(|| {
+            time(
+                || m.matmul_into(x.view(), out.view_mut(), Par::Rayon).unwrap(),
+                cfg.trials,
+                cfg.min_s,
+            )
+        });
+        let gf = m.flops(batch) as f64 / t / 1e9;
+        println!(
+            "| transpose n={n} b={b} batch={batch}, {threads} threads | {gf:.0} | {:.0}% | | |",
+            100.0 * gf / peak2
+        );
+    }
+
+    // Matrix-vector.
+    {
+        let (n, b) = if quick { (1024, 32) } else { (4096, 64) };
+        let m = Monarch::<f32>::random(n, b, 1).unwrap();
+        let x = normal_matrix::<f32>((1, n), 1.0, 2);
+        let mut out = Array2::<f32>::zeros((1, n));
+        let t = p2.install(|| {
+            time(
+                || m.matmul_into(x.view(), out.view_mut(), Par::Rayon).unwrap(),
+                cfg.trials,
+                cfg.min_s,
+            )
+        });
+        let dense = m.to_dense();
+        let (fx, fdt) = (faer_mat(x.view()), faer_mat(dense.t()));
+        let mut fo = faer::Mat::<f32>::zeros(1, n);
+        let tf = p2.install(|| {
+            time(
+                || faer_product(&fx, &fdt, &mut fo, threads),
+                cfg.trials,
+                cfg.min_s,
+            )
+        });
+        let xv = x.row(0).to_owned();
+        let tn = time(
+            || drop(std::hint::black_box(dense.dot(&xv))),
+            cfg.trials,
+            cfg.min_s,
+        );
+        let gf = m.flops(1) as f64 / t / 1e9;
+        println!(
+            "| matvec n={n} b={b} batch=1, {threads} threads | {gf:.1} | {:.1}% | {:.1}× | {:.1}× |",
+            100.0 * gf / peak2,
+            tf / t,
+            tn / t
+        );
+    }
+    println!();
+
+    // Thread scaling.
+    println!(
+        "| case | 1 thread GFLOP/s (% of 1-thread peak) | {threads} threads GFLOP/s | speed-up |"
+    );
+    println!("|---|---|---|---|");
+    for &(n, b, batch, t2) in &fwd_times {
+        if n < 1024 {
+            continue;
+        }
+        let m = Monarch::<f32>::random(n, b, 1).unwrap();
+        let x = normal_matrix::<f32>((batch, n), 1.0, 2);
+        let mut out = Array2::<f32>::zeros((batch, n));
+        let t1 = p1.install(|| {
+            time(
+                || m.matmul_into(x.view(), out.view_mut(), Par::Rayon).unwrap(),
+                cfg.trials,
+                cfg.min_s,
+            )
+        });
+        let fl = m.flops(batch) as f64 / 1e9;
+        println!(
+            "| n={n} b={b} batch={batch} | {:.0} ({:.0}%) | {:.0} | {:.2}× |",
+            fl / t1,
+            100.0 * fl / t1 / peak1,
+            fl / t2,
+            t1 / t2
+        );
+    }
+    println!();
+
+    // Gradient.
+    println!("| case | forward ms | VJP ms | VJP / forward |");
+    println!("|---|---|---|---|");
+    for &(n, b, batch, tfwd) in &fwd_times {
+        let m = Monarch::<f32>::random(n, b, 1).unwrap();
+        let x = normal_matrix::<f32>((batch, n), 1.0, 2);
+        let g = normal_matrix::<f32>((batch, n), 1.0, 3);
+        let tv = p2.install(|| {
+            time(
+                || drop(std::hint::black_box(m.vjp(x.view(), g.view()).unwrap())),
+                cfg.trials,
+                cfg.min_s,
+            )
+        });
+        println!(
+            "| n={n} b={b} batch={batch} | {:.3} | {:.3} | {:.2} |",
+            tfwd * 1e3,
+            tv * 1e3,
+            tv / tfwd
+        );
+    }
+    println!();
+
+    // Projection against one dense product of the same size.
+    let pn = if quick { 1024 } else { 4096 };
+    let pb = (pn as f64).sqrt() as usize;
+    let a = normal_matrix::<f32>((pn, pn), 1.0, 4);
+    let (fa, fb) = (faer_mat(a.view()), faer_mat(a.view()));
+    let mut fo = faer::Mat::<f32>::zeros(pn, pn);
+    let tdense = p2.install(|| {
+        time(
+            || faer_product(&fa, &fb, &mut fo, threads),
+            cfg.trials.min(3),
+            cfg.min_s,
+        )
+    });
+    let t = Instant::now();
+    let proj = p2.install(|| Monarch::project_with_error(a.view(), pb, pb, 1).unwrap());
+    let tp = t.elapsed().as_secs_f64();
+    println!(
+        "projection {pn}×{pn} (ρ=1, {pb} blocks): {:.1} ms; dense {pn}³ faer product: {:.1} ms; ratio {:.1}% (relative error {:.3})",
+        tp * 1e3,
+        tdense * 1e3,
+        100.0 * tp / tdense,
+        proj.relative_error
+    );
+}

@@ -1,0 +1,688 @@
+//! Batched block-diagonal product kernels, the hot loops under every structured layer.
+//!
+//! A Monarch product is two batches of small GEMMs with a stride permutation between them. The
+//! kernels here run both batches without a separate permutation pass, on rows stored batch-major
+//! (`row b` of a `(batch, width)` buffer at offset `b·ld`):
+//!
+//! - **blocked**: `y[b, a·R + i] = Σ_j W[a, i, j] · x[b, a·C + j]` — the first factor. Each block
+//!   is a small GEMM; the micro-kernel vectorises over a block's output features `i` (weights
+//!   packed transposed and zero-padded to the vector width) and broadcasts `x`.
+//! - **interleaved**: `y[b, i·NB + c] = Σ_t W[c, i, t] · x[b, t·NB + c]` — the second factor of
+//!   the reference layout with both stride permutations folded in (`P_out · BD(W) · P_mid` with
+//!   `P_mid = stride(C, NB)`, `P_out = stride(NB, R)`). Here the block index `c` is the fastest
+//!   axis of both input and output, so the micro-kernel vectorises over `c` (weights packed as
+//!   `[i][t][c]`) and reads and writes whole contiguous vectors.
+//! - the two **outer sums** of the weight gradients, `Σ_b g ⊗ x` restricted to the blocks, in the
+//!   blocked and the interleaved layout.
+//!
+//! Every operation has a portable implementation (the oracle, generic over every
+//! [`Scalar`](crate::Scalar), used for complex scalars) and, for `f32`/`f64` on x86-64,
+//! register-blocked AVX2+FMA and AVX-512 micro-kernels chosen at run time
+//! ([`Backend::detect`]). Each output element is accumulated by one fused-multiply-add chain in
+//! a fixed order, so results do not depend on how the work is split over threads.
+//!
+//! ```
+//! use monarch::kernels::{blocked_into, Backend, PackedBlocked, Rows, RowsMut};
+//! use monarch::ndarray::Array3;
+//! // Two 2×3 blocks applied to one row of length 6.
+//! let w = Array3::from_shape_fn((2, 2, 3), |(a, i, j)| (a * 6 + i * 3 + j) as f32);
+//! let pw = PackedBlocked::pack(w.view());
+//! let x = [1.0f32; 6];
+//! let mut y = [0.0f32; 4];
+//! blocked_into(
+//!     Backend::detect(),
+//!     &pw,
+//!     0..2,
+//!     Rows::new(&x, 6, 1, 6),
+//!     RowsMut::new(&mut y, 4, 1, 4),
+//! );
+//! assert_eq!(y, [3.0, 12.0, 21.0, 30.0]);
+//! ```
+
+pub(crate) mod pipeline;
+mod portable;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use crate::error::{Error, Result};
+use crate::{BlockDiag, Monarch, MonarchGrad, Par, Scalar};
+use ndarray::{Array3, ArrayView2, ArrayView3, ArrayViewMut2};
+use std::any::TypeId;
+use std::ops::Range;
+
+/// Padding of packed weights: a multiple of every vector width (16 `f32` lanes).
+const PAD: usize = 16;
+
+fn round_up(n: usize) -> usize {
+    n.div_ceil(PAD) * PAD
+}
+
+/// Which implementation runs the micro-kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// Plain Rust loops, any scalar; the reference every other path is tested against.
+    Portable,
+    /// 256-bit AVX2 + FMA micro-kernels (`f32`, `f64`).
+    Avx2,
+    /// 512-bit AVX-512F micro-kernels (`f32`, `f64`).
+    Avx512,
+}
+
+impl Backend {
+    /// Every backend, fastest last.
+    pub const ALL: [Backend; 3] = [Backend::Portable, Backend::Avx2, Backend::Avx512];
+
+    /// True if this CPU can run the backend.
+    pub fn is_available(self) -> bool {
+        match self {
+            Backend::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx512 => is_x86_feature_detected!("avx512f"),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// The fastest backend this CPU supports (detected once).
+    pub fn detect() -> Backend {
+        static BEST: std::sync::OnceLock<Backend> = std::sync::OnceLock::new();
+        *BEST.get_or_init(|| {
+            Backend::ALL
+                .into_iter()
+                .rev()
+                .find(|b| b.is_available())
+                .unwrap_or(Backend::Portable)
+        })
+    }
+
+    /// The backend that really runs for scalar `T`: SIMD backends serve `f32` and `f64` only.
+    ///
+    /// # Panics
+    /// If `self` is not available on this CPU (asking for an absent instruction set is a bug).
+    fn resolve<T: Scalar>(self) -> Backend {
+        assert!(
+            self.is_available(),
+            "kernel backend {self:?} is not supported by this CPU"
+        );
+        if is_f32::<T>() || is_f64::<T>() {
+            self
+        } else {
+            Backend::Portable
+        }
+    }
+}
+
+fn is_f32<T: 'static>() -> bool {
+    TypeId::of::<T>() == TypeId::of::<f32>()
+}
+fn is_f64<T: 'static>() -> bool {
+    TypeId::of::<T>() == TypeId::of::<f64>()
+}
+
+/// Read-only rows: `nrows` rows of `ncols` elements, row `b` starting at `data[b·ld]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Rows<'a, T> {
+    data: &'a [T],
+    ld: usize,
+    nrows: usize,
+    ncols: usize,
+}
+
+impl<'a, T> Rows<'a, T> {
+    /// Wraps `data` as rows.
+    ///
+    /// # Panics
+    /// If `ld < ncols` or `data` is too short for `nrows` rows.
+    pub fn new(data: &'a [T], ld: usize, nrows: usize, ncols: usize) -> Self {
+        assert!(ld >= ncols, "row stride {ld} < row length {ncols}");
+        assert!(
+            nrows == 0 || data.len() >= (nrows - 1) * ld + ncols,
+            "buffer of {} elements too short for {nrows} rows of {ncols} (stride {ld})",
+            data.len()
+        );
+        Rows {
+            data,
+            ld,
+            nrows,
+            ncols,
+        }
+    }
+    /// Number of rows.
+    pub fn nrows(&self) -> usize {
+        self.nrows
+    }
+    /// Row length.
+    pub fn ncols(&self) -> usize {
+        self.ncols
+    }
+    /// The row stride.
+    pub fn ld(&self) -> usize {
+        self.ld
+    }
+    /// The columns `cols` of every row.
+    ///
+    /// # Panics
+    /// If the range is out of bounds.
+    pub fn cols(self, cols: Range<usize>) -> Self {
+        assert!(cols.start <= cols.end && cols.end <= self.ncols);
+        let end = if self.nrows == 0 {
+            cols.start
+        } else {
+            (self.nrows - 1) * self.ld + cols.end
+        };
+        Rows {
+            data: &self.data[cols.start..end.max(cols.start)],
+            ld: self.ld,
+            nrows: self.nrows,
+            ncols: cols.len(),
+        }
+    }
+    /// The rows `rows`.
+    ///
+    /// # Panics
+    /// If the range is out of bounds.
+    pub fn rows(self, rows: Range<usize>) -> Self {
+        assert!(rows.start <= rows.end && rows.end <= self.nrows);
+        let start = (rows.start * self.ld).min(self.data.len());
+        Rows {
+            data: &self.data[start..],
+            ld: self.ld,
+            nrows: rows.len(),
+            ncols: self.ncols,
+        }
+    }
+    pub(crate) fn data(&self) -> &'a [T] {
+        self.data
+    }
+}
+
+/// Writable rows: `nrows` rows of `ncols` elements, row `b` starting at `data[b·ld]`.
+#[derive(Debug)]
+pub struct RowsMut<'a, T> {
+    data: &'a mut [T],
+    ld: usize,
+    nrows: usize,
+    ncols: usize,
+}
+
+impl<'a, T> RowsMut<'a, T> {
+    /// Wraps `data` as writable rows.
+    ///
+    /// # Panics
+    /// If `ld < ncols` or `data` is too short for `nrows` rows.
+    pub fn new(data: &'a mut [T], ld: usize, nrows: usize, ncols: usize) -> Self {
+        assert!(ld >= ncols, "row stride {ld} < row length {ncols}");
+        assert!(
+            nrows == 0 || data.len() >= (nrows - 1) * ld + ncols,
+            "buffer of {} elements too short for {nrows} rows of {ncols} (stride {ld})",
+            data.len()
+        );
+        RowsMut {
+            data,
+            ld,
+            nrows,
+            ncols,
+        }
+    }
+    /// Number of rows.
+    pub fn nrows(&self) -> usize {
+        self.nrows
+    }
+    /// Row length.
+    pub fn ncols(&self) -> usize {
+        self.ncols
+    }
+    /// The row stride.
+    pub fn ld(&self) -> usize {
+        self.ld
+    }
+}
+
+/// A block-diagonal factor `(nb, rows, cols)` packed for [`blocked_into`]:
+/// `wt[a][j][i] = W[a, i, j]` with `i` zero-padded to a multiple of the vector width.
+#[derive(Debug, Clone)]
+pub struct PackedBlocked<T> {
+    w: Vec<T>,
+    nb: usize,
+    rows: usize,
+    cols: usize,
+    rpad: usize,
+}
+
+impl<T: Scalar> PackedBlocked<T> {
+    /// Packs blocks `w` of shape `(nb, rows, cols)` (stored out×in).
+    pub fn pack(w: ArrayView3<T>) -> Self {
+        let (nb, rows, cols) = w.dim();
+        Self::pack_with(nb, rows, cols, |a, i, j| w[[a, i, j]])
+    }
+
+    /// Packs the blockwise transpose of `w` (`(nb, rows, cols)` → blocks `cols × rows`).
+    pub fn pack_transposed(w: ArrayView3<T>) -> Self {
+        let (nb, rows, cols) = w.dim();
+        Self::pack_with(nb, cols, rows, |a, i, j| w[[a, j, i]])
+    }
+
+    fn pack_with(
+        nb: usize,
+        rows: usize,
+        cols: usize,
+        f: impl Fn(usize, usize, usize) -> T,
+    ) -> Self {
+        let rpad = round_up(rows);
+        let mut w = vec![T::zero(); nb * cols * rpad];
+        for a in 0..nb {
+            for j in 0..cols {
+                let dst = &mut w[(a * cols + j) * rpad..][..rows];
+                for (i, d) in dst.iter_mut().enumerate() {
+                    *d = f(a, i, j);
+                }
+            }
+        }
+        PackedBlocked {
+            w,
+            nb,
+            rows,
+            cols,
+            rpad,
+        }
+    }
+
+    /// Number of blocks.
+    pub fn nblocks(&self) -> usize {
+        self.nb
+    }
+    /// Output features per block `R`.
+    pub fn block_rows(&self) -> usize {
+        self.rows
+    }
+    /// Input features per block `C`.
+    pub fn block_cols(&self) -> usize {
+        self.cols
+    }
+}
+
+/// A factor `(nb, rows, cols)` packed for [`interleaved_into`]: `wp[i][t][c] = W[c, i, t]` with
+/// `c` zero-padded to a multiple of the vector width.
+#[derive(Debug, Clone)]
+pub struct PackedInterleaved<T> {
+    w: Vec<T>,
+    nb: usize,
+    rows: usize,
+    cols: usize,
+    nbpad: usize,
+}
+
+impl<T: Scalar> PackedInterleaved<T> {
+    /// Packs blocks `w` of shape `(nb, rows, cols)` (stored out×in).
+    pub fn pack(w: ArrayView3<T>) -> Self {
+        let (nb, rows, cols) = w.dim();
+        Self::pack_with(nb, rows, cols, |c, i, t| w[[c, i, t]])
+    }
+
+    /// Packs the blockwise transpose of `w` (`(nb, rows, cols)` → blocks `cols × rows`).
+    pub fn pack_transposed(w: ArrayView3<T>) -> Self {
+        let (nb, rows, cols) = w.dim();
+        Self::pack_with(nb, cols, rows, |c, i, t| w[[c, t, i]])
+    }
+
+    fn pack_with(
+        nb: usize,
+        rows: usize,
+        cols: usize,
+        f: impl Fn(usize, usize, usize) -> T,
+    ) -> Self {
+        let nbpad = round_up(nb);
+        let mut w = vec![T::zero(); rows * cols * nbpad];
+        for i in 0..rows {
+            for t in 0..cols {
+                let dst = &mut w[(i * cols + t) * nbpad..][..nb];
+                for (c, d) in dst.iter_mut().enumerate() {
+                    *d = f(c, i, t);
+                }
+            }
+        }
+        PackedInterleaved {
+            w,
+            nb,
+            rows,
+            cols,
+            nbpad,
+        }
+    }
+
+    /// Number of blocks `NB`.
+    pub fn nblocks(&self) -> usize {
+        self.nb
+    }
+    /// Output features per block `R`.
+    pub fn block_rows(&self) -> usize {
+        self.rows
+    }
+    /// Input features per block `C`.
+    pub fn block_cols(&self) -> usize {
+        self.cols
+    }
+}
+
+/// Blocked product for the blocks `blocks`:
+/// `y[b, (a−a0)·R + i] = Σ_j W[a, i, j] · x[b, (a−a0)·C + j]` for `a ∈ blocks`, `a0 = blocks.start`
+/// (so `x` and `y` are the column windows of those blocks). Overwrites `y`.
+///
+/// # Panics
+/// If the shapes do not fit the packed factor, or `backend` is not available.
+pub fn blocked_into<T: Scalar>(
+    backend: Backend,
+    w: &PackedBlocked<T>,
+    blocks: Range<usize>,
+    x: Rows<T>,
+    mut y: RowsMut<T>,
+) {
+    assert!(blocks.start <= blocks.end && blocks.end <= w.nb);
+    let nbl = blocks.len();
+    assert_eq!(x.ncols, nbl * w.cols, "blocked_into: input width");
+    assert_eq!(y.ncols, nbl * w.rows, "blocked_into: output width");
+    assert_eq!(x.nrows, y.nrows, "blocked_into: row counts");
+    if x.nrows == 0 || nbl == 0 {
+        return;
+    }
+    let blk = w.cols * w.rpad;
+    let wsl = &w.w[blocks.start * blk..blocks.end * blk];
+    let shape = BlockedShape {
+        nb: nbl,
+        rows: w.rows,
+        cols: w.cols,
+        rpad: w.rpad,
+    };
+    match backend.resolve::<T>() {
+        #[cfg(target_arch = "x86_64")]
+        b @ (Backend::Avx2 | Backend::Avx512) => {
+            x86::dispatch_blocked(b, shape, wsl, &x, &mut y);
+        }
+        _ => portable::blocked(shape, wsl, &x, &mut y),
+    }
+}
+
+/// Interleaved product for output features `irange`:
+/// `y[b, (i−i0)·NB + c] = Σ_t W[c, i, t] · x[b, t·NB + c]` for `i ∈ irange`, `i0 = irange.start`,
+/// `x` of width `C·NB`, `y` of width `|irange|·NB`. Overwrites `y`.
+///
+/// # Panics
+/// If the shapes do not fit the packed factor, or `backend` is not available.
+pub fn interleaved_into<T: Scalar>(
+    backend: Backend,
+    w: &PackedInterleaved<T>,
+    irange: Range<usize>,
+    x: Rows<T>,
+    mut y: RowsMut<T>,
+) {
+    assert!(irange.start <= irange.end && irange.end <= w.rows);
+    let ni = irange.len();
+    assert_eq!(x.ncols, w.cols * w.nb, "interleaved_into: input width");
+    assert_eq!(y.ncols, ni * w.nb, "interleaved_into: output width");
+    assert_eq!(x.nrows, y.nrows, "interleaved_into: row counts");
+    if x.nrows == 0 || ni == 0 {
+        return;
+    }
+    let blk = w.cols * w.nbpad;
+    let wsl = &w.w[irange.start * blk..irange.end * blk];
+    let shape = InterShape {
+        nb: w.nb,
+        rows: ni,
+        cols: w.cols,
+        nbpad: w.nbpad,
+    };
+    match backend.resolve::<T>() {
+        #[cfg(target_arch = "x86_64")]
+        b @ (Backend::Avx2 | Backend::Avx512) => {
+            x86::dispatch_interleaved(b, shape, wsl, &x, &mut y);
+        }
+        _ => portable::interleaved(shape, wsl, &x, &mut y),
+    }
+}
+
+/// Blocked outer sum for the blocks `blocks` (column windows as in [`blocked_into`]):
+/// `out[a−a0, i, j] = Σ_b g[b, (a−a0)·R + i] · x[b, (a−a0)·C + j]`, `out` of shape
+/// `(|blocks|, R, C)` row-major. Overwrites `out`.
+///
+/// # Panics
+/// If the shapes do not fit, or `backend` is not available.
+pub fn blocked_outer_into<T: Scalar>(
+    backend: Backend,
+    (rows, cols): (usize, usize),
+    g: Rows<T>,
+    x: Rows<T>,
+    out: &mut [T],
+) {
+    assert_eq!(g.nrows, x.nrows, "blocked_outer_into: row counts");
+    assert!(rows > 0 && cols > 0);
+    let nb = g.ncols / rows;
+    assert_eq!(g.ncols, nb * rows, "blocked_outer_into: gradient width");
+    assert_eq!(x.ncols, nb * cols, "blocked_outer_into: input width");
+    assert_eq!(
+        out.len(),
+        nb * rows * cols,
+        "blocked_outer_into: output length"
+    );
+    let shape = BlockedShape {
+        nb,
+        rows,
+        cols,
+        rpad: 0,
+    };
+    match backend.resolve::<T>() {
+        #[cfg(target_arch = "x86_64")]
+        b @ (Backend::Avx2 | Backend::Avx512) => {
+            x86::dispatch_blocked_outer(b, shape, &g, &x, out);
+        }
+        _ => portable::blocked_outer(shape, &g, &x, out),
+    }
+}
+
+/// Interleaved outer sum for output features `irange`, with `NB` blocks:
+/// `out[i−i0][t][c] = Σ_b g[b, (i−i0)·NB + c] · x[b, t·NB + c]`, `out` of shape
+/// `(|irange|, C, NB)` row-major (note: block index last). Overwrites `out`.
+///
+/// # Panics
+/// If the shapes do not fit, or `backend` is not available.
+pub fn interleaved_outer_into<T: Scalar>(
+    backend: Backend,
+    nb: usize,
+    g: Rows<T>,
+    x: Rows<T>,
+    out: &mut [T],
+) {
+    assert_eq!(g.nrows, x.nrows, "interleaved_outer_into: row counts");
+    assert!(nb > 0);
+    let ni = g.ncols / nb;
+    let cols = x.ncols / nb;
+    assert_eq!(g.ncols, ni * nb, "interleaved_outer_into: gradient width");
+    assert_eq!(x.ncols, cols * nb, "interleaved_outer_into: input width");
+    assert_eq!(
+        out.len(),
+        ni * cols * nb,
+        "interleaved_outer_into: output length"
+    );
+    let shape = InterShape {
+        nb,
+        rows: ni,
+        cols,
+        nbpad: 0,
+    };
+    match backend.resolve::<T>() {
+        #[cfg(target_arch = "x86_64")]
+        b @ (Backend::Avx2 | Backend::Avx512) => {
+            x86::dispatch_interleaved_outer(b, shape, &g, &x, out);
+        }
+        _ => portable::interleaved_outer(shape, &g, &x, out),
+    }
+}
+
+/// Shape of a blocked operation on a block window.
+#[derive(Debug, Clone, Copy)]
+struct BlockedShape {
+    nb: usize,
+    rows: usize,
+    cols: usize,
+    rpad: usize,
+}
+
+/// Shape of an interleaved operation on an output-feature window.
+#[derive(Debug, Clone, Copy)]
+struct InterShape {
+    nb: usize,
+    rows: usize,
+    cols: usize,
+    nbpad: usize,
+}
+
+/// Rows processed together by one task: large enough to amortise the per-task set-up, small
+/// enough that a chunk's intermediates stay in L2.
+pub(crate) fn row_chunk(width: usize) -> usize {
+    let target = (256 * 1024) / width.max(1);
+    target.clamp(1, 256)
+}
+
+fn check_rows(ctx: &str, what: &str, expect: (usize, usize), found: (usize, usize)) -> Result<()> {
+    if expect != found {
+        return Err(Error::shape(format!("{ctx}: {what}"), expect, found));
+    }
+    Ok(())
+}
+
+/// [`Monarch::matmul_into`] on a chosen backend (for tests and benchmarks comparing paths).
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] if `x` or `out` has the wrong shape.
+///
+/// # Panics
+/// If `backend` is not available on this CPU.
+pub fn monarch_matmul_with<T: Scalar>(
+    backend: Backend,
+    m: &Monarch<T>,
+    x: ArrayView2<T>,
+    out: ArrayViewMut2<T>,
+    par: Par,
+) -> Result<()> {
+    let ctx = "kernels::monarch_matmul_with";
+    check_rows(ctx, "input columns", (x.nrows(), m.in_features()), x.dim())?;
+    check_rows(
+        ctx,
+        "output shape",
+        (x.nrows(), m.out_features()),
+        out.dim(),
+    )?;
+    pipeline::monarch_forward(m, x, out, par, backend);
+    Ok(())
+}
+
+/// [`Monarch::vjp`] on a chosen backend and threading policy.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] if `x` or `grad_out` has the wrong shape.
+///
+/// # Panics
+/// If `backend` is not available on this CPU.
+pub fn monarch_vjp_with<T: Scalar>(
+    backend: Backend,
+    m: &Monarch<T>,
+    x: ArrayView2<T>,
+    grad_out: ArrayView2<T>,
+    par: Par,
+) -> Result<MonarchGrad<T>> {
+    let ctx = "kernels::monarch_vjp_with";
+    check_rows(ctx, "input columns", (x.nrows(), m.in_features()), x.dim())?;
+    check_rows(
+        ctx,
+        "grad_out shape",
+        (x.nrows(), m.out_features()),
+        grad_out.dim(),
+    )?;
+    Ok(pipeline::monarch_vjp(m, x, grad_out, par, backend))
+}
+
+/// [`BlockDiag::matmul_into`] on a chosen backend.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] if `x` or `y` has the wrong shape.
+///
+/// # Panics
+/// If `backend` is not available on this CPU.
+pub fn blockdiag_matmul_with<T: Scalar>(
+    backend: Backend,
+    bd: &BlockDiag<T>,
+    x: ArrayView2<T>,
+    y: ArrayViewMut2<T>,
+    par: Par,
+) -> Result<()> {
+    let ctx = "kernels::blockdiag_matmul_with";
+    check_rows(ctx, "input columns", (x.nrows(), bd.in_features()), x.dim())?;
+    check_rows(ctx, "output shape", (x.nrows(), bd.out_features()), y.dim())?;
+    pipeline::blockdiag_forward(bd, x, y, par, backend);
+    Ok(())
+}
+
+/// The block-restricted `gᵀ x`: `out[a, i, j] = Σ_b g[b, a·rows + i] · x[b, a·cols + j]`, on
+/// a chosen backend (the weight gradient of a block-diagonal product).
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] if `g` is not `(batch, nb·rows)` or `x` not `(batch, nb·cols)`;
+/// [`Error::ZeroSize`] for a zero block count or size.
+///
+/// # Panics
+/// If `backend` is not available on this CPU.
+pub fn blocks_outer_sum_with<T: Scalar>(
+    backend: Backend,
+    g: ArrayView2<T>,
+    x: ArrayView2<T>,
+    (nb, rows, cols): (usize, usize, usize),
+    par: Par,
+) -> Result<Array3<T>> {
+    let ctx = "kernels::blocks_outer_sum_with";
+    crate::error::check_nonzero(nb, "kernels::blocks_outer_sum_with: blocks")?;
+    crate::error::check_nonzero(rows, "kernels::blocks_outer_sum_with: block rows")?;
+    crate::error::check_nonzero(cols, "kernels::blocks_outer_sum_with: block columns")?;
+    check_rows(ctx, "gradient shape", (g.nrows(), nb * rows), g.dim())?;
+    check_rows(ctx, "input shape", (g.nrows(), nb * cols), x.dim())?;
+    Ok(pipeline::blocks_outer(g, x, (nb, rows, cols), par, backend))
+}
+
+/// Measures the single-thread `f32` FMA throughput of `backend` in GFLOP/s by running
+/// independent fused-multiply-add chains for at least `min_seconds` (best of a few trials).
+/// Run it on every thread of a pool at once to get the machine's peak. Returns 0 for the
+/// portable backend (no defined vector width).
+///
+/// # Panics
+/// If `backend` is not available on this CPU.
+pub fn fma_peak_gflops(backend: Backend, min_seconds: f64) -> f64 {
+    if backend == Backend::Portable {
+        assert!(backend.is_available());
+        return 0.0;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut best = 0.0f64;
+        let mut sink = 0.0f32;
+        for _ in 0..3 {
+            let mut iters = 1 << 16;
+            loop {
+                let t = std::time::Instant::now();
+                let (flops, chk) = x86::fma_loop(backend, iters);
+                let dt = t.elapsed().as_secs_f64();
+                sink += chk;
+                if dt >= min_seconds / 3.0 || iters >= 1 << 40 {
+                    best = best.max(flops / dt / 1e9);
+                    break;
+                }
+                iters *= 2;
+            }
+        }
+        std::hint::black_box(sink);
+        best
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        unreachable!("SIMD backends exist only on x86-64")
+    }
+}

@@ -1,0 +1,484 @@
+//! Drivers that run Monarch and block-diagonal products, transposes and gradients on the
+//! kernels: plan selection (which permutations fold into an interleaved stage), row panels,
+//! thread splitting and layout conversion from ndarray views.
+//!
+//! A Monarch `P_out · BD(w2) · P_mid · BD(w1) · P_in` is run as two *stages* with at most three
+//! explicit gathers:
+//! - reference layout (`P_in = I`, `P_mid = stride(r, l)`, `P_out = stride(l, s)`): a blocked
+//!   stage then an interleaved stage, no gather;
+//! - its transpose (`P_in = stride(p, k)`, `P_mid = stride(k, q)`, `P_out = I`): an interleaved
+//!   stage then a blocked stage, no gather;
+//! - anything else: two blocked stages with the permutations applied as gathers.
+//!
+//! Threading: large batches are split into row panels (both stages of a panel run on one
+//! thread, the intermediate staying in cache); small batches are split over blocks or output
+//! features inside each stage. Every output element is computed by the same kernel call
+//! sequence whatever the split, so results do not depend on the thread count.
+
+use super::{
+    blocked_into, blocked_outer_into, interleaved_into, interleaved_outer_into, row_chunk, Backend,
+    PackedBlocked, PackedInterleaved, Rows, RowsMut,
+};
+use crate::blockdiag::BlockDiag;
+use crate::monarch::{Monarch, MonarchGrad};
+use crate::{Par, Perm, Scalar};
+use ndarray::{Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut2};
+use rayon::prelude::*;
+use std::ops::Range;
+
+/// Smallest row panel worth giving to a thread (one register tile of the blocked kernel).
+const MIN_PANEL: usize = 12;
+
+/// True if `p` equals `Perm::stride(rows, cols)`.
+fn is_stride(p: &Perm, rows: usize, cols: usize) -> bool {
+    p.len() == rows * cols
+        && p.index()
+            .iter()
+            .enumerate()
+            .all(|(pos, &v)| v == (pos % rows) * cols + pos / rows)
+}
+
+/// How a factor is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `y[a·R + i] = Σ_j W[a,i,j] x[a·C + j]`.
+    Blocked,
+    /// `stride(NB, R) · BD(W) · stride(C, NB)`: `y[i·NB + c] = Σ_t W[c,i,t] x[t·NB + c]`.
+    Inter,
+}
+
+/// A factor with its layout, packed for the forward product.
+enum Packed<T> {
+    Blocked(PackedBlocked<T>),
+    Inter(PackedInterleaved<T>),
+}
+
+impl<T: Scalar> Packed<T> {
+    fn new(kind: Kind, w: ArrayView3<T>, transposed: bool) -> Self {
+        match (kind, transposed) {
+            (Kind::Blocked, false) => Packed::Blocked(PackedBlocked::pack(w)),
+            (Kind::Blocked, true) => Packed::Blocked(PackedBlocked::pack_transposed(w)),
+            (Kind::Inter, false) => Packed::Inter(PackedInterleaved::pack(w)),
+            (Kind::Inter, true) => Packed::Inter(PackedInterleaved::pack_transposed(w)),
+        }
+    }
+
+    fn in_len(&self) -> usize {
+        match self {
+            Packed::Blocked(p) => p.nb * p.cols,
+            Packed::Inter(p) => p.nb * p.cols,
+        }
+    }
+
+    fn out_len(&self) -> usize {
+        match self {
+            Packed::Blocked(p) => p.nb * p.rows,
+            Packed::Inter(p) => p.nb * p.rows,
+        }
+    }
+
+    /// Units the output can be split into (blocks, or output features of the interleaved
+    /// layout), each owning a contiguous column window of every output row.
+    fn units(&self) -> usize {
+        match self {
+            Packed::Blocked(p) => p.nb,
+            Packed::Inter(p) => p.rows,
+        }
+    }
+
+    /// Output columns of unit window `u`.
+    fn out_cols(&self, u: &Range<usize>) -> Range<usize> {
+        let w = match self {
+            Packed::Blocked(p) => p.rows,
+            Packed::Inter(p) => p.nb,
+        };
+        u.start * w..u.end * w
+    }
+
+    /// Applies the units `u` to the full input rows `x`, writing their output window `y`.
+    fn apply(&self, be: Backend, u: Range<usize>, x: Rows<T>, y: RowsMut<T>) {
+        match self {
+            Packed::Blocked(p) => {
+                let xc = x.cols(u.start * p.cols..u.end * p.cols);
+                blocked_into(be, p, u, xc, y);
+            }
+            Packed::Inter(p) => interleaved_into(be, p, u, x, y),
+        }
+    }
+
+    /// Applies the whole factor to `x` into `y` (rows of `out_len()`), splitting over threads
+    /// when `split`.
+    fn apply_all(&self, be: Backend, x: Rows<T>, y: &mut [T], split: bool) {
+        let (nrows, m) = (x.nrows(), self.out_len());
+        let y = &mut y[..nrows * m];
+        let threads = rayon::current_num_threads();
+        if !split || threads < 2 {
+            self.apply(be, 0..self.units(), x, RowsMut::new(y, m, nrows, m));
+            return;
+        }
+        if nrows >= 2 * MIN_PANEL {
+            let chunk = nrows.div_ceil(2 * threads).max(MIN_PANEL);
+            y.par_chunks_mut(chunk * m)
+                .enumerate()
+                .for_each(|(ci, yc)| {
+                    let r0 = ci * chunk;
+                    let rows = yc.len() / m;
+                    let xc = x.rows(r0..r0 + rows);
+                    self.apply(be, 0..self.units(), xc, RowsMut::new(yc, m, rows, m));
+                });
+        } else {
+            // Few rows: split the output columns; each task fills a private window.
+            let units = self.units();
+            let parts = (2 * threads).min(units);
+            let windows: Vec<Range<usize>> = (0..parts)
+                .map(|t| t * units / parts..(t + 1) * units / parts)
+                .filter(|r| !r.is_empty())
+                .collect();
+            let results: Vec<(Range<usize>, Vec<T>)> = windows
+                .into_par_iter()
+                .map(|u| {
+                    let cols = self.out_cols(&u);
+                    let w = cols.len();
+                    let mut buf = vec![T::zero(); nrows * w];
+                    self.apply(be, u, x, RowsMut::new(&mut buf, w, nrows, w));
+                    (cols, buf)
+                })
+                .collect();
+            for (cols, buf) in results {
+                let w = cols.len();
+                for r in 0..nrows {
+                    y[r * m + cols.start..r * m + cols.end]
+                        .copy_from_slice(&buf[r * w..(r + 1) * w]);
+                }
+            }
+        }
+    }
+}
+
+/// `dst[r·n + i] = src[r·n + p[i]]` for `rows` rows of length `n = p.len()`.
+fn gather<U: Copy>(src: &[U], p: &Perm, dst: &mut [U], rows: usize) {
+    let n = p.len();
+    let idx = p.index();
+    for r in 0..rows {
+        let s = &src[r * n..(r + 1) * n];
+        for (d, &i) in dst[r * n..(r + 1) * n].iter_mut().zip(idx) {
+            *d = s[i];
+        }
+    }
+}
+
+/// Copies a view into a contiguous row-major buffer unless it already is one.
+fn contiguous<'a, T: Scalar>(x: &'a ArrayView2<'a, T>, buf: &'a mut Vec<T>) -> Rows<'a, T> {
+    let (r, c) = x.dim();
+    if let Some(s) = x.to_slice() {
+        return Rows::new(s, c, r, c);
+    }
+    buf.clear();
+    buf.extend(x.iter().copied());
+    Rows::new(buf, c, r, c)
+}
+
+/// The two stages of a Monarch and the gathers that remain around them.
+struct Plan<T> {
+    p_in: Option<Perm>,
+    s1: Packed<T>,
+    p_mid: Option<Perm>,
+    s2: Packed<T>,
+    p_out: Option<Perm>,
+}
+
+/// Stage layouts `(kind1, kind2)` for a Monarch, and whether gathers are needed.
+fn kinds<T: Scalar>(m: &Monarch<T>) -> (Kind, Kind, bool) {
+    let (k, q, p) = m.w1.weights().dim();
+    let (l, s, r) = m.w2.weights().dim();
+    if m.p_in.is_identity() && is_stride(&m.p_mid, r, l) && is_stride(&m.p_out, l, s) {
+        (Kind::Blocked, Kind::Inter, false)
+    } else if m.p_out.is_identity() && is_stride(&m.p_in, p, k) && is_stride(&m.p_mid, k, q) {
+        (Kind::Inter, Kind::Blocked, false)
+    } else {
+        (Kind::Blocked, Kind::Blocked, true)
+    }
+}
+
+fn opt_perm(p: &Perm) -> Option<Perm> {
+    if p.is_identity() {
+        None
+    } else {
+        Some(p.clone())
+    }
+}
+
+impl<T: Scalar> Plan<T> {
+    fn forward(m: &Monarch<T>) -> Self {
+        let (k1, k2, general) = kinds(m);
+        Plan {
+            p_in: if general { opt_perm(&m.p_in) } else { None },
+            s1: Packed::new(k1, m.w1.weights(), false),
+            p_mid: if general { opt_perm(&m.p_mid) } else { None },
+            s2: Packed::new(k2, m.w2.weights(), false),
+            p_out: if general { opt_perm(&m.p_out) } else { None },
+        }
+    }
+
+    /// Runs a panel of contiguous rows `x` into the contiguous output `out`.
+    fn run_panel(&self, be: Backend, x: Rows<T>, out: &mut [T], split: bool) {
+        let rows = x.nrows();
+        let (n, h, m) = (self.s1.in_len(), self.s1.out_len(), self.s2.out_len());
+        let mut xin_buf = Vec::new();
+        let xin = match &self.p_in {
+            Some(p) => {
+                xin_buf = vec![T::zero(); rows * n];
+                gather(x.data(), p, &mut xin_buf, rows);
+                Rows::new(&xin_buf, n, rows, n)
+            }
+            None => x,
+        };
+        let mut y1 = vec![T::zero(); rows * h];
+        self.s1.apply_all(be, xin, &mut y1, split);
+        drop(xin_buf);
+        let z = match &self.p_mid {
+            Some(p) => {
+                let mut z = vec![T::zero(); rows * h];
+                gather(&y1, p, &mut z, rows);
+                z
+            }
+            None => y1,
+        };
+        let zr = Rows::new(&z, h, rows, h);
+        match &self.p_out {
+            Some(p) => {
+                let mut y2 = vec![T::zero(); rows * m];
+                self.s2.apply_all(be, zr, &mut y2, split);
+                gather(&y2, p, out, rows);
+            }
+            None => self.s2.apply_all(be, zr, out, split),
+        }
+    }
+}
+
+/// `out = x · Mᵀ` row by row (`out[b] = M x[b]`) with backend `be`.
+pub(crate) fn monarch_forward<T: Scalar>(
+    m: &Monarch<T>,
+    x: ArrayView2<T>,
+    mut out: ArrayViewMut2<T>,
+    par: Par,
+    be: Backend,
+) {
+    let rows = x.nrows();
+    if rows == 0 {
+        return;
+    }
+    let plan = Plan::forward(m);
+    let (n, mo) = (m.in_features(), m.out_features());
+    let width = n.max(mo).max(plan.s1.out_len());
+    let split = par.should_split(rows * m.num_params());
+    let threads = rayon::current_num_threads();
+    let chunk = if split {
+        row_chunk(width)
+            .min(rows.div_ceil(2 * threads))
+            .max(MIN_PANEL)
+    } else {
+        row_chunk(width)
+    };
+    let panel_parallel = split && rows >= 2 * MIN_PANEL;
+    // Output: write straight into `out` when it is one contiguous row-major block.
+    let mut tmp = Vec::new();
+    let direct = out.is_standard_layout();
+    let mut xbuf = Vec::new();
+    let xr = contiguous(&x, &mut xbuf);
+    {
+        let dst: &mut [T] = if direct {
+            out.as_slice_mut().expect("standard layout")
+        } else {
+            tmp = vec![T::zero(); rows * mo];
+            &mut tmp
+        };
+        let body = |(ci, oc): (usize, &mut [T])| {
+            let r0 = ci * chunk;
+            let nr = oc.len() / mo;
+            plan.run_panel(be, xr.rows(r0..r0 + nr), oc, !panel_parallel && split);
+        };
+        if panel_parallel {
+            dst.par_chunks_mut(chunk * mo).enumerate().for_each(body);
+        } else {
+            dst.chunks_mut(chunk * mo).enumerate().for_each(body);
+        }
+    }
+    if !direct {
+        for (o, v) in out.iter_mut().zip(tmp) {
+            *o = v;
+        }
+    }
+}
+
+/// The weight gradient `Σ_b g ⊗ x` of a factor of shape `(nb, rows, cols)` in layout `kind`.
+fn stage_outer<T: Scalar>(
+    be: Backend,
+    kind: Kind,
+    (nb, rows, cols): (usize, usize, usize),
+    g: Rows<T>,
+    x: Rows<T>,
+    par: Par,
+) -> Array3<T> {
+    let split = par.should_split(g.nrows() * nb * rows * cols);
+    match kind {
+        Kind::Blocked => {
+            let mut out = Array3::zeros((nb, rows, cols));
+            let flat = out.as_slice_mut().expect("fresh array");
+            let body = |(a, o): (usize, &mut [T])| {
+                let gc = g.cols(a * rows..(a + 1) * rows);
+                let xc = x.cols(a * cols..(a + 1) * cols);
+                blocked_outer_into(be, (rows, cols), gc, xc, o);
+            };
+            if split {
+                flat.par_chunks_mut(rows * cols).enumerate().for_each(body);
+            } else {
+                flat.chunks_mut(rows * cols).enumerate().for_each(body);
+            }
+            out
+        }
+        Kind::Inter => {
+            // packed[i][t][c] = Σ_b g[b, i·nb + c] · x[b, t·nb + c], windows over i.
+            let mut packed = vec![T::zero(); rows * cols * nb];
+            let body = |(i, o): (usize, &mut [T])| {
+                let gc = g.cols(i * nb..(i + 1) * nb);
+                interleaved_outer_into(be, nb, gc, x, o);
+            };
+            if split {
+                packed.par_chunks_mut(cols * nb).enumerate().for_each(body);
+            } else {
+                packed.chunks_mut(cols * nb).enumerate().for_each(body);
+            }
+            Array3::from_shape_fn((nb, rows, cols), |(c, i, t)| {
+                packed[(i * cols + t) * nb + c]
+            })
+        }
+    }
+}
+
+/// Gradients of `sum(out ⊙ g)` for `out = M x`, with backend `be`.
+pub(crate) fn monarch_vjp<T: Scalar>(
+    m: &Monarch<T>,
+    x: ArrayView2<T>,
+    g: ArrayView2<T>,
+    par: Par,
+    be: Backend,
+) -> MonarchGrad<T> {
+    let rows = x.nrows();
+    let (k1, k2, general) = kinds(m);
+    let (n, h, mo) = (m.in_features(), m.w1.out_features(), m.out_features());
+    let s1 = Packed::new(k1, m.w1.weights(), false);
+    let mut xbuf = Vec::new();
+    let xr = contiguous(&x, &mut xbuf);
+    let mut gbuf = Vec::new();
+    let gr0 = contiguous(&g, &mut gbuf);
+    let split = par.should_split(rows * m.num_params());
+    let gather_rows = |src: Rows<T>, p: &Perm| {
+        let len = p.len();
+        let mut d = vec![T::zero(); rows * len];
+        gather(src.data(), p, &mut d, rows);
+        d
+    };
+    // Forward intermediates.
+    let xin_v = (general && !m.p_in.is_identity()).then(|| gather_rows(xr, &m.p_in));
+    let xin = xin_v.as_deref().map_or(xr, |v| Rows::new(v, n, rows, n));
+    let mut y1 = vec![T::zero(); rows * h];
+    s1.apply_all(be, xin, &mut y1, split);
+    let z_v = if general && !m.p_mid.is_identity() {
+        gather_rows(Rows::new(&y1, h, rows, h), &m.p_mid)
+    } else {
+        y1
+    };
+    let z = Rows::new(&z_v, h, rows, h);
+    // Backward.
+    let g2_v = (general && !m.p_out.is_identity()).then(|| gather_rows(gr0, &m.p_out.inverse()));
+    let g2 = g2_v.as_deref().map_or(gr0, |v| Rows::new(v, mo, rows, mo));
+    let gw2 = stage_outer(be, k2, m.w2.weights().dim(), g2, z, par);
+    let s2t = Packed::new(k2, m.w2.weights(), true);
+    let mut gz = vec![T::zero(); rows * h];
+    s2t.apply_all(be, g2, &mut gz, split);
+    drop(s2t);
+    let g1_v = if general && !m.p_mid.is_identity() {
+        gather_rows(Rows::new(&gz, h, rows, h), &m.p_mid.inverse())
+    } else {
+        gz
+    };
+    let g1 = Rows::new(&g1_v, h, rows, h);
+    let gw1 = stage_outer(be, k1, m.w1.weights().dim(), g1, xin, par);
+    let s1t = Packed::new(k1, m.w1.weights(), true);
+    let mut gxin = vec![T::zero(); rows * n];
+    s1t.apply_all(be, g1, &mut gxin, split);
+    let gx_v = if general && !m.p_in.is_identity() {
+        gather_rows(Rows::new(&gxin, n, rows, n), &m.p_in.inverse())
+    } else {
+        gxin
+    };
+    MonarchGrad {
+        x: Array2::from_shape_vec((rows, n), gx_v).expect("shape"),
+        w1: gw1,
+        w2: gw2,
+    }
+}
+
+/// `y = BD(w) x` row by row with backend `be`.
+pub(crate) fn blockdiag_forward<T: Scalar>(
+    bd: &BlockDiag<T>,
+    x: ArrayView2<T>,
+    mut y: ArrayViewMut2<T>,
+    par: Par,
+    be: Backend,
+) {
+    let rows = x.nrows();
+    if rows == 0 {
+        return;
+    }
+    let packed = Packed::new(Kind::Blocked, bd.weights(), false);
+    let m = bd.out_features();
+    let split = par.should_split(rows * bd.num_params());
+    let mut xbuf = Vec::new();
+    let xr = contiguous(&x, &mut xbuf);
+    if y.is_standard_layout() {
+        packed.apply_all(be, xr, y.as_slice_mut().expect("standard layout"), split);
+    } else {
+        let mut tmp = vec![T::zero(); rows * m];
+        packed.apply_all(be, xr, &mut tmp, split);
+        for (o, v) in y.iter_mut().zip(tmp) {
+            *o = v;
+        }
+    }
+}
+
+/// `(Σ_b g ⊗ x)` restricted to `nb` blocks of `rows × cols`, with backend `be`.
+pub(crate) fn blocks_outer<T: Scalar>(
+    g: ArrayView2<T>,
+    x: ArrayView2<T>,
+    (nb, rows, cols): (usize, usize, usize),
+    par: Par,
+    be: Backend,
+) -> Array3<T> {
+    let mut gbuf = Vec::new();
+    let gr = contiguous(&g, &mut gbuf);
+    let mut xbuf = Vec::new();
+    let xr = contiguous(&x, &mut xbuf);
+    stage_outer(be, Kind::Blocked, (nb, rows, cols), gr, xr, par)
+}
+
+/// Transpose product `BD(w)ᵀ g` with backend `be`.
+pub(crate) fn blockdiag_transpose<T: Scalar>(
+    bd: &BlockDiag<T>,
+    g: ArrayView2<T>,
+    par: Par,
+    be: Backend,
+) -> Array2<T> {
+    let rows = g.nrows();
+    let n = bd.in_features();
+    let packed = Packed::new(Kind::Blocked, bd.weights(), true);
+    let split = par.should_split(rows * bd.num_params());
+    let mut gbuf = Vec::new();
+    let gr = contiguous(&g, &mut gbuf);
+    let mut out = vec![T::zero(); rows * n];
+    if rows > 0 {
+        packed.apply_all(be, gr, &mut out, split);
+    }
+    Array2::from_shape_vec((rows, n), out).expect("shape")
+}

@@ -1,0 +1,87 @@
+//! Portable implementations: plain loops over any scalar, the oracle of the SIMD paths.
+//!
+//! Inner loops run over contiguous memory (a block's output features, or the block index of
+//! the interleaved layout) so compilers vectorise them without fast-math.
+
+use super::{BlockedShape, InterShape, Rows, RowsMut};
+use crate::Scalar;
+
+pub(super) fn blocked<T: Scalar>(sh: BlockedShape, w: &[T], x: &Rows<T>, y: &mut RowsMut<T>) {
+    let (ldx, ldy) = (x.ld, y.ld);
+    let xd = x.data;
+    for b in 0..x.nrows {
+        for a in 0..sh.nb {
+            let wa = &w[a * sh.cols * sh.rpad..];
+            let xa = &xd[b * ldx + a * sh.cols..][..sh.cols];
+            let ya = &mut y.data[b * ldy + a * sh.rows..][..sh.rows];
+            ya.fill(T::zero());
+            for (j, &xj) in xa.iter().enumerate() {
+                let wrow = &wa[j * sh.rpad..][..sh.rows];
+                for (yi, &wij) in ya.iter_mut().zip(wrow) {
+                    *yi = wij.mul_add_val(xj, *yi);
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn interleaved<T: Scalar>(sh: InterShape, w: &[T], x: &Rows<T>, y: &mut RowsMut<T>) {
+    let nb = sh.nb;
+    for b in 0..x.nrows {
+        let xr = &x.data[b * x.ld..][..sh.cols * nb];
+        let yr = &mut y.data[b * y.ld..][..sh.rows * nb];
+        for i in 0..sh.rows {
+            let yi = &mut yr[i * nb..][..nb];
+            yi.fill(T::zero());
+            for t in 0..sh.cols {
+                let wt = &w[(i * sh.cols + t) * sh.nbpad..][..nb];
+                let xt = &xr[t * nb..][..nb];
+                for ((o, &wc), &xc) in yi.iter_mut().zip(wt).zip(xt) {
+                    *o = wc.mul_add_val(xc, *o);
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn blocked_outer<T: Scalar>(sh: BlockedShape, g: &Rows<T>, x: &Rows<T>, out: &mut [T]) {
+    out.fill(T::zero());
+    for b in 0..g.nrows {
+        let gr = &g.data[b * g.ld..][..sh.nb * sh.rows];
+        let xr = &x.data[b * x.ld..][..sh.nb * sh.cols];
+        for a in 0..sh.nb {
+            let xa = &xr[a * sh.cols..][..sh.cols];
+            for i in 0..sh.rows {
+                let gi = gr[a * sh.rows + i];
+                let o = &mut out[(a * sh.rows + i) * sh.cols..][..sh.cols];
+                for (oj, &xj) in o.iter_mut().zip(xa) {
+                    *oj = gi.mul_add_val(xj, *oj);
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn interleaved_outer<T: Scalar>(
+    sh: InterShape,
+    g: &Rows<T>,
+    x: &Rows<T>,
+    out: &mut [T],
+) {
+    let nb = sh.nb;
+    out.fill(T::zero());
+    for b in 0..g.nrows {
+        let gr = &g.data[b * g.ld..][..sh.rows * nb];
+        let xr = &x.data[b * x.ld..][..sh.cols * nb];
+        for i in 0..sh.rows {
+            let gi = &gr[i * nb..][..nb];
+            for t in 0..sh.cols {
+                let xt = &xr[t * nb..][..nb];
+                let o = &mut out[(i * sh.cols + t) * nb..][..nb];
+                for ((oc, &gc), &xc) in o.iter_mut().zip(gi).zip(xt) {
+                    *oc = gc.mul_add_val(xc, *oc);
+                }
+            }
+        }
+    }
+}

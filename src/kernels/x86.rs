@@ -1,0 +1,865 @@
+//! AVX2+FMA and AVX-512 micro-kernels for `f32` and `f64`.
+//!
+//! One generic register-blocked micro-kernel per operation is written against the tiny [`Simd`]
+//! trait and instantiated for four vector types. The generic code is `#[inline(always)]` and is
+//! only ever called from an entry function carrying `#[target_feature]`, so after inlining every
+//! intrinsic is compiled with the instruction set it needs. Entry functions are reached only
+//! through [`Backend`] dispatch after `is_x86_feature_detected!` said yes.
+//!
+//! Tails: packed weights are zero-padded to a multiple of 16 elements, so weight loads are always
+//! full vectors; activations and outputs use masked loads and stores for partial vectors
+//! (masked-off lanes are never read from or written to memory, faults included).
+
+use super::{Backend, BlockedShape, InterShape, Rows, RowsMut};
+use std::any::TypeId;
+use std::arch::x86_64::*;
+
+/// The vector operations the micro-kernels need.
+///
+/// Every method is `unsafe`: it must run on a CPU with the instruction set of the implementing
+/// type, and pointer arguments must be valid for the lanes touched (`LANES` elements, or the
+/// first `n` for the `_part` variants).
+pub(super) trait Simd: Copy {
+    type E: Copy + 'static;
+    type V: Copy;
+    const LANES: usize;
+    /// Row tile of the blocked kernel (rows broadcast against two weight vectors).
+    const MR: usize;
+    /// Row tile and feature tile of the interleaved kernel.
+    const IR: usize;
+    const IN: usize;
+    unsafe fn zero() -> Self::V;
+    unsafe fn splat(p: *const Self::E) -> Self::V;
+    unsafe fn load(p: *const Self::E) -> Self::V;
+    unsafe fn load_part(p: *const Self::E, n: usize) -> Self::V;
+    unsafe fn store(p: *mut Self::E, v: Self::V);
+    unsafe fn store_part(p: *mut Self::E, v: Self::V, n: usize);
+    /// `a·b + c`, fused.
+    unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+}
+
+#[derive(Clone, Copy)]
+pub(super) struct Avx512F32;
+#[derive(Clone, Copy)]
+pub(super) struct Avx512F64;
+#[derive(Clone, Copy)]
+pub(super) struct Avx2F32;
+#[derive(Clone, Copy)]
+pub(super) struct Avx2F64;
+
+impl Simd for Avx512F32 {
+    type E = f32;
+    type V = __m512;
+    const LANES: usize = 16;
+    const MR: usize = 12;
+    const IR: usize = 4;
+    const IN: usize = 6;
+    #[inline(always)]
+    unsafe fn zero() -> __m512 {
+        _mm512_setzero_ps()
+    }
+    #[inline(always)]
+    unsafe fn splat(p: *const f32) -> __m512 {
+        _mm512_set1_ps(*p)
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> __m512 {
+        _mm512_loadu_ps(p)
+    }
+    #[inline(always)]
+    unsafe fn load_part(p: *const f32, n: usize) -> __m512 {
+        _mm512_maskz_loadu_ps(((1u32 << n) - 1) as __mmask16, p)
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: __m512) {
+        _mm512_storeu_ps(p, v)
+    }
+    #[inline(always)]
+    unsafe fn store_part(p: *mut f32, v: __m512, n: usize) {
+        _mm512_mask_storeu_ps(p, ((1u32 << n) - 1) as __mmask16, v)
+    }
+    #[inline(always)]
+    unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
+        _mm512_fmadd_ps(a, b, c)
+    }
+}
+
+impl Simd for Avx512F64 {
+    type E = f64;
+    type V = __m512d;
+    const LANES: usize = 8;
+    const MR: usize = 12;
+    const IR: usize = 4;
+    const IN: usize = 6;
+    #[inline(always)]
+    unsafe fn zero() -> __m512d {
+        _mm512_setzero_pd()
+    }
+    #[inline(always)]
+    unsafe fn splat(p: *const f64) -> __m512d {
+        _mm512_set1_pd(*p)
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f64) -> __m512d {
+        _mm512_loadu_pd(p)
+    }
+    #[inline(always)]
+    unsafe fn load_part(p: *const f64, n: usize) -> __m512d {
+        _mm512_maskz_loadu_pd(((1u32 << n) - 1) as __mmask8, p)
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f64, v: __m512d) {
+        _mm512_storeu_pd(p, v)
+    }
+    #[inline(always)]
+    unsafe fn store_part(p: *mut f64, v: __m512d, n: usize) {
+        _mm512_mask_storeu_pd(p, ((1u32 << n) - 1) as __mmask8, v)
+    }
+    #[inline(always)]
+    unsafe fn fma(a: __m512d, b: __m512d, c: __m512d) -> __m512d {
+        _mm512_fmadd_pd(a, b, c)
+    }
+}
+
+/// `MASK32[8 - n..]` starts with `n` all-ones lanes followed by zeros.
+static MASK32: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
+static MASK64: [i64; 8] = [-1, -1, -1, -1, 0, 0, 0, 0];
+
+impl Simd for Avx2F32 {
+    type E = f32;
+    type V = __m256;
+    const LANES: usize = 8;
+    const MR: usize = 6;
+    const IR: usize = 3;
+    const IN: usize = 3;
+    #[inline(always)]
+    unsafe fn zero() -> __m256 {
+        _mm256_setzero_ps()
+    }
+    #[inline(always)]
+    unsafe fn splat(p: *const f32) -> __m256 {
+        _mm256_broadcast_ss(&*p)
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> __m256 {
+        _mm256_loadu_ps(p)
+    }
+    #[inline(always)]
+    unsafe fn load_part(p: *const f32, n: usize) -> __m256 {
+        let m = _mm256_loadu_si256(MASK32.as_ptr().add(8 - n).cast());
+        _mm256_maskload_ps(p, m)
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: __m256) {
+        _mm256_storeu_ps(p, v)
+    }
+    #[inline(always)]
+    unsafe fn store_part(p: *mut f32, v: __m256, n: usize) {
+        let m = _mm256_loadu_si256(MASK32.as_ptr().add(8 - n).cast());
+        _mm256_maskstore_ps(p, m, v)
+    }
+    #[inline(always)]
+    unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
+        _mm256_fmadd_ps(a, b, c)
+    }
+}
+
+impl Simd for Avx2F64 {
+    type E = f64;
+    type V = __m256d;
+    const LANES: usize = 4;
+    const MR: usize = 6;
+    const IR: usize = 3;
+    const IN: usize = 3;
+    #[inline(always)]
+    unsafe fn zero() -> __m256d {
+        _mm256_setzero_pd()
+    }
+    #[inline(always)]
+    unsafe fn splat(p: *const f64) -> __m256d {
+        _mm256_broadcast_sd(&*p)
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f64) -> __m256d {
+        _mm256_loadu_pd(p)
+    }
+    #[inline(always)]
+    unsafe fn load_part(p: *const f64, n: usize) -> __m256d {
+        let m = _mm256_loadu_si256(MASK64.as_ptr().add(4 - n).cast());
+        _mm256_maskload_pd(p, m)
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f64, v: __m256d) {
+        _mm256_storeu_pd(p, v)
+    }
+    #[inline(always)]
+    unsafe fn store_part(p: *mut f64, v: __m256d, n: usize) {
+        let m = _mm256_loadu_si256(MASK64.as_ptr().add(4 - n).cast());
+        _mm256_maskstore_pd(p, m, v)
+    }
+    #[inline(always)]
+    unsafe fn fma(a: __m256d, b: __m256d, c: __m256d) -> __m256d {
+        _mm256_fmadd_pd(a, b, c)
+    }
+}
+
+/// Maps a runtime count to a const generic, for the listed values only.
+macro_rules! const_n {
+    ($n:expr, $N:ident in [$($v:literal)*] => $body:expr) => {
+        match $n {
+            $($v => {
+                const $N: usize = $v;
+                $body
+            })*
+            _ => unreachable!("tile size out of range"),
+        }
+    };
+}
+
+/// GEMM micro-kernel `C[MR × NV·L] = A[MR × k] · B[k × NV·L]`, broadcasting `A`.
+///
+/// `A[r, kk]` at `a + r·rsa + kk·csa`; row `kk` of `B` at `b + kk·ldb` with `bvalid` readable
+/// elements (`> (NV−1)·L`); `C[r, ·]` at `c + r·ldc`, `cvalid` elements written.
+///
+/// # Safety
+/// Every address named above must be valid, and the CPU must support `S`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn mk_gemm<S: Simd, const MR: usize, const NV: usize>(
+    k: usize,
+    a: *const S::E,
+    rsa: usize,
+    csa: usize,
+    b: *const S::E,
+    ldb: usize,
+    bvalid: usize,
+    c: *mut S::E,
+    ldc: usize,
+    cvalid: usize,
+) {
+    let l = S::LANES;
+    let mut acc = [[S::zero(); NV]; MR];
+    let full_b = bvalid >= NV * l;
+    let last_n = bvalid - (NV - 1) * l;
+    for kk in 0..k {
+        let bp = b.add(kk * ldb);
+        let mut bv = [S::zero(); NV];
+        for (v, bvv) in bv.iter_mut().enumerate() {
+            *bvv = if v == NV - 1 && !full_b {
+                S::load_part(bp.add(v * l), last_n)
+            } else {
+                S::load(bp.add(v * l))
+            };
+        }
+        let ap = a.add(kk * csa);
+        for (r, accr) in acc.iter_mut().enumerate() {
+            let av = S::splat(ap.add(r * rsa));
+            for v in 0..NV {
+                accr[v] = S::fma(bv[v], av, accr[v]);
+            }
+        }
+    }
+    for (r, accr) in acc.iter().enumerate() {
+        for (v, &val) in accr.iter().enumerate() {
+            let off = v * l;
+            let p = c.add(r * ldc + off);
+            if off + l <= cvalid {
+                S::store(p, val);
+            } else if off < cvalid {
+                S::store_part(p, val, cvalid - off);
+            }
+        }
+    }
+}
+
+/// Interleaved micro-kernel: for `MR` rows and `NI` output features, one vector of block
+/// indices `c`: `y[r, i·nb + c] = Σ_t w[i·ldwi + t·ldwt + c] · x[r·ldx + t·nb + c]`.
+///
+/// # Safety
+/// `x` rows valid for `tcount·nb` elements from the pointer (`nvalid` lanes of the last
+/// vector read), `w` valid for full vectors at every `(i, t)`, `y` valid for `nvalid` lanes per
+/// `(r, i)`; the CPU must support `S`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn mk_inter<S: Simd, const MR: usize, const NI: usize>(
+    tcount: usize,
+    x: *const S::E,
+    ldx: usize,
+    nb: usize,
+    w: *const S::E,
+    ldwi: usize,
+    ldwt: usize,
+    y: *mut S::E,
+    ldy: usize,
+    nvalid: usize,
+) {
+    let full = nvalid >= S::LANES;
+    let mut acc = [[S::zero(); NI]; MR];
+    for t in 0..tcount {
+        let mut xv = [S::zero(); MR];
+        for (r, xr) in xv.iter_mut().enumerate() {
+            let p = x.add(r * ldx + t * nb);
+            *xr = if full {
+                S::load(p)
+            } else {
+                S::load_part(p, nvalid)
+            };
+        }
+        #[allow(clippy::needless_range_loop)]
+        for i in 0..NI {
+            let wv = S::load(w.add(i * ldwi + t * ldwt));
+            for r in 0..MR {
+                acc[r][i] = S::fma(wv, xv[r], acc[r][i]);
+            }
+        }
+    }
+    for (r, accr) in acc.iter().enumerate() {
+        for (i, &val) in accr.iter().enumerate() {
+            let p = y.add(r * ldy + i * nb);
+            if full {
+                S::store(p, val);
+            } else {
+                S::store_part(p, val, nvalid);
+            }
+        }
+    }
+}
+
+/// Interleaved outer-sum micro-kernel over `nrows` rows:
+/// `out[i·ldoi + t·nbo + c] = Σ_b g[b·ldg + i·nb + c] · x[b·ldx + t·nb + c]` for `NI × NT` pairs.
+///
+/// # Safety
+/// As [`mk_inter`] for the pointers named; the CPU must support `S`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn mk_outer_inter<S: Simd, const NI: usize, const NT: usize>(
+    nrows: usize,
+    g: *const S::E,
+    ldg: usize,
+    x: *const S::E,
+    ldx: usize,
+    nb: usize,
+    out: *mut S::E,
+    ldoi: usize,
+    nvalid: usize,
+) {
+    let full = nvalid >= S::LANES;
+    let mut acc = [[S::zero(); NT]; NI];
+    for b in 0..nrows {
+        let mut xv = [S::zero(); NT];
+        for (t, xt) in xv.iter_mut().enumerate() {
+            let p = x.add(b * ldx + t * nb);
+            *xt = if full {
+                S::load(p)
+            } else {
+                S::load_part(p, nvalid)
+            };
+        }
+        for (i, acci) in acc.iter_mut().enumerate() {
+            let p = g.add(b * ldg + i * nb);
+            let gv = if full {
+                S::load(p)
+            } else {
+                S::load_part(p, nvalid)
+            };
+            for t in 0..NT {
+                acci[t] = S::fma(gv, xv[t], acci[t]);
+            }
+        }
+    }
+    for (i, acci) in acc.iter().enumerate() {
+        for (t, &val) in acci.iter().enumerate() {
+            let p = out.add(i * ldoi + t * nb);
+            if full {
+                S::store(p, val);
+            } else {
+                S::store_part(p, val, nvalid);
+            }
+        }
+    }
+}
+
+/// Blocked product over all blocks of the window.
+///
+/// # Safety
+/// `w` holds `nb·cols·rpad` elements, `x` and `y` rows of `nb·cols` and `nb·rows` elements
+/// (checked by the caller), and the CPU supports `S`.
+#[inline(always)]
+unsafe fn drv_blocked<S: Simd>(
+    sh: BlockedShape,
+    w: &[S::E],
+    x: &Rows<S::E>,
+    y: &mut RowsMut<S::E>,
+) {
+    let l = S::LANES;
+    let (ldx, ldy, nrows) = (x.ld, y.ld, x.nrows);
+    let (wp, xp, yp) = (w.as_ptr(), x.data.as_ptr(), y.data.as_mut_ptr());
+    for a in 0..sh.nb {
+        let wa = wp.add(a * sh.cols * sh.rpad);
+        let xa = xp.add(a * sh.cols);
+        let ya = yp.add(a * sh.rows);
+        let mut i0 = 0;
+        while i0 < sh.rows {
+            let rem = sh.rows - i0;
+            let two = rem > l;
+            let cvalid = rem.min(if two { 2 * l } else { l });
+            let mut r0 = 0;
+            while r0 < nrows {
+                let mr = S::MR.min(nrows - r0);
+                let (ar, cr) = (xa.add(r0 * ldx), ya.add(r0 * ldy + i0));
+                let bw = wa.add(i0);
+                if two {
+                    const_n!(mr, M in [1 2 3 4 5 6 7 8 9 10 11 12] => mk_gemm::<S, M, 2>(
+                        sh.cols, ar, ldx, 1, bw, sh.rpad, 2 * l, cr, ldy, cvalid
+                    ));
+                } else {
+                    const_n!(mr, M in [1 2 3 4 5 6 7 8 9 10 11 12] => mk_gemm::<S, M, 1>(
+                        sh.cols, ar, ldx, 1, bw, sh.rpad, l, cr, ldy, cvalid
+                    ));
+                }
+                r0 += mr;
+            }
+            i0 += if two { 2 * l } else { l };
+        }
+    }
+}
+
+/// Interleaved product over all output features of the window.
+///
+/// # Safety
+/// `w` holds `rows·cols·nbpad` elements, `x` and `y` rows of `cols·nb` and `rows·nb` elements
+/// (checked by the caller), and the CPU supports `S`.
+#[inline(always)]
+unsafe fn drv_inter<S: Simd>(sh: InterShape, w: &[S::E], x: &Rows<S::E>, y: &mut RowsMut<S::E>) {
+    let l = S::LANES;
+    let (ldx, ldy, nrows, nb) = (x.ld, y.ld, x.nrows, sh.nb);
+    let (wp, xp, yp) = (w.as_ptr(), x.data.as_ptr(), y.data.as_mut_ptr());
+    let ldwi = sh.cols * sh.nbpad;
+    let mut i0 = 0;
+    while i0 < sh.rows {
+        let ni = S::IN.min(sh.rows - i0);
+        let mut c0 = 0;
+        while c0 < nb {
+            let nvalid = l.min(nb - c0);
+            let mut r0 = 0;
+            while r0 < nrows {
+                let mr = S::IR.min(nrows - r0);
+                let (xr, wr) = (xp.add(r0 * ldx + c0), wp.add(i0 * ldwi + c0));
+                let yr = yp.add(r0 * ldy + i0 * nb + c0);
+                const_n!(mr, M in [1 2 3 4] => const_n!(ni, N in [1 2 3 4 5 6] => mk_inter::<S, M, N>(
+                    sh.cols, xr, ldx, nb, wr, ldwi, sh.nbpad, yr, ldy, nvalid
+                )));
+                r0 += mr;
+            }
+            c0 += l;
+        }
+        i0 += ni;
+    }
+}
+
+/// Blocked outer sum `out[a, i, j] = Σ_b g[b, a·R + i] · x[b, a·C + j]`.
+///
+/// # Safety
+/// `g`, `x` rows of `nb·rows`, `nb·cols` elements, `out` of `nb·rows·cols` (checked by the
+/// caller), and the CPU supports `S`.
+#[inline(always)]
+unsafe fn drv_blocked_outer<S: Simd>(
+    sh: BlockedShape,
+    g: &Rows<S::E>,
+    x: &Rows<S::E>,
+    out: &mut [S::E],
+) {
+    let l = S::LANES;
+    let (ldg, ldx, nrows) = (g.ld, x.ld, g.nrows);
+    let (gp, xp, op) = (g.data.as_ptr(), x.data.as_ptr(), out.as_mut_ptr());
+    for a in 0..sh.nb {
+        let mut j0 = 0;
+        while j0 < sh.cols {
+            let rem = sh.cols - j0;
+            let two = rem > l;
+            let valid = rem.min(if two { 2 * l } else { l });
+            let mut i0 = 0;
+            while i0 < sh.rows {
+                let mi = S::MR.min(sh.rows - i0);
+                let ga = gp.add(a * sh.rows + i0);
+                let xa = xp.add(a * sh.cols + j0);
+                let oa = op.add((a * sh.rows + i0) * sh.cols + j0);
+                if two {
+                    const_n!(mi, M in [1 2 3 4 5 6 7 8 9 10 11 12] => mk_gemm::<S, M, 2>(
+                        nrows, ga, 1, ldg, xa, ldx, valid, oa, sh.cols, valid
+                    ));
+                } else {
+                    const_n!(mi, M in [1 2 3 4 5 6 7 8 9 10 11 12] => mk_gemm::<S, M, 1>(
+                        nrows, ga, 1, ldg, xa, ldx, valid, oa, sh.cols, valid
+                    ));
+                }
+                i0 += mi;
+            }
+            j0 += if two { 2 * l } else { l };
+        }
+    }
+}
+
+/// Interleaved outer sum `out[i][t][c] = Σ_b g[b, i·NB + c] · x[b, t·NB + c]`.
+///
+/// # Safety
+/// `g`, `x` rows of `rows·nb`, `cols·nb` elements, `out` of `rows·cols·nb` (checked by the
+/// caller), and the CPU supports `S`.
+#[inline(always)]
+unsafe fn drv_inter_outer<S: Simd>(
+    sh: InterShape,
+    g: &Rows<S::E>,
+    x: &Rows<S::E>,
+    out: &mut [S::E],
+) {
+    let l = S::LANES;
+    let (ldg, ldx, nrows, nb) = (g.ld, x.ld, g.nrows, sh.nb);
+    let (gp, xp, op) = (g.data.as_ptr(), x.data.as_ptr(), out.as_mut_ptr());
+    let ldoi = sh.cols * nb;
+    let mut i0 = 0;
+    while i0 < sh.rows {
+        let ni = S::IR.min(sh.rows - i0);
+        let mut t0 = 0;
+        while t0 < sh.cols {
+            let nt = S::IR.min(sh.cols - t0);
+            let mut c0 = 0;
+            while c0 < nb {
+                let nvalid = l.min(nb - c0);
+                let (gr, xr) = (gp.add(i0 * nb + c0), xp.add(t0 * nb + c0));
+                let or = op.add(i0 * ldoi + t0 * nb + c0);
+                const_n!(ni, M in [1 2 3 4] => const_n!(nt, N in [1 2 3 4] => mk_outer_inter::<S, M, N>(
+                    nrows, gr, ldg, xr, ldx, nb, or, ldoi, nvalid
+                )));
+                c0 += l;
+            }
+            t0 += nt;
+        }
+        i0 += ni;
+    }
+}
+
+macro_rules! entries {
+    ($feat:literal, $blocked:ident, $inter:ident, $bouter:ident, $iouter:ident) => {
+        /// # Safety
+        /// The CPU must support the enabled features; shapes as in [`drv_blocked`].
+        #[target_feature(enable = $feat)]
+        unsafe fn $blocked<S: Simd>(
+            sh: BlockedShape,
+            w: &[S::E],
+            x: &Rows<S::E>,
+            y: &mut RowsMut<S::E>,
+        ) {
+            drv_blocked::<S>(sh, w, x, y)
+        }
+        /// # Safety
+        /// The CPU must support the enabled features; shapes as in [`drv_inter`].
+        #[target_feature(enable = $feat)]
+        unsafe fn $inter<S: Simd>(
+            sh: InterShape,
+            w: &[S::E],
+            x: &Rows<S::E>,
+            y: &mut RowsMut<S::E>,
+        ) {
+            drv_inter::<S>(sh, w, x, y)
+        }
+        /// # Safety
+        /// The CPU must support the enabled features; shapes as in [`drv_blocked_outer`].
+        #[target_feature(enable = $feat)]
+        unsafe fn $bouter<S: Simd>(
+            sh: BlockedShape,
+            g: &Rows<S::E>,
+            x: &Rows<S::E>,
+            out: &mut [S::E],
+        ) {
+            drv_blocked_outer::<S>(sh, g, x, out)
+        }
+        /// # Safety
+        /// The CPU must support the enabled features; shapes as in [`drv_inter_outer`].
+        #[target_feature(enable = $feat)]
+        unsafe fn $iouter<S: Simd>(
+            sh: InterShape,
+            g: &Rows<S::E>,
+            x: &Rows<S::E>,
+            out: &mut [S::E],
+        ) {
+            drv_inter_outer::<S>(sh, g, x, out)
+        }
+    };
+}
+
+entries!("avx512f", blocked_512, inter_512, bouter_512, iouter_512);
+entries!("avx2,fma", blocked_256, inter_256, bouter_256, iouter_256);
+
+/// Reinterprets a slice of `T` as `U` when they are the same type.
+fn cast<T: 'static, U: 'static>(s: &[T]) -> &[U] {
+    assert_eq!(TypeId::of::<T>(), TypeId::of::<U>());
+    // SAFETY: `T` and `U` are the same type (checked above): same layout, same validity.
+    unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<U>(), s.len()) }
+}
+
+fn cast_mut<T: 'static, U: 'static>(s: &mut [T]) -> &mut [U] {
+    assert_eq!(TypeId::of::<T>(), TypeId::of::<U>());
+    // SAFETY: `T` and `U` are the same type (checked above); the borrow is carried over.
+    unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<U>(), s.len()) }
+}
+
+fn cast_rows<'a, T: 'static, U: 'static>(r: &Rows<'a, T>) -> Rows<'a, U> {
+    Rows {
+        data: cast(r.data),
+        ld: r.ld,
+        nrows: r.nrows,
+        ncols: r.ncols,
+    }
+}
+
+fn cast_rows_mut<'b, T: 'static, U: 'static>(r: &'b mut RowsMut<'_, T>) -> RowsMut<'b, U> {
+    RowsMut {
+        data: cast_mut(&mut *r.data),
+        ld: r.ld,
+        nrows: r.nrows,
+        ncols: r.ncols,
+    }
+}
+
+/// Runs `$f512::<$s512>` or `$f256::<$s256>` on the backend `$b`.
+macro_rules! dispatch {
+    ($b:expr, $s512:ty, $s256:ty, $f512:ident, $f256:ident, ($($arg:expr),*)) => {{
+        assert!($b.is_available(), "backend {:?} not supported by this CPU", $b);
+        // SAFETY (both arms): the backend's instruction set was detected above, and the
+        // shapes were checked against the buffer lengths by the caller.
+        match $b {
+            Backend::Avx512 => unsafe { $f512::<$s512>($($arg),*) },
+            Backend::Avx2 => unsafe { $f256::<$s256>($($arg),*) },
+            Backend::Portable => unreachable!("portable path handled by the caller"),
+        }
+    }};
+}
+
+fn check_blocked(sh: &BlockedShape, wlen: usize, x: (usize, usize), y: (usize, usize)) {
+    assert!(wlen >= sh.nb * sh.cols * sh.rpad && sh.rpad >= sh.rows.div_ceil(16) * 16);
+    assert_eq!(x.1, sh.nb * sh.cols);
+    assert_eq!(y.1, sh.nb * sh.rows);
+    assert_eq!(x.0, y.0);
+}
+
+pub(super) fn dispatch_blocked<T: 'static>(
+    b: Backend,
+    sh: BlockedShape,
+    w: &[T],
+    x: &Rows<T>,
+    y: &mut RowsMut<T>,
+) {
+    check_blocked(&sh, w.len(), (x.nrows, x.ncols), (y.nrows, y.ncols));
+    if TypeId::of::<T>() == TypeId::of::<f32>() {
+        let (w, x, mut y) = (
+            cast::<T, f32>(w),
+            cast_rows::<T, f32>(x),
+            cast_rows_mut::<T, f32>(y),
+        );
+        dispatch!(
+            b,
+            Avx512F32,
+            Avx2F32,
+            blocked_512,
+            blocked_256,
+            (sh, w, &x, &mut y)
+        )
+    } else {
+        let (w, x, mut y) = (
+            cast::<T, f64>(w),
+            cast_rows::<T, f64>(x),
+            cast_rows_mut::<T, f64>(y),
+        );
+        dispatch!(
+            b,
+            Avx512F64,
+            Avx2F64,
+            blocked_512,
+            blocked_256,
+            (sh, w, &x, &mut y)
+        )
+    }
+}
+
+pub(super) fn dispatch_interleaved<T: 'static>(
+    b: Backend,
+    sh: InterShape,
+    w: &[T],
+    x: &Rows<T>,
+    y: &mut RowsMut<T>,
+) {
+    assert!(w.len() >= sh.rows * sh.cols * sh.nbpad && sh.nbpad >= sh.nb.div_ceil(16) * 16);
+    assert_eq!(x.ncols, sh.cols * sh.nb);
+    assert_eq!(y.ncols, sh.rows * sh.nb);
+    assert_eq!(x.nrows, y.nrows);
+    if TypeId::of::<T>() == TypeId::of::<f32>() {
+        let (w, x, mut y) = (
+            cast::<T, f32>(w),
+            cast_rows::<T, f32>(x),
+            cast_rows_mut::<T, f32>(y),
+        );
+        dispatch!(
+            b,
+            Avx512F32,
+            Avx2F32,
+            inter_512,
+            inter_256,
+            (sh, w, &x, &mut y)
+        )
+    } else {
+        let (w, x, mut y) = (
+            cast::<T, f64>(w),
+            cast_rows::<T, f64>(x),
+            cast_rows_mut::<T, f64>(y),
+        );
+        dispatch!(
+            b,
+            Avx512F64,
+            Avx2F64,
+            inter_512,
+            inter_256,
+            (sh, w, &x, &mut y)
+        )
+    }
+}
+
+pub(super) fn dispatch_blocked_outer<T: 'static>(
+    b: Backend,
+    sh: BlockedShape,
+    g: &Rows<T>,
+    x: &Rows<T>,
+    out: &mut [T],
+) {
+    assert_eq!(g.ncols, sh.nb * sh.rows);
+    assert_eq!(x.ncols, sh.nb * sh.cols);
+    assert_eq!(g.nrows, x.nrows);
+    assert_eq!(out.len(), sh.nb * sh.rows * sh.cols);
+    if TypeId::of::<T>() == TypeId::of::<f32>() {
+        let (g, x, out) = (
+            cast_rows::<T, f32>(g),
+            cast_rows::<T, f32>(x),
+            cast_mut::<T, f32>(out),
+        );
+        dispatch!(
+            b,
+            Avx512F32,
+            Avx2F32,
+            bouter_512,
+            bouter_256,
+            (sh, &g, &x, out)
+        )
+    } else {
+        let (g, x, out) = (
+            cast_rows::<T, f64>(g),
+            cast_rows::<T, f64>(x),
+            cast_mut::<T, f64>(out),
+        );
+        dispatch!(
+            b,
+            Avx512F64,
+            Avx2F64,
+            bouter_512,
+            bouter_256,
+            (sh, &g, &x, out)
+        )
+    }
+}
+
+pub(super) fn dispatch_interleaved_outer<T: 'static>(
+    b: Backend,
+    sh: InterShape,
+    g: &Rows<T>,
+    x: &Rows<T>,
+    out: &mut [T],
+) {
+    assert_eq!(g.ncols, sh.rows * sh.nb);
+    assert_eq!(x.ncols, sh.cols * sh.nb);
+    assert_eq!(g.nrows, x.nrows);
+    assert_eq!(out.len(), sh.rows * sh.cols * sh.nb);
+    if TypeId::of::<T>() == TypeId::of::<f32>() {
+        let (g, x, out) = (
+            cast_rows::<T, f32>(g),
+            cast_rows::<T, f32>(x),
+            cast_mut::<T, f32>(out),
+        );
+        dispatch!(
+            b,
+            Avx512F32,
+            Avx2F32,
+            iouter_512,
+            iouter_256,
+            (sh, &g, &x, out)
+        )
+    } else {
+        let (g, x, out) = (
+            cast_rows::<T, f64>(g),
+            cast_rows::<T, f64>(x),
+            cast_mut::<T, f64>(out),
+        );
+        dispatch!(
+            b,
+            Avx512F64,
+            Avx2F64,
+            iouter_512,
+            iouter_256,
+            (sh, &g, &x, out)
+        )
+    }
+}
+
+/// `iters` rounds of 24 independent FMA chains on full vectors of `S` (enough chains to
+/// cover the FMA latency on two ports); returns a value depending on every chain so the loop
+/// cannot be removed.
+///
+/// # Safety
+/// The CPU must support `S`.
+#[inline(always)]
+unsafe fn fma_chains<S: Simd<E = f32>>(iters: usize) -> f32 {
+    // Opaque inputs, and no fixed point: the compiler must run every FMA.
+    let one = std::hint::black_box(1.0f32);
+    let (a, b) = std::hint::black_box((0.999_9f32, 1e-4f32));
+    let (av, bv) = (S::splat(&a), S::splat(&b));
+    let mut acc = [S::splat(&one); 24];
+    for _ in 0..iters {
+        for v in acc.iter_mut() {
+            *v = S::fma(*v, av, bv);
+        }
+    }
+    let mut out = [0.0f32; 16];
+    let mut total = 0.0;
+    for v in acc {
+        S::store_part(out.as_mut_ptr(), v, S::LANES);
+        total += out[..S::LANES].iter().sum::<f32>();
+    }
+    total
+}
+
+/// # Safety
+/// The CPU must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_chains_512(iters: usize) -> f32 {
+    fma_chains::<Avx512F32>(iters)
+}
+
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_chains_256(iters: usize) -> f32 {
+    fma_chains::<Avx2F32>(iters)
+}
+
+/// Runs the FMA loop of `backend` for `iters` rounds; returns `(flops, checksum)`.
+pub(super) fn fma_loop(backend: Backend, iters: usize) -> (f64, f32) {
+    assert!(backend.is_available());
+    match backend {
+        // SAFETY: the instruction set was detected just above.
+        Backend::Avx512 => ((iters * 24 * 16 * 2) as f64, unsafe {
+            fma_chains_512(iters)
+        }),
+        // SAFETY: the instruction set was detected just above.
+        Backend::Avx2 => ((iters * 24 * 8 * 2) as f64, unsafe {
+            fma_chains_256(iters)
+        }),
+        Backend::Portable => (0.0, 0.0),
+    }
+}

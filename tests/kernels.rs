@@ -1,0 +1,506 @@
+//! Every kernel path (portable, AVX2+FMA, AVX-512) against the portable oracle and against naive
+//! loops written from the formulas, over sizes straddling the vector widths; Monarch products,
+//! transposes and gradients through every path; strided inputs; thread-count independence.
+
+mod common;
+
+use common::{assert_close, naive_dense};
+use monarch::kernels::{
+    blockdiag_matmul_with, blocked_into, blocked_outer_into, blocks_outer_sum_with,
+    interleaved_into, interleaved_outer_into, monarch_matmul_with, monarch_vjp_with, Backend,
+    PackedBlocked, PackedInterleaved, Rows, RowsMut,
+};
+use monarch::ndarray::{s, Array2, Array3};
+use monarch::num_complex::Complex;
+use monarch::random::{normal_matrix, uniform_array3};
+use monarch::{BlockDiag, Monarch, Par, Perm, Scalar};
+
+const SIZES: [usize; 11] = [1, 3, 7, 8, 15, 16, 17, 31, 32, 33, 64];
+const BATCHES: [usize; 5] = [1, 2, 5, 17, 64];
+
+/// The backends this CPU runs; the others are reported and skipped.
+fn backends() -> Vec<Backend> {
+    Backend::ALL
+        .into_iter()
+        .filter(|b| {
+            let ok = b.is_available();
+            if !ok {
+                eprintln!("skipping {b:?}: not supported by this CPU");
+            }
+            ok
+        })
+        .collect()
+}
+
+fn rand3<T: Scalar>(shape: (usize, usize, usize), seed: u64) -> Array3<T> {
+    uniform_array3::<f64>(shape, 1.0, seed).mapv(T::from_f64)
+}
+
+fn rand2<T: Scalar>(shape: (usize, usize), seed: u64) -> Array2<T> {
+    normal_matrix::<f64>(shape, 1.0, seed).mapv(T::from_f64)
+}
+
+fn tol<T: Scalar>() -> f64 {
+    if <T::Real as Scalar>::from_f64(1.0 + 1e-10) == <T::Real as Scalar>::from_f64(1.0) {
+        2e-5
+    } else {
+        1e-12
+    }
+}
+
+fn check_blocked<T: Scalar>() {
+    for (si, &rows) in SIZES.iter().enumerate() {
+        let cols = SIZES[(si * 7 + 3) % SIZES.len()];
+        for &batch in &BATCHES {
+            let nb = 1 + (rows + batch) % 3;
+            let w = rand3::<T>((nb, rows, cols), (rows * 100 + batch) as u64);
+            let x = rand2::<T>((batch, nb * cols), 7 + rows as u64);
+            // Naive loop from the formula.
+            let mut naive = Array2::<T>::zeros((batch, nb * rows));
+            for b in 0..batch {
+                for a in 0..nb {
+                    for i in 0..rows {
+                        naive[[b, a * rows + i]] =
+                            (0..cols).map(|j| w[[a, i, j]] * x[[b, a * cols + j]]).sum();
+                    }
+                }
+            }
+            let pw = PackedBlocked::pack(w.view());
+            let run = |be: Backend| {
+                let mut y = vec![T::zero(); batch * nb * rows];
+                let xs = x.as_slice().unwrap();
+                blocked_into(
+                    be,
+                    &pw,
+                    0..nb,
+                    Rows::new(xs, nb * cols, batch, nb * cols),
+                    RowsMut::new(&mut y, nb * rows, batch, nb * rows),
+                );
+                y
+            };
+            let oracle = run(Backend::Portable);
+            let what = format!("blocked nb={nb} {rows}x{cols} batch={batch}");
+            assert_close(&oracle, naive.as_slice().unwrap(), tol::<T>(), &what);
+            for be in backends() {
+                assert_close(&run(be), &oracle, tol::<T>(), &format!("{what} {be:?}"));
+            }
+            // Transposed packing is the product with every block transposed.
+            let pt = PackedBlocked::pack_transposed(w.view());
+            let g = rand2::<T>((batch, nb * rows), 11);
+            let mut naive_t = Array2::<T>::zeros((batch, nb * cols));
+            for b in 0..batch {
+                for a in 0..nb {
+                    for j in 0..cols {
+                        naive_t[[b, a * cols + j]] =
+                            (0..rows).map(|i| w[[a, i, j]] * g[[b, a * rows + i]]).sum();
+                    }
+                }
+            }
+            for be in backends() {
+                let mut y = vec![T::zero(); batch * nb * cols];
+                blocked_into(
+                    be,
+                    &pt,
+                    0..nb,
+                    Rows::new(g.as_slice().unwrap(), nb * rows, batch, nb * rows),
+                    RowsMut::new(&mut y, nb * cols, batch, nb * cols),
+                );
+                let w = format!("{what} transposed {be:?}");
+                assert_close(&y, naive_t.as_slice().unwrap(), tol::<T>(), &w);
+            }
+        }
+    }
+}
+
+fn check_interleaved<T: Scalar>() {
+    for (si, &nb) in SIZES.iter().enumerate() {
+        let rows = SIZES[(si * 5 + 1) % SIZES.len()].min(17);
+        let cols = SIZES[(si * 3 + 2) % SIZES.len()].min(33);
+        for &batch in &BATCHES {
+            let w = rand3::<T>((nb, rows, cols), (nb * 31 + batch) as u64);
+            let x = rand2::<T>((batch, cols * nb), 5 + nb as u64);
+            let mut naive = Array2::<T>::zeros((batch, rows * nb));
+            for b in 0..batch {
+                for c in 0..nb {
+                    for i in 0..rows {
+                        naive[[b, i * nb + c]] =
+                            (0..cols).map(|t| w[[c, i, t]] * x[[b, t * nb + c]]).sum();
+                    }
+                }
+            }
+            let pw = PackedInterleaved::pack(w.view());
+            let run = |be: Backend| {
+                let mut y = vec![T::zero(); batch * rows * nb];
+                interleaved_into(
+                    be,
+                    &pw,
+                    0..rows,
+                    Rows::new(x.as_slice().unwrap(), cols * nb, batch, cols * nb),
+                    RowsMut::new(&mut y, rows * nb, batch, rows * nb),
+                );
+                y
+            };
+            let oracle = run(Backend::Portable);
+            let what = format!("interleaved nb={nb} {rows}x{cols} batch={batch}");
+            assert_close(&oracle, naive.as_slice().unwrap(), tol::<T>(), &what);
+            for be in backends() {
+                assert_close(&run(be), &oracle, tol::<T>(), &format!("{what} {be:?}"));
+            }
+        }
+    }
+}
+
+fn check_outer<T: Scalar>() {
+    for (si, &nb) in SIZES.iter().enumerate() {
+        let rows = SIZES[(si * 5 + 4) % SIZES.len()].min(33);
+        let cols = SIZES[(si * 7 + 2) % SIZES.len()];
+        for &batch in &BATCHES {
+            let g = rand2::<T>((batch, nb * rows), 3 + batch as u64);
+            let x = rand2::<T>((batch, nb * cols), 4 + nb as u64);
+            // Blocked layout.
+            let naive_b = Array3::from_shape_fn((nb, rows, cols), |(a, i, j)| {
+                (0..batch)
+                    .map(|b| g[[b, a * rows + i]] * x[[b, a * cols + j]])
+                    .sum::<T>()
+            });
+            // Interleaved layout: out[i][t][c] = Σ_b g[b, i·nb + c] · x[b, t·nb + c].
+            let naive_i = Array3::from_shape_fn((rows, cols, nb), |(i, t, c)| {
+                (0..batch)
+                    .map(|b| g[[b, i * nb + c]] * x[[b, t * nb + c]])
+                    .sum::<T>()
+            });
+            let gr = Rows::new(g.as_slice().unwrap(), nb * rows, batch, nb * rows);
+            let xr = Rows::new(x.as_slice().unwrap(), nb * cols, batch, nb * cols);
+            let what = format!("outer nb={nb} {rows}x{cols} batch={batch}");
+            for be in backends() {
+                let mut ob = vec![T::zero(); nb * rows * cols];
+                blocked_outer_into(be, (rows, cols), gr, xr, &mut ob);
+                let t = tol::<T>() * (batch as f64).sqrt();
+                assert_close(
+                    &ob,
+                    naive_b.as_slice().unwrap(),
+                    t,
+                    &format!("{what} blocked {be:?}"),
+                );
+                let mut oi = vec![T::zero(); nb * rows * cols];
+                interleaved_outer_into(be, nb, gr, xr, &mut oi);
+                assert_close(
+                    &oi,
+                    naive_i.as_slice().unwrap(),
+                    t,
+                    &format!("{what} inter {be:?}"),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn blocked_every_backend_f32() {
+    check_blocked::<f32>();
+}
+#[test]
+fn blocked_every_backend_f64() {
+    check_blocked::<f64>();
+}
+#[test]
+fn interleaved_every_backend_f32() {
+    check_interleaved::<f32>();
+}
+#[test]
+fn interleaved_every_backend_f64() {
+    check_interleaved::<f64>();
+}
+#[test]
+fn outer_sums_every_backend_f32() {
+    check_outer::<f32>();
+}
+#[test]
+fn outer_sums_every_backend_f64() {
+    check_outer::<f64>();
+}
+
+/// Monarchs covering the three plans: reference layout (square and rectangular), its
+/// transpose, and arbitrary permutations.
+fn monarchs<T: Scalar>() -> Vec<(String, Monarch<T>)> {
+    let mut v = Vec::new();
+    for &(w1, w2) in &[
+        ((4, 4, 4), (4, 4, 4)),
+        ((8, 8, 8), (8, 8, 8)),
+        ((17, 3, 5), (3, 7, 17)),
+        ((2, 16, 33), (16, 9, 2)),
+        ((32, 32, 32), (32, 32, 32)),
+    ] {
+        let m = Monarch::<f64>::random_factors(w1, w2, 42)
+            .unwrap()
+            .map(T::from_f64);
+        v.push((format!("ref {w1:?} {w2:?}"), m.clone()));
+        v.push((format!("transpose {w1:?} {w2:?}"), m.transpose()));
+    }
+    let (k, q, p, l, s, r) = (3, 4, 5, 6, 7, 2);
+    let w1 = BlockDiag::new(rand3::<T>((k, q, p), 1)).unwrap();
+    let w2 = BlockDiag::new(rand3::<T>((l, s, r), 2)).unwrap();
+    let g = Monarch::from_parts(
+        Perm::random(k * p, 3),
+        w1,
+        Perm::random(k * q, 4),
+        w2,
+        Perm::random(l * s, 5),
+    )
+    .unwrap();
+    v.push(("general perms".into(), g));
+    v
+}
+
+fn check_monarch_products<T: Scalar>() {
+    for (name, m) in monarchs::<T>() {
+        let dense = m.to_dense();
+        // Independent dense reference for the reference layout.
+        if name.starts_with("ref") {
+            let nd = naive_dense(m.w1(), m.w2());
+            assert_close(
+                dense.as_slice().unwrap(),
+                nd.as_slice().unwrap(),
+                tol::<T>(),
+                &name,
+            );
+        }
+        for &batch in &BATCHES {
+            let x = rand2::<T>((batch, m.in_features()), batch as u64);
+            let want = x.dot(&dense.t());
+            for be in backends() {
+                let mut out = Array2::zeros((batch, m.out_features()));
+                monarch_matmul_with(be, &m, x.view(), out.view_mut(), Par::Seq).unwrap();
+                let what = format!("{name} batch={batch} {be:?}");
+                assert_close(
+                    out.as_slice().unwrap(),
+                    want.as_slice().unwrap(),
+                    tol::<T>(),
+                    &what,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn monarch_products_every_backend_f32() {
+    check_monarch_products::<f32>();
+}
+#[test]
+fn monarch_products_every_backend_f64() {
+    check_monarch_products::<f64>();
+}
+#[test]
+fn monarch_products_complex_portable() {
+    let m = Monarch::<Complex<f64>>::dft_natural(64).unwrap();
+    let x = rand2::<f64>((5, 64), 9).mapv(|v| Complex::new(v, 0.5 * v));
+    let want = x.dot(&m.to_dense().t());
+    let got = m.matmul(x.view()).unwrap();
+    assert_close(
+        got.as_slice().unwrap(),
+        want.as_slice().unwrap(),
+        1e-12,
+        "dft",
+    );
+}
+
+/// Inputs that are not contiguous row-major: a column window of a wider array and a
+/// transposed (column-major) array; outputs written into a transposed view.
+#[test]
+fn strided_views_every_backend() {
+    let m = Monarch::<f32>::random(64, 8, 5).unwrap();
+    let dense = m.to_dense();
+    let wide = rand2::<f32>((17, 100), 1);
+    let window = wide.slice(s![.., 10..74]);
+    let colmajor = rand2::<f32>((64, 17), 2).reversed_axes();
+    for be in backends() {
+        for (what, x) in [("window", window), ("column-major", colmajor.view())] {
+            let want = x.dot(&dense.t()).as_standard_layout().into_owned();
+            let mut out_t = Array2::<f32>::zeros((64, 17));
+            let out = out_t.view_mut().reversed_axes();
+            monarch_matmul_with(be, &m, x, out, Par::Rayon).unwrap();
+            let got = out_t.t().as_standard_layout().into_owned();
+            let w = format!("{what} {be:?}");
+            assert_close(got.as_slice().unwrap(), want.as_slice().unwrap(), 2e-5, &w);
+        }
+        let bd = m.factor1();
+        let want = window
+            .dot(&bd.to_dense().t())
+            .as_standard_layout()
+            .into_owned();
+        let mut y = Array2::zeros((17, 64));
+        blockdiag_matmul_with(be, bd, window, y.view_mut(), Par::Seq).unwrap();
+        assert_close(
+            y.as_slice().unwrap(),
+            want.as_slice().unwrap(),
+            2e-5,
+            "blockdiag window",
+        );
+    }
+}
+
+/// `Par::Seq` and `Par::Rayon` (on a 3-thread pool, so splits really happen) agree bitwise,
+/// for large batches (row panels) and small ones (block windows).
+#[test]
+fn thread_count_does_not_change_bits() {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
+    for (n, nb) in [(1024, 32), (256, 16)] {
+        let m = Monarch::<f32>::random(n, nb, 8).unwrap();
+        let mt = m.transpose();
+        for batch in [1, 3, 40, 100] {
+            let x = rand2::<f32>((batch, n), 3);
+            let g = rand2::<f32>((batch, n), 4);
+            for be in backends() {
+                for mm in [&m, &mt] {
+                    let mut a = Array2::zeros((batch, n));
+                    let mut b = Array2::zeros((batch, n));
+                    monarch_matmul_with(be, mm, x.view(), a.view_mut(), Par::Seq).unwrap();
+                    pool.install(|| {
+                        monarch_matmul_with(be, mm, x.view(), b.view_mut(), Par::Rayon).unwrap()
+                    });
+                    assert_eq!(a, b, "forward n={n} batch={batch} {be:?}");
+                    let ga = monarch_vjp_with(be, mm, x.view(), g.view(), Par::Seq).unwrap();
+                    let gb = pool
+                        .install(|| monarch_vjp_with(be, mm, x.view(), g.view(), Par::Rayon))
+                        .unwrap();
+                    assert_eq!(ga, gb, "vjp n={n} batch={batch} {be:?}");
+                }
+            }
+        }
+    }
+}
+
+/// Finite differences (exact for this bilinear form up to rounding) in f64, every backend and
+/// every plan, plus the dense formula `grad_x = g · M`.
+#[test]
+fn vjp_every_backend_matches_finite_differences() {
+    for (name, m) in monarchs::<f64>()
+        .into_iter()
+        .filter(|(n, _)| !n.contains("32, 32"))
+    {
+        let batch = 5;
+        let x = rand2::<f64>((batch, m.in_features()), 21);
+        let g = rand2::<f64>((batch, m.out_features()), 22);
+        let loss = |mm: &Monarch<f64>| (&mm.to_dense().dot(&x.t()).t() * &g).sum();
+        let h = 1e-3;
+        let mut fd1 = Array3::<f64>::zeros(m.w1().dim());
+        for (idx, v) in fd1.indexed_iter_mut() {
+            let (mut p, mut q) = (m.clone(), m.clone());
+            p.w1_mut()[idx] += h;
+            q.w1_mut()[idx] -= h;
+            *v = (loss(&p) - loss(&q)) / (2.0 * h);
+        }
+        let mut fd2 = Array3::<f64>::zeros(m.w2().dim());
+        for (idx, v) in fd2.indexed_iter_mut() {
+            let (mut p, mut q) = (m.clone(), m.clone());
+            p.w2_mut()[idx] += h;
+            q.w2_mut()[idx] -= h;
+            *v = (loss(&p) - loss(&q)) / (2.0 * h);
+        }
+        let gx = g.dot(&m.to_dense());
+        for be in backends() {
+            let d = monarch_vjp_with(be, &m, x.view(), g.view(), Par::Rayon).unwrap();
+            let w = format!("{name} {be:?}");
+            assert_close(d.w1.as_slice().unwrap(), fd1.as_slice().unwrap(), 1e-7, &w);
+            assert_close(d.w2.as_slice().unwrap(), fd2.as_slice().unwrap(), 1e-7, &w);
+            assert_close(d.x.as_slice().unwrap(), gx.as_slice().unwrap(), 1e-12, &w);
+        }
+    }
+}
+
+/// The weight gradient of larger shapes through every SIMD path against the portable one,
+/// with strided inputs.
+#[test]
+fn vjp_large_every_backend_matches_portable() {
+    for (name, m) in monarchs::<f32>() {
+        let wide = rand2::<f32>((64, m.in_features() + 3), 1);
+        let x = wide.slice(s![.., 3..]);
+        let g = rand2::<f32>((64, m.out_features()), 2);
+        let oracle = monarch_vjp_with(Backend::Portable, &m, x, g.view(), Par::Seq).unwrap();
+        for be in backends() {
+            let d = monarch_vjp_with(be, &m, x, g.view(), Par::Rayon).unwrap();
+            let w = format!("{name} {be:?}");
+            assert_close(
+                d.w1.as_slice().unwrap(),
+                oracle.w1.as_slice().unwrap(),
+                1e-4,
+                &w,
+            );
+            assert_close(
+                d.w2.as_slice().unwrap(),
+                oracle.w2.as_slice().unwrap(),
+                1e-4,
+                &w,
+            );
+            assert_close(
+                d.x.as_slice().unwrap(),
+                oracle.x.as_slice().unwrap(),
+                1e-4,
+                &w,
+            );
+        }
+        // The public entry point takes the detected path.
+        let d = m.vjp(x, g.view()).unwrap();
+        assert_close(
+            d.w1.as_slice().unwrap(),
+            oracle.w1.as_slice().unwrap(),
+            1e-4,
+            &name,
+        );
+    }
+}
+
+#[test]
+fn blockdiag_paths_match_dense() {
+    let bd = BlockDiag::new(rand3::<f64>((5, 17, 9), 3)).unwrap();
+    let x = rand2::<f64>((33, 45), 4);
+    let g = rand2::<f64>((33, 85), 5);
+    let dense = bd.to_dense();
+    for be in backends() {
+        let mut y = Array2::zeros((33, 85));
+        blockdiag_matmul_with(be, &bd, x.view(), y.view_mut(), Par::Rayon).unwrap();
+        let want = x.dot(&dense.t());
+        assert_close(
+            y.as_slice().unwrap(),
+            want.as_slice().unwrap(),
+            1e-12,
+            "bd forward",
+        );
+        let gw = blocks_outer_sum_with(be, g.view(), x.view(), (5, 17, 9), Par::Rayon).unwrap();
+        let full = g.t().dot(&x);
+        for a in 0..5 {
+            let blk = full.slice(s![a * 17..(a + 1) * 17, a * 9..(a + 1) * 9]);
+            let got = gw.index_axis(monarch::ndarray::Axis(0), a).to_owned();
+            assert_close(
+                got.as_slice().unwrap(),
+                blk.to_owned().as_slice().unwrap(),
+                1e-12,
+                "gw",
+            );
+        }
+    }
+    let v = bd.vjp(x.view(), g.view()).unwrap();
+    let want = g.dot(&dense);
+    assert_close(
+        v.x.as_slice().unwrap(),
+        want.as_slice().unwrap(),
+        1e-12,
+        "bd vjp x",
+    );
+    assert!(
+        blocks_outer_sum_with(Backend::Portable, g.view(), x.view(), (5, 17, 8), Par::Seq).is_err()
+    );
+    let mut y = Array2::zeros((33, 84));
+    assert!(monarch_matmul_with(
+        Backend::Portable,
+        &Monarch::<f64>::random(45, 5, 1).unwrap(),
+        x.view(),
+        y.view_mut(),
+        Par::Seq
+    )
+    .is_err());
+}
