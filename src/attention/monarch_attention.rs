@@ -43,7 +43,8 @@ pub enum Padding {
 /// Block size `b ≈ √N` gives `Θ(N^1.5·d)` time and `Θ(N·d)` memory. `b ≥ N` is exact softmax
 /// attention. Masked keys (and padding) get weight zero; masked and padded queries carry no
 /// weight in the R-update (they do not pull the shared factors towards themselves); a masked
-/// query still receives an output row, computed from the final factors like any other row.
+/// query still receives a finite output row (a convex combination of live values computed from
+/// the final factors), but not SDPA's output for that row: ignore it as you would padding.
 ///
 /// Errors for `block_size == 0` or `steps == 0` are reported by the methods that compute.
 #[derive(Debug, Clone, Copy, PartialEq)]
