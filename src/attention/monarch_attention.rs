@@ -251,8 +251,9 @@ impl MonarchAttention {
                 k: kh.view(),
                 scale: setup.scale,
             };
-            let st = ctx.run(self.steps, false).pop().expect("steps ≥ 1");
-            ctx.output(&st, vh.view(), oh, objh);
+            let (mut sts, y) = ctx.run_with_values(self.steps, false, Some(vh.view()));
+            let st = sts.pop().expect("steps ≥ 1");
+            ctx.output(&st, &y.expect("values requested"), oh, objh);
         };
         let work = nb * nh * n * (geo.b + geo.m) * (q.dim().3 + dv) * self.steps;
         if self.par.should_split(work) && items.len() > 1 {
@@ -419,6 +420,17 @@ impl<T: RealScalar> HeadCtx<'_, T> {
     /// Runs `steps` rounds up to the last R-update. Returns every round's state when
     /// `keep_all` (for the VJP), else only the last.
     pub fn run(&self, steps: usize, keep_all: bool) -> Vec<StepState<T>> {
+        self.run_with_values(steps, keep_all, None).0
+    }
+
+    /// As [`run`](Self::run), and if `v` is given also the last round's values
+    /// `y[a·b + j] = Σ_i R_a[j, i]·v_{a·b+i}`, computed while `R` is at hand.
+    pub fn run_with_values(
+        &self,
+        steps: usize,
+        keep_all: bool,
+        v: Option<ArrayView2<T>>,
+    ) -> (Vec<StepState<T>>, Option<Array2<T>>) {
         let (np, d) = (self.geo.np, self.q.ncols());
         let qw = &self.keys.qw;
         // Round 1 starts from L = I: u = q, c_R = 1 for live queries, 0 (and u = 0) otherwise.
@@ -436,9 +448,16 @@ impl<T: RealScalar> HeadCtx<'_, T> {
         };
         let mut ws = self.workspace();
         let mut all = Vec::new();
+        let mut y = v.map(|v| (v, Array2::zeros((np, v.ncols()))));
         for t in 0..steps {
-            self.r_phase(&mut st, &mut ws);
-            if t + 1 == steps {
+            let last = t + 1 == steps;
+            let yy = if last {
+                y.as_mut().map(|(v, y)| (*v, y))
+            } else {
+                None
+            };
+            self.r_phase(&mut st, &mut ws, yy);
+            if last {
                 break;
             }
             if keep_all {
@@ -447,7 +466,7 @@ impl<T: RealScalar> HeadCtx<'_, T> {
             self.l_to_next(&mut st, &mut ws);
         }
         all.push(st);
-        all
+        (all, y.map(|(_, y)| y))
     }
 
     /// `R_a` (`b × b`) from `u`: `softmax(s·U_a K_aᵀ + bias)`; `lse[j]` gets each row's
@@ -476,7 +495,12 @@ impl<T: RealScalar> HeadCtx<'_, T> {
     }
 
     /// R-update for every block: fills `st.al`, `st.cl` from `st.u`.
-    fn r_phase(&self, st: &mut StepState<T>, ws: &mut Workspace<T>) {
+    fn r_phase(
+        &self,
+        st: &mut StepState<T>,
+        ws: &mut Workspace<T>,
+        mut values: Option<(ArrayView2<T>, &mut Array2<T>)>,
+    ) {
         let bs = self.geo.b;
         for a in 0..self.geo.m {
             let rows = a * bs..(a + 1) * bs;
@@ -490,6 +514,16 @@ impl<T: RealScalar> HeadCtx<'_, T> {
             }
             let ka = self.k.slice(s![rows.clone(), ..]);
             general_mat_mul(self.scale, &ws.r, &ka, T::zero(), &mut ala);
+            if let Some((v, y)) = values.as_mut() {
+                let mut ya = y.slice_mut(s![rows.clone(), ..]);
+                general_mat_mul(
+                    T::one(),
+                    &ws.r,
+                    &v.slice(s![rows.clone(), ..]),
+                    T::zero(),
+                    &mut ya,
+                );
+            }
             // Σ_i R log R = Σ_i R·(z_i − lse) = ⟨u, α_L⟩ − lse: no per-entry logarithm.
             for (j, p) in rows.enumerate() {
                 let dot: T =
@@ -553,34 +587,16 @@ impl<T: RealScalar> HeadCtx<'_, T> {
         }
     }
 
-    /// `y[a·b + j] = Σ_i R_a[j, i]·v_{a·b+i}` for the last round.
-    pub fn values(&self, st: &StepState<T>, v: ArrayView2<T>, ws: &mut Workspace<T>) -> Array2<T> {
-        let bs = self.geo.b;
-        let mut y = Array2::zeros((self.geo.np, v.ncols()));
-        for a in 0..self.geo.m {
-            if !self.keys.block_live[a] {
-                continue;
-            }
-            let rows = a * bs..(a + 1) * bs;
-            let mut r = ws.r.view_mut();
-            self.r_probs(a, st.u.view(), &mut r, &mut ws.lse_b);
-            let mut ya = y.slice_mut(s![rows.clone(), ..]);
-            general_mat_mul(T::one(), &ws.r, &v.slice(s![rows, ..]), T::zero(), &mut ya);
-        }
-        y
-    }
-
     /// Final L-update and output rows (and objective) for the real tokens.
     fn output(
         &self,
         st: &StepState<T>,
-        v: ArrayView2<T>,
+        y: &Array2<T>,
         mut out: ArrayViewMut2<T>,
         mut obj: Option<ArrayViewMut1<T>>,
     ) {
-        let (bs, m, dv) = (self.geo.b, self.geo.m, v.ncols());
+        let (bs, m, dv) = (self.geo.b, self.geo.m, y.ncols());
         let mut ws = self.workspace();
-        let y = self.values(st, v, &mut ws);
         let mut oj = Array2::zeros((m, dv));
         for j in 0..bs {
             self.l_probs(j, st, &mut ws.p, &mut ws.lse_m);

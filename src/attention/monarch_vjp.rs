@@ -53,7 +53,7 @@ impl MonarchAttention {
                 grad_out.dim(),
             ));
         }
-        if !grad_out.iter().all(|x| x.is_finite()) {
+        if !super::all_finite(&grad_out) {
             return Err(Error::NonFinite {
                 context: "MonarchAttention::vjp: grad_out".into(),
             });
@@ -132,9 +132,9 @@ fn head_vjp<T: RealScalar>(
     let (d, dv) = (ctx.q.ncols(), v.ncols());
     let qw = &ctx.keys.qw;
     let s_ = ctx.scale;
-    let states: Vec<StepState<T>> = ctx.run(steps, true);
+    let (states, y): (Vec<StepState<T>>, _) = ctx.run_with_values(steps, true, Some(v));
+    let y = y.expect("values requested");
     let mut ws = ctx.workspace();
-    let y = ctx.values(&states[steps - 1], v, &mut ws);
 
     let mut gq = Array2::<T>::zeros((np, d));
     let mut gk = Array2::<T>::zeros((np, d));
