@@ -26,6 +26,7 @@
 pub use ndarray;
 pub use num_complex;
 
+pub mod attention;
 pub mod blockdiag;
 pub mod checkpoint;
 pub mod dft;

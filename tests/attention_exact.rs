@@ -1,0 +1,213 @@
+//! Exact (streaming) softmax attention against a naive dense softmax.
+
+#[path = "common/attention.rs"]
+mod attn;
+mod common;
+
+use attn::{gauss4, max_abs, naive_attention};
+use monarch::attention::{softmax_attention, ExactAttention};
+use monarch::ndarray::{Array2, Array4};
+use monarch::{Error, Par};
+use proptest::prelude::*;
+
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(16)
+}
+
+#[test]
+fn matches_naive_dense_softmax_across_tiles_and_masks() {
+    // Small tiles so that rows and keys span several (partial) tiles; N_q ≠ N_k.
+    let q = gauss4((2, 3, 13, 5), 1);
+    let k = gauss4((2, 3, 17, 5), 2);
+    let v = gauss4((2, 3, 17, 4), 3);
+    let mut mask = Array2::from_elem((2, 17), true);
+    // Batch 1: keys 0..8 masked, so whole key tiles of 4 are dead.
+    for u in 0..8 {
+        mask[[1, u]] = false;
+    }
+    mask[[0, 16]] = false;
+    for (qt, kt) in [(4, 4), (3, 5), (128, 256), (1, 1)] {
+        for m in [None, Some(&mask)] {
+            let att = ExactAttention::new().tiles(qt, kt).scale(0.7);
+            let (o, l) = att
+                .forward_with_lse(q.view(), k.view(), v.view(), m.map(|x| x.view()))
+                .unwrap();
+            let (eo, el) = naive_attention(&q, &k, &v, m, 0.7);
+            assert!(
+                max_abs(&o, &eo) < 1e-12,
+                "tiles {qt}x{kt}: {}",
+                max_abs(&o, &eo)
+            );
+            assert!(max_abs(&l, &el) < 1e-12, "lse tiles {qt}x{kt}");
+        }
+    }
+}
+
+#[test]
+fn default_scale_and_free_function() {
+    let q = gauss4((1, 2, 9, 16), 4);
+    let k = gauss4((1, 2, 9, 16), 5);
+    let v = gauss4((1, 2, 9, 3), 6);
+    let o = softmax_attention(q.view(), k.view(), v.view(), None).unwrap();
+    let (eo, _) = naive_attention(&q, &k, &v, None, 0.25);
+    assert!(max_abs(&o, &eo) < 1e-12);
+}
+
+#[test]
+fn very_negative_and_very_large_scores() {
+    // All scores near −1000 (q·k = −1000 + small variations): plain exp underflows to 0.
+    let n = 20;
+    let q = Array4::from_shape_fn(
+        (1, 1, n, 2),
+        |(_, _, t, c)| if c == 0 { 1.0 } else { 0.01 * t as f64 },
+    );
+    let k = Array4::from_shape_fn((1, 1, n, 2), |(_, _, t, c)| {
+        if c == 0 {
+            -1000.0
+        } else {
+            (t as f64).sin()
+        }
+    });
+    let v = gauss4((1, 1, n, 3), 7);
+    let (o, l) = ExactAttention::new()
+        .scale(1.0)
+        .tiles(6, 7)
+        .forward_with_lse(q.view(), k.view(), v.view(), None)
+        .unwrap();
+    let (eo, el) = naive_attention(&q, &k, &v, None, 1.0);
+    assert!(o.iter().all(|x| x.is_finite()));
+    assert!(max_abs(&o, &eo) < 1e-12);
+    assert!(max_abs(&l, &el) < 1e-9);
+    assert!(l.iter().all(|&x| x < -990.0));
+    // f32 as well.
+    let (o32, l32) = ExactAttention::new()
+        .scale(1.0)
+        .tiles(6, 7)
+        .forward_with_lse(
+            q.mapv(|x| x as f32).view(),
+            k.mapv(|x| x as f32).view(),
+            v.mapv(|x| x as f32).view(),
+            None,
+        )
+        .unwrap();
+    assert!(max_abs(&o32.mapv(|x| x as f64), &eo) < 1e-4);
+    assert!(max_abs(&l32.mapv(|x| x as f64), &el) < 1e-2);
+    // Huge positive scores.
+    let kp = k.mapv(|x| -x);
+    let o = ExactAttention::new()
+        .scale(1.0)
+        .forward(q.view(), kp.view(), v.view(), None)
+        .unwrap();
+    let (eo, _) = naive_attention(&q, &kp, &v, None, 1.0);
+    assert!(max_abs(&o, &eo) < 1e-12);
+}
+
+#[test]
+fn f32_close_to_f64_and_thread_count_does_not_matter() {
+    let q = gauss4((2, 3, 300, 32), 8);
+    let k = gauss4((2, 3, 300, 32), 9);
+    let v = gauss4((2, 3, 300, 16), 10);
+    let (eo, _) = naive_attention(&q, &k, &v, None, 1.0 / 32f64.sqrt());
+    let (q32, k32, v32) = (
+        q.mapv(|x| x as f32),
+        k.mapv(|x| x as f32),
+        v.mapv(|x| x as f32),
+    );
+    let a = ExactAttention::new().par(Par::Rayon);
+    let o1 = a.forward(q32.view(), k32.view(), v32.view(), None).unwrap();
+    let o2 = a
+        .par(Par::Seq)
+        .forward(q32.view(), k32.view(), v32.view(), None)
+        .unwrap();
+    assert_eq!(o1, o2, "bitwise identical whatever the threading");
+    assert!(max_abs(&o1.mapv(|x| x as f64), &eo) < 1e-5);
+}
+
+#[test]
+fn forward_into_checks_and_writes() {
+    let q = gauss4((1, 2, 5, 3), 11);
+    let v = gauss4((1, 2, 5, 2), 12);
+    let mut out = Array4::zeros((1, 2, 5, 2));
+    ExactAttention::new()
+        .forward_into(q.view(), q.view(), v.view(), None, out.view_mut(), None)
+        .unwrap();
+    let (eo, _) = naive_attention(&q, &q, &v, None, 1.0 / 3f64.sqrt());
+    assert!(max_abs(&out, &eo) < 1e-12);
+    let mut bad = Array4::zeros((1, 2, 5, 3));
+    let e = ExactAttention::new().forward_into(
+        q.view(),
+        q.view(),
+        v.view(),
+        None,
+        bad.view_mut(),
+        None,
+    );
+    assert!(matches!(e, Err(Error::ShapeMismatch { .. })));
+}
+
+#[test]
+fn bad_input_is_an_error() {
+    let q = gauss4((2, 2, 5, 3), 13);
+    let v = gauss4((2, 2, 5, 2), 14);
+    let att = |q: &Array4<f64>, k: &Array4<f64>, v: &Array4<f64>, m: Option<&Array2<bool>>| {
+        softmax_attention(q.view(), k.view(), v.view(), m.map(|x| x.view()))
+    };
+    assert!(matches!(
+        att(&q, &gauss4((2, 2, 5, 4), 1), &v, None),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        att(&q, &q, &gauss4((2, 2, 6, 2), 1), None),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        att(&q, &gauss4((1, 2, 5, 3), 1), &v, None),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    let wrong = Array2::from_elem((2, 4), true);
+    assert!(matches!(
+        att(&q, &q, &v, Some(&wrong)),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    let mut all_masked = Array2::from_elem((2, 5), true);
+    all_masked.row_mut(1).fill(false);
+    let e = att(&q, &q, &v, Some(&all_masked)).unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
+    let empty = Array4::<f64>::zeros((2, 2, 0, 3));
+    assert!(matches!(
+        att(&empty, &q, &v, None),
+        Err(Error::ZeroSize { .. })
+    ));
+    let mut nan = q.clone();
+    nan[[0, 0, 0, 0]] = f64::NAN;
+    assert!(matches!(
+        att(&nan, &q, &v, None),
+        Err(Error::NonFinite { .. })
+    ));
+    let e = ExactAttention::new()
+        .scale(f64::INFINITY)
+        .forward(q.view(), q.view(), v.view(), None);
+    assert!(matches!(e, Err(Error::NonFinite { .. })));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
+    #[test]
+    fn prop_matches_naive(nb in 1usize..3, nh in 1usize..3, nq in 1usize..20, nk in 1usize..20,
+                          d in 1usize..6, dv in 1usize..5, qt in 1usize..9, kt in 1usize..9,
+                          seed in 0u64..1000, drop in 0usize..3) {
+        let q = gauss4((nb, nh, nq, d), seed);
+        let k = gauss4((nb, nh, nk, d), seed + 1);
+        let v = gauss4((nb, nh, nk, dv), seed + 2);
+        // Mask every `drop+2`-th key except key 0, so no row is fully masked.
+        let mask = Array2::from_shape_fn((nb, nk), |(_, u)| u == 0 || u % (drop + 2) != 0);
+        let (o, l) = ExactAttention::new().tiles(qt, kt)
+            .forward_with_lse(q.view(), k.view(), v.view(), Some(mask.view())).unwrap();
+        let (eo, el) = naive_attention(&q, &k, &v, Some(&mask), 1.0 / (d as f64).sqrt());
+        prop_assert!(max_abs(&o, &eo) < 1e-12);
+        prop_assert!(max_abs(&l, &el) < 1e-12);
+    }
+}
