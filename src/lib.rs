@@ -27,6 +27,8 @@ pub use ndarray;
 pub use num_complex;
 
 pub mod blockdiag;
+pub mod cim;
+pub mod circuit;
 pub mod dft;
 pub mod error;
 pub(crate) mod kernels;
