@@ -29,6 +29,8 @@ pub use num_complex;
 pub mod attention;
 pub mod blockdiag;
 pub mod checkpoint;
+pub mod cim;
+pub mod circuit;
 pub mod dft;
 pub mod error;
 pub mod guide;
