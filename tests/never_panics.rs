@@ -271,6 +271,11 @@ fn overflowing_sizes_are_errors() {
             "random(MAX, 1)",
             Box::new(move || Monarch::<f64>::random(big, 1, 0).is_err()),
         ),
+        // Found by the monarch_constructors fuzz target (fuzz/regressions/): shape (MAX, 1, 1).
+        (
+            "random(MAX, MAX)",
+            Box::new(move || Monarch::<f64>::random(big, big, 0).is_err()),
+        ),
         (
             "random(2^40, 1)",
             Box::new(|| Monarch::<f64>::random(1 << 40, 1, 0).is_err()),
