@@ -162,7 +162,7 @@ fn round_trip_state_dict_bytes_with_metadata() {
     assert_eq!(back, sd);
     assert_eq!(back.get("b.t").unwrap(), &t.into_dyn());
     assert!(matches!(
-        sd.to_bytes(Dtype::F16),
+        sd.to_bytes(Dtype::Other("I64", 8)),
         Err(Error::InvalidArgument(_))
     ));
 }
@@ -186,4 +186,27 @@ fn round_trip_bare_monarch_and_rejects_nonstandard_perms() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("\"w1\"") && e.contains("\"w2\""), "{e}");
+}
+
+#[test]
+fn saving_f16_and_bf16_rounds_like_numpy() {
+    // The fixtures' F16 values were rounded by numpy from the same f64 values, the BF16 ones
+    // through f32 with round-to-nearest-even: saving the F64 file in those dtypes must give
+    // exactly the same numbers.
+    let f64sd = StateDict::<f64>::load(ckpt_path("monarch_linear_f64.safetensors")).unwrap();
+    for (dtype, file) in [(Dtype::F16, "f16"), (Dtype::BF16, "bf16")] {
+        let bytes = f64sd.to_bytes(dtype).unwrap();
+        let ours = StateDict::<f64>::from_bytes(&bytes).unwrap();
+        let theirs =
+            StateDict::<f64>::load(ckpt_path(&format!("monarch_linear_{file}.safetensors")))
+                .unwrap();
+        assert_eq!(ours.len(), 6);
+        for name in theirs.names() {
+            assert_eq!(ours.get(name), theirs.get(name), "{dtype} {name}");
+        }
+        // Re-saving the rounded values is lossless.
+        let ours32 = StateDict::<f32>::from_bytes(&bytes).unwrap();
+        let again = StateDict::<f32>::from_bytes(&ours32.to_bytes(dtype).unwrap()).unwrap();
+        assert_eq!(again, ours32);
+    }
 }

@@ -222,7 +222,8 @@ proptest! {
                 assert!(l.vjp(x.view(), g.view()).is_ok());
                 let xw = Array2::<f64>::zeros((batch, inf + 1));
                 assert!(l.forward(xw.view()).is_err());
-                assert!(l.vjp(x.view(), xw.view()).is_err());
+                let gw = Array2::<f64>::zeros((batch, outf + 1));
+                assert!(l.vjp(x.view(), gw.view()).is_err());
             }
         });
     }
@@ -269,6 +270,11 @@ fn overflowing_sizes_are_errors() {
         (
             "random(MAX, 1)",
             Box::new(move || Monarch::<f64>::random(big, 1, 0).is_err()),
+        ),
+        // Found by the monarch_constructors fuzz target (fuzz/regressions/): shape (MAX, 1, 1).
+        (
+            "random(MAX, MAX)",
+            Box::new(move || Monarch::<f64>::random(big, big, 0).is_err()),
         ),
         (
             "random(2^40, 1)",

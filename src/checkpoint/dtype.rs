@@ -111,6 +111,56 @@ pub(crate) fn bf16_to_f32(h: u16) -> f32 {
     f32::from_bits((h as u32) << 16)
 }
 
+/// IEEE binary16 bits of `x`, correctly rounded (to nearest, ties to even) from the `f64`
+/// value; overflow gives ±infinity, NaN stays NaN.
+pub(crate) fn f64_to_f16(x: f64) -> u16 {
+    let b = x.to_bits();
+    let sign = ((b >> 48) & 0x8000) as u16;
+    let exp = ((b >> 52) & 0x7ff) as i64;
+    let mant = b & ((1u64 << 52) - 1);
+    if exp == 0x7ff {
+        return sign | 0x7c00 | if mant != 0 { 0x0200 } else { 0 };
+    }
+    if exp == 0 {
+        return sign; // f64 zeros and subnormals are far below half the smallest f16
+    }
+    let e = exp - 1023 + 15;
+    if e >= 0x1f {
+        return sign | 0x7c00;
+    }
+    // Round `m` (an integer in units of 2^-shift of the result's last place) to nearest even.
+    let round = |m: u64, shift: u32| -> u64 {
+        let q = m >> shift;
+        let rem = m & ((1u64 << shift) - 1);
+        let half = 1u64 << (shift - 1);
+        if rem > half || (rem == half && q & 1 == 1) {
+            q + 1
+        } else {
+            q
+        }
+    };
+    if e <= 0 {
+        // f16 subnormal: value / 2^-24 = (mant | 2^52) · 2^(e - 43).
+        if e < -20 {
+            return sign;
+        }
+        // A carry into bit 10 gives the smallest normal, which is the right encoding.
+        return sign | round(mant | (1u64 << 52), (43 - e) as u32) as u16;
+    }
+    // A carry out of the mantissa increments the exponent (up to infinity), as it should.
+    sign | round(((e as u64) << 52) | mant, 42) as u16
+}
+
+/// bfloat16 bits of `x`, rounded to nearest even through `f32` (as PyTorch converts).
+pub(crate) fn f64_to_bf16(x: f64) -> u16 {
+    let f = x as f32;
+    let b = f.to_bits();
+    if f.is_nan() {
+        return ((b >> 16) as u16) | 0x0040;
+    }
+    (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
 /// Appends the little-endian elements of `bytes` (of type `dtype`) to `out`, converted to `T`.
 ///
 /// `bytes.len()` must be a multiple of the width (checked by the header parser); `name` names
@@ -168,6 +218,40 @@ mod tests {
         assert!(f16_to_f32(0x7e00).is_nan());
         assert_eq!(f16_to_f32(0x8000).to_bits(), (-0.0f32).to_bits());
         assert_eq!(f16_to_f32(0x3555), 0.333_251_95);
+    }
+
+    /// Midpoints between consecutive finite positive values round to the even neighbour, a
+    /// hair above/below round up/down, and every value converts back to itself.
+    fn check_rounding(to: fn(f64) -> u16, from: fn(u16) -> f32, max_finite: u16) {
+        for h in 0..max_finite {
+            let (a, b) = (from(h) as f64, from(h + 1) as f64);
+            assert_eq!(to(a), h, "{h:#06x} does not round-trip");
+            assert_eq!(to(-a), h | 0x8000);
+            let mid = (a + b) / 2.0;
+            let even = if h & 1 == 0 { h } else { h + 1 };
+            assert_eq!(to(mid), even, "midpoint above {h:#06x}");
+            let eps = (b - a) * 1e-3;
+            assert_eq!(to(mid + eps), h + 1);
+            assert_eq!(to(mid - eps), h);
+        }
+        assert_eq!(to(f64::INFINITY), max_finite + 1);
+    }
+
+    #[test]
+    fn f16_rounding_exhaustive() {
+        check_rounding(f64_to_f16, f16_to_f32, 0x7bff);
+        assert_eq!(f64_to_f16(65520.0), 0x7c00); // halfway to 2^16 rounds to infinity
+        assert_eq!(f64_to_f16(65519.99), 0x7bff);
+        assert_eq!(f64_to_f16(1e-30), 0);
+        assert_eq!(f64_to_f16(2f64.powi(-25)), 0); // tie with 0 goes to even (0)
+        assert_eq!(f64_to_f16(2f64.powi(-25) * 1.001), 1);
+        assert!(f16_to_f32(f64_to_f16(f64::NAN)).is_nan());
+    }
+
+    #[test]
+    fn bf16_rounding_exhaustive() {
+        check_rounding(f64_to_bf16, bf16_to_f32, 0x7f7f);
+        assert!(bf16_to_f32(f64_to_bf16(f64::NAN)).is_nan());
     }
 
     #[test]

@@ -31,7 +31,8 @@ pub struct TensorInfo {
 impl TensorInfo {
     /// Number of elements (the product of the shape; checked not to overflow when parsed).
     pub fn numel(&self) -> usize {
-        self.shape.iter().product()
+        // Saturating: a hand-built `TensorInfo` may not have been checked.
+        self.shape.iter().fold(1usize, |a, &d| a.saturating_mul(d))
     }
 }
 

@@ -75,7 +75,7 @@ impl<T: RealScalar> MonarchLinear<T> {
         Self::from_state_dict(&sd, prefix, in_features, out_features, bias)
     }
 
-    /// Saves the layer alone to a safetensors file with `dtype` (`F32` or `F64`).
+    /// Saves the layer alone to a safetensors file with `dtype` (`F32`, `F64`, `F16` or `BF16`).
     ///
     /// # Errors
     /// As [`StateDict::save`].

@@ -1,6 +1,6 @@
 //! [`StateDict`]: named real tensors, the unit that layers load from and save to.
 
-use super::dtype::{decode_into, Dtype};
+use super::dtype::{decode_into, f64_to_bf16, f64_to_f16, Dtype};
 use super::format::{read_header, read_tensor_bytes, write_container};
 use crate::error::{Error, Result};
 use crate::RealScalar;
@@ -117,15 +117,17 @@ impl<T: RealScalar> StateDict<T> {
         Ok(sd)
     }
 
-    /// Serialises to safetensors bytes with every tensor stored as `dtype` (`F32` or `F64`),
-    /// names in sorted order, header padded to 8 bytes.
+    /// Serialises to safetensors bytes with every tensor stored as `dtype` (`F32`, `F64`, `F16`
+    /// or `BF16`), names in sorted order, header padded to 8 bytes. `F16` is rounded to nearest
+    /// even from the value (overflow becomes ±infinity); `BF16` is rounded to nearest even
+    /// through `f32`, as PyTorch converts.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for another `dtype` or a tensor named `__metadata__`.
     pub fn to_bytes(&self, dtype: Dtype) -> Result<Vec<u8>> {
-        if !matches!(dtype, Dtype::F32 | Dtype::F64) {
+        if !dtype.is_float() {
             return Err(Error::invalid(format!(
-                "StateDict::to_bytes: saving as {dtype} is not supported (use F32 or F64)"
+                "StateDict::to_bytes: saving as {dtype} is not supported (use F32, F64, F16 or BF16)"
             )));
         }
         let entries: Vec<(&str, Dtype, &[usize], Vec<u8>)> = self
@@ -135,11 +137,12 @@ impl<T: RealScalar> StateDict<T> {
                 let mut data = Vec::with_capacity(a.len() * dtype.size());
                 // `iter()` walks in logical row-major order whatever the memory layout.
                 for &v in a.iter() {
+                    let v = v.to_f64_val();
                     match dtype {
-                        Dtype::F32 => {
-                            data.extend_from_slice(&(v.to_f64_val() as f32).to_le_bytes())
-                        }
-                        _ => data.extend_from_slice(&v.to_f64_val().to_le_bytes()),
+                        Dtype::F32 => data.extend_from_slice(&(v as f32).to_le_bytes()),
+                        Dtype::F16 => data.extend_from_slice(&f64_to_f16(v).to_le_bytes()),
+                        Dtype::BF16 => data.extend_from_slice(&f64_to_bf16(v).to_le_bytes()),
+                        _ => data.extend_from_slice(&v.to_le_bytes()),
                     }
                 }
                 (name.as_str(), dtype, a.shape(), data)
@@ -148,7 +151,7 @@ impl<T: RealScalar> StateDict<T> {
         write_container(&entries, &self.metadata)
     }
 
-    /// Writes a safetensors file (see [`to_bytes`](StateDict::to_bytes)).
+    /// Writes a safetensors file (see [`to_bytes`](StateDict::to_bytes) for the dtypes).
     ///
     /// # Errors
     /// As [`to_bytes`](StateDict::to_bytes), or [`Error::Io`] if the file cannot be written.
