@@ -36,6 +36,7 @@
 //! ```
 
 mod exact;
+mod kernels;
 mod monarch_attention;
 mod monarch_vjp;
 mod softmax;
