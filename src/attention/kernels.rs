@@ -308,3 +308,17 @@ pub(crate) fn tile_pv<T: RealScalar>(
     }
     general_mat_mul(T::one(), p, v, T::one(), acc);
 }
+
+/// `out = p·v` (`p`: rows × kc, `v`: kc × dv), overwriting `out`.
+pub(crate) fn tile_pv_set<T: RealScalar>(
+    p: &ArrayViewMut2<T>,
+    v: &ArrayView2<T>,
+    out: &mut ArrayViewMut2<T>,
+) {
+    if fast::<T>() {
+        out.fill(T::zero());
+        tile_pv(p, v, out);
+    } else {
+        general_mat_mul(T::one(), p, v, T::zero(), out);
+    }
+}
