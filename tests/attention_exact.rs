@@ -6,7 +6,7 @@ mod common;
 
 use attn::{gauss4, max_abs, naive_attention};
 use monarch::attention::{softmax_attention, ExactAttention};
-use monarch::ndarray::{Array2, Array4};
+use monarch::ndarray::{Array2, Array4, ShapeBuilder};
 use monarch::{Error, Par};
 use proptest::prelude::*;
 
@@ -209,5 +209,51 @@ proptest! {
         let (eo, el) = naive_attention(&q, &k, &v, Some(&mask), 1.0 / (d as f64).sqrt());
         prop_assert!(max_abs(&o, &eo) < 1e-12);
         prop_assert!(max_abs(&l, &el) < 1e-12);
+    }
+}
+
+#[test]
+fn f32_kernels_match_naive_on_ragged_shapes() {
+    // Rows not a multiple of 8/4, keys not a multiple of 32, d odd, d_v above 64 and ragged.
+    for (nq, nk, d, dv) in [
+        (37, 45, 13, 70),
+        (9, 33, 64, 64),
+        (1, 1, 1, 1),
+        (20, 70, 16, 17),
+    ] {
+        let q = gauss4((1, 2, nq, d), 30);
+        let k = gauss4((1, 2, nk, d), 31);
+        let v = gauss4((1, 2, nk, dv), 32);
+        let mut mask = Array2::from_elem((1, nk), true);
+        if nk > 3 {
+            mask[[0, 2]] = false;
+        }
+        let (eo, el) = naive_attention(&q, &k, &v, Some(&mask), 0.3);
+        let (q32, k32, v32) = (
+            q.mapv(|x| x as f32),
+            k.mapv(|x| x as f32),
+            v.mapv(|x| x as f32),
+        );
+        for (qt, kt) in [(8, 32), (5, 7), (128, 256), (16, 40)] {
+            let (o, l) = ExactAttention::new()
+                .scale(0.3)
+                .tiles(qt, kt)
+                .forward_with_lse(q32.view(), k32.view(), v32.view(), Some(mask.view()))
+                .unwrap();
+            let err = max_abs(&o.mapv(|x| x as f64), &eo);
+            assert!(
+                err < 2e-5,
+                "{nq}x{nk} d={d} dv={dv} tiles {qt}x{kt}: {err:e}"
+            );
+            assert!(max_abs(&l.mapv(|x| x as f64), &el) < 1e-4);
+        }
+        // A transposed (non-contiguous-row) view takes the general path and agrees.
+        let mut qf = Array4::<f32>::zeros(q32.dim().f());
+        qf.assign(&q32);
+        let o = ExactAttention::new()
+            .scale(0.3)
+            .forward(qf.view(), k32.view(), v32.view(), Some(mask.view()))
+            .unwrap();
+        assert!(max_abs(&o.mapv(|x| x as f64), &eo) < 2e-5);
     }
 }

@@ -7,11 +7,11 @@
 //! Each output row is produced by one task in a fixed key order, so results do not depend on
 //! the thread count.
 
+use super::kernels::{pack_kt, tile_pv, tile_qk};
 use super::softmax::{exp_shift_sum, row_max};
 use super::{check_qkv, resolve_scale};
 use crate::error::{Error, Result};
 use crate::{Par, RealScalar};
-use ndarray::linalg::general_mat_mul;
 use ndarray::{
     s, Array2, Array3, Array4, ArrayView2, ArrayView4, ArrayViewMut1, ArrayViewMut2, ArrayViewMut3,
     ArrayViewMut4, Axis,
@@ -170,56 +170,60 @@ impl ExactAttention {
             None => (0..nb * nh).map(|_| None).collect(),
         };
         let mut lse_heads = lse_heads.drain(..);
-        let mut tasks = Vec::with_capacity(nb * nh * nq.div_ceil(qt));
+        let mut heads = Vec::with_capacity(nb * nh);
         for (b, ob) in out.outer_iter_mut().enumerate() {
             for (h, oh) in ob.into_outer_iter_mut().enumerate() {
                 let lh = lse_heads.next().flatten();
                 let mut lchunks = lh.map(|l| l.into_axis_chunks_iter_mut(Axis(0), qt));
+                let mut tasks = Vec::with_capacity(nq.div_ceil(qt));
                 for (t, ot) in oh.into_axis_chunks_iter_mut(Axis(0), qt).enumerate() {
                     let lt = lchunks.as_mut().and_then(|it| it.next());
                     tasks.push(Task {
-                        b,
-                        h,
                         row0: t * qt,
                         out: ot,
                         lse: lt,
                     });
                 }
+                heads.push((b, h, tasks));
             }
         }
 
-        let run = |task: Task<T>, ws: &mut Workspace<T>| {
-            let Task {
-                b,
-                h,
-                row0,
-                out,
-                lse,
-            } = task;
-            let rows = out.nrows();
-            let qv = q.slice(s![b, h, row0..row0 + rows, ..]);
+        let work = nb * nh * nq * nk * (d + dv);
+        let split = self.par.should_split(work);
+        let run_head = |(b, h, tasks): (usize, usize, Vec<Task<T>>)| {
             let kv = k.slice(s![b, h, .., ..]);
             let vv = v.slice(s![b, h, .., ..]);
-            stream_tile(qv, kv, vv, &keys[b], scale, kt, ws, out, lse);
-        };
-        let work = nb * nh * nq * nk * (d + dv);
-        if self.par.should_split(work) && tasks.len() > 1 {
-            tasks
-                .into_par_iter()
-                .for_each_init(|| Workspace::new(qt, kt, dv), |ws, task| run(task, ws));
-        } else {
-            let mut ws = Workspace::new(qt, kt, dv);
-            for task in tasks {
-                run(task, &mut ws);
+            // Kᵀ packed once per head for the f32 kernels, shared by all query tiles.
+            let packed = pack_kt(&kv);
+            let one = |task: Task<T>, ws: &mut Workspace<T>| {
+                let rows = task.out.nrows();
+                let qv = q.slice(s![b, h, task.row0..task.row0 + rows, ..]);
+                let kt_packed = packed.as_deref();
+                stream_tile(
+                    qv, kv, vv, kt_packed, &keys[b], scale, kt, ws, task.out, task.lse,
+                );
+            };
+            if split && tasks.len() > 1 {
+                tasks
+                    .into_par_iter()
+                    .for_each_init(|| Workspace::new(qt, kt, dv), |ws, t| one(t, ws));
+            } else {
+                let mut ws = Workspace::new(qt, kt, dv);
+                for t in tasks {
+                    one(t, &mut ws);
+                }
             }
+        };
+        if split && heads.len() > 1 {
+            heads.into_par_iter().for_each(run_head);
+        } else {
+            heads.into_iter().for_each(run_head);
         }
         Ok(())
     }
 }
 
 struct Task<'a, T> {
-    b: usize,
-    h: usize,
     row0: usize,
     out: ArrayViewMut2<'a, T>,
     lse: Option<ArrayViewMut1<'a, T>>,
@@ -282,6 +286,7 @@ fn stream_tile<T: RealScalar>(
     q: ArrayView2<T>,
     k: ArrayView2<T>,
     v: ArrayView2<T>,
+    kt_packed: Option<&[T]>,
     keys: &KeyInfo<T>,
     scale: T,
     kt: usize,
@@ -306,7 +311,7 @@ fn stream_tile<T: RealScalar>(
         let kt_view = k.slice(s![c0..c0 + cols, ..]);
         let vt_view = v.slice(s![c0..c0 + cols, ..]);
         let mut sc = ws.scores.slice_mut(s![..rows, ..cols]);
-        general_mat_mul(scale, &q, &kt_view.t(), T::zero(), &mut sc);
+        tile_qk(scale, &q, &kt_view, kt_packed.map(|p| (p, nk, c0)), &mut sc);
         for (r, mut srow) in sc.outer_iter_mut().enumerate() {
             let srow = srow.as_slice_mut().expect("score tile rows are contiguous");
             if let Some(bias) = &keys.bias {
@@ -330,7 +335,7 @@ fn stream_tile<T: RealScalar>(
                 acc.row_mut(r).mapv_inplace(|x| x * alpha);
             }
         }
-        general_mat_mul(T::one(), &sc, &vt_view, T::one(), &mut acc);
+        tile_pv(&sc, &vt_view, &mut acc);
     }
     for (r, (mut orow, arow)) in out.outer_iter_mut().zip(acc.outer_iter()).enumerate() {
         let inv = T::one() / sm[r];

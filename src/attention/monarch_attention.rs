@@ -15,6 +15,7 @@
 //! Rows are stored block-major: state row `a·b + j` holds the `(a, j)` entry, so the rows that
 //! the L-update for one `j` needs are a stride-`b` slice.
 
+use super::kernels::{pack_kt, tile_pv_set, tile_qk};
 use super::softmax::softmax_row;
 use super::{check_qkv, resolve_scale};
 use crate::error::{check_nonzero, Error, Result};
@@ -169,13 +170,7 @@ impl MonarchAttention {
         let run = |(b, h, mut oh): (usize, usize, ArrayViewMut2<T>)| {
             let qh = geo.pad(q.slice(s![b, h, .., ..]));
             let kh = geo.pad(k.slice(s![b, h, .., ..]));
-            let ctx = HeadCtx {
-                geo: &geo,
-                keys: &setup.keys[b],
-                q: qh.view(),
-                k: kh.view(),
-                scale: setup.scale,
-            };
+            let ctx = HeadCtx::new(&geo, &setup.keys[b], qh.view(), kh.view(), setup.scale);
             let st = ctx.run(self.steps, false).pop().expect("steps ≥ 1");
             let (bs, m) = (geo.b, geo.m);
             let mut ws = ctx.workspace();
@@ -244,13 +239,7 @@ impl MonarchAttention {
             let qh = geo.pad(q.slice(s![b, h, .., ..]));
             let kh = geo.pad(k.slice(s![b, h, .., ..]));
             let vh = geo.pad(v.slice(s![b, h, .., ..]));
-            let ctx = HeadCtx {
-                geo: &geo,
-                keys: &setup.keys[b],
-                q: qh.view(),
-                k: kh.view(),
-                scale: setup.scale,
-            };
+            let ctx = HeadCtx::new(&geo, &setup.keys[b], qh.view(), kh.view(), setup.scale);
             let (mut sts, y) = ctx.run_with_values(self.steps, false, Some(vh.view()));
             let st = sts.pop().expect("steps ≥ 1");
             ctx.output(&st, &y.expect("values requested"), oh, objh);
@@ -404,9 +393,29 @@ pub(crate) struct HeadCtx<'a, T> {
     pub q: ArrayView2<'a, T>,
     pub k: ArrayView2<'a, T>,
     pub scale: T,
+    /// `Kᵀ` packed for the f32 kernels (`None` when they do not apply).
+    pub kt: Option<Vec<T>>,
 }
 
-impl<T: RealScalar> HeadCtx<'_, T> {
+impl<'a, T: RealScalar> HeadCtx<'a, T> {
+    pub fn new(
+        geo: &'a Geometry,
+        keys: &'a BatchKeys<T>,
+        q: ArrayView2<'a, T>,
+        k: ArrayView2<'a, T>,
+        scale: T,
+    ) -> Self {
+        let kt = pack_kt(&k);
+        HeadCtx {
+            geo,
+            keys,
+            q,
+            k,
+            scale,
+            kt,
+        }
+    }
+
     pub fn workspace(&self) -> Workspace<T> {
         let (b, m) = (self.geo.b, self.geo.m);
         Workspace {
@@ -481,7 +490,8 @@ impl<T: RealScalar> HeadCtx<'_, T> {
         }
         let ua = u.slice(s![rows.clone(), ..]);
         let ka = self.k.slice(s![rows.clone(), ..]);
-        general_mat_mul(self.scale, &ua, &ka.t(), T::zero(), r);
+        let packed = self.kt.as_deref().map(|p| (p, self.geo.np, a * bs));
+        tile_qk(self.scale, &ua, &ka, packed, r);
         for (j, mut row) in r.outer_iter_mut().enumerate() {
             let row = row.as_slice_mut().expect("contiguous R rows");
             if let Some(bias) = &self.keys.bias {
@@ -513,16 +523,12 @@ impl<T: RealScalar> HeadCtx<'_, T> {
                 continue;
             }
             let ka = self.k.slice(s![rows.clone(), ..]);
-            general_mat_mul(self.scale, &ws.r, &ka, T::zero(), &mut ala);
+            tile_pv_set(&ws.r.view_mut(), &ka, &mut ala);
+            let sc = self.scale;
+            ala.mapv_inplace(|x| x * sc);
             if let Some((v, y)) = values.as_mut() {
                 let mut ya = y.slice_mut(s![rows.clone(), ..]);
-                general_mat_mul(
-                    T::one(),
-                    &ws.r,
-                    &v.slice(s![rows.clone(), ..]),
-                    T::zero(),
-                    &mut ya,
-                );
+                tile_pv_set(&ws.r.view_mut(), &v.slice(s![rows.clone(), ..]), &mut ya);
             }
             // Σ_i R log R = Σ_i R·(z_i − lse) = ⟨u, α_L⟩ − lse: no per-entry logarithm.
             for (j, p) in rows.enumerate() {
@@ -543,7 +549,15 @@ impl<T: RealScalar> HeadCtx<'_, T> {
         let bs = self.geo.b;
         let qj = self.q.slice(s![j..;bs, ..]);
         let alj = st.al.slice(s![j..;bs, ..]);
-        general_mat_mul(T::one(), &qj, &alj.t(), T::zero(), p);
+        let packed = pack_kt(&alj);
+        let m = self.geo.m;
+        tile_qk(
+            T::one(),
+            &qj,
+            &alj,
+            packed.as_deref().map(|x| (x, m, 0)),
+            &mut p.view_mut(),
+        );
         for (l, mut row) in p.outer_iter_mut().enumerate() {
             let row = row.as_slice_mut().expect("contiguous P rows");
             for (a, x) in row.iter_mut().enumerate() {
@@ -601,7 +615,7 @@ impl<T: RealScalar> HeadCtx<'_, T> {
         for j in 0..bs {
             self.l_probs(j, st, &mut ws.p, &mut ws.lse_m);
             let yj = y.slice(s![j..;bs, ..]);
-            general_mat_mul(T::one(), &ws.p, &yj, T::zero(), &mut oj);
+            tile_pv_set(&ws.p.view_mut(), &yj, &mut oj.view_mut());
             for l in 0..m {
                 if let Some(t) = self.geo.unpad(l * bs + j) {
                     out.row_mut(t).assign(&oj.row(l));

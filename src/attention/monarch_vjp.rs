@@ -93,13 +93,7 @@ impl MonarchAttention {
             let kh = geo.pad(k.slice(s![b, h, .., ..]));
             let vh = geo.pad(v.slice(s![b, h, .., ..]));
             let gh = geo.pad(grad_out.slice(s![b, h, .., ..]));
-            let ctx = HeadCtx {
-                geo: &geo,
-                keys: &setup.keys[b],
-                q: qh.view(),
-                k: kh.view(),
-                scale: setup.scale,
-            };
+            let ctx = HeadCtx::new(&geo, &setup.keys[b], qh.view(), kh.view(), setup.scale);
             let (pq, pk, pv) = head_vjp(&ctx, vh.view(), gh.view(), steps);
             let r = geo.pre..geo.pre + geo.n;
             oq.assign(&pq.slice(s![r.clone(), ..]));

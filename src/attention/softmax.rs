@@ -43,7 +43,8 @@ fn exp_poly(x: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0;
     let xc = if x < -87.0 { -87.0 } else { x };
     let xc = if xc > 0.0 { 0.0 } else { xc };
-    let n = (xc * LOG2E + MAGIC) - MAGIC;
+    let shifted = xc * LOG2E + MAGIC;
+    let n = shifted - MAGIC;
     let r = xc - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4f32;
     p = p * r + 1.398_199_9e-3;
@@ -52,7 +53,15 @@ fn exp_poly(x: f32) -> f32 {
     p = p * r + 0.166_666_65;
     p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) << 23) as u32);
+    // The integer n sits in the low mantissa bits of `shifted`; `as i32` would be a
+    // saturating (scalar) conversion, integer bit arithmetic vectorises.
+    let scale = f32::from_bits(
+        shifted
+            .to_bits()
+            .wrapping_sub(0x4B40_0000)
+            .wrapping_add(127)
+            .wrapping_shl(23),
+    );
     if x < -87.0 {
         0.0
     } else {
