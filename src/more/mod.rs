@@ -11,7 +11,6 @@
 //!
 //! ```
 //! use monarch::more::{Adapter, MoReAdapter};
-//! use monarch::ndarray::Array2;
 //! let w0 = monarch::random::normal_matrix::<f64>((32, 16), 0.1, 1);
 //! let mut ad = MoReAdapter::new(w0.clone(), None, 4, 2, 0.0, 7).unwrap();
 //! let x = monarch::random::normal_matrix::<f64>((3, 16), 1.0, 2);
