@@ -167,8 +167,18 @@ fn em_never_decreases_the_likelihood() {
 
 #[test]
 fn dense_variant_em_is_baum_welch() {
-    let m = random_hmm(&[(2, 3, 3), (3, 2, 2)], 4, 9);
-    let obs = m.sample(4, 7, 1).unwrap();
+    // h = 6, and h = 256 (large enough for the parallel split of the dense flow GEMM).
+    for (shapes, nseq, len) in [
+        (&[(2usize, 3usize, 3usize), (3, 2, 2)][..], 4usize, 7usize),
+        (&[(16, 16, 16), (16, 16, 16)][..], 2, 4),
+    ] {
+        dense_em_case(shapes, nseq, len);
+    }
+}
+
+fn dense_em_case(shapes: &[(usize, usize, usize)], nseq: usize, len: usize) {
+    let m = random_hmm(shapes, 4, 9);
+    let obs = m.sample(nseq, len, 1).unwrap();
     let mut dense = Hmm::dense(
         m.initial().to_owned(),
         m.transition().to_dense(),
