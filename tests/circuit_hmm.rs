@@ -333,3 +333,32 @@ fn impossible_sequences_give_log_zero_not_nan() {
     ));
     assert_eq!(h2, hmm);
 }
+
+#[test]
+fn f32_hmm_matches_f64() {
+    let m = random_hmm(&SHAPES3, 5, 21);
+    let obs = m.sample(3, 12, 2).unwrap();
+    let m32 = Hmm::new(
+        m.initial().mapv(|v| v as f32),
+        m.transition().map(|v| v as f32),
+        m.emission().mapv(|v| v as f32),
+    )
+    .unwrap();
+    let l64 = m.log_likelihood(obs.view()).unwrap();
+    let l32 = m32.log_likelihood(obs.view()).unwrap();
+    for (a, b) in l32.iter().zip(l64.iter()) {
+        assert!((*a as f64 - b).abs() < 1e-4 * b.abs(), "{a} vs {b}");
+    }
+    let p32 = m32.posteriors(obs.view()).unwrap();
+    let p64 = m.posteriors(obs.view()).unwrap();
+    for (a, b) in p32.iter().zip(p64.iter()) {
+        assert!((*a as f64 - b).abs() < 1e-4);
+    }
+    let mut m32 = m32;
+    let mut prev = f32::NEG_INFINITY;
+    for _ in 0..5 {
+        let ll = m32.em_step(obs.view()).unwrap();
+        assert!(ll >= prev - 1e-4 * ll.abs());
+        prev = ll;
+    }
+}
