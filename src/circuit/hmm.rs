@@ -241,7 +241,8 @@ impl<T: RealScalar> Hmm<T> {
     }
 
     /// The E-step: expected initial, transition-flow and emission counts summed over the
-    /// sequences, and each sequence's log-likelihood.
+    /// sequences, and each sequence's log-likelihood. A sequence of probability zero
+    /// (log-likelihood `−∞`) makes the counts NaN; [`em_step`](Hmm::em_step) rejects it.
     ///
     /// # Errors
     /// As [`Hmm::log_likelihood`].
