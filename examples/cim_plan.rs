@@ -8,7 +8,7 @@ use monarch::cim::{dense_arrays, plan_layer, CimArray, Packing, StructuredLayer}
 use monarch::MonarchLinear;
 
 fn main() -> Result<(), monarch::Error> {
-    println!("# Monarch (MonarchLinear layout, f16 bytes = 2/param) on CIM arrays");
+    println!("# Monarch projections (MonarchLinear layout) on CIM arrays");
     println!();
     println!(
         "| layer (in→out) | nb | blocks (w1; w2) out×in | params | dense params | reduction | array | packing | arrays | dense arrays | fewer arrays | utilisation | rounds |"
@@ -39,12 +39,16 @@ fn main() -> Result<(), monarch::Error> {
                             100.0 * p.utilisation,
                             p.rounds
                         ),
-                        Err(e) => println!(
-                            "| {inf}→{outf} | {nb} | {shapes} | {:.2} M | {:.2} M | {:.1}× | {size}² | {packing:?} | – | {dense} | – | – | – ({e}) |",
-                            cost.params as f64 / 1e6,
-                            cost.dense_params as f64 / 1e6,
-                            cost.param_reduction(),
-                        ),
+                        Err(e) => {
+                            // The same error for every packing: report it once.
+                            println!(
+                                "| {inf}→{outf} | {nb} | {shapes} | {:.2} M | {:.2} M | {:.1}× | {size}² | any | does not fit: {e} | {dense} | | | |",
+                                cost.params as f64 / 1e6,
+                                cost.dense_params as f64 / 1e6,
+                                cost.param_reduction(),
+                            );
+                            break;
+                        }
                     }
                 }
             }

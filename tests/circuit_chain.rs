@@ -10,7 +10,8 @@ mod common;
 use circuit_ref::{blockdiag_matrix, naive_log_matmul, stride_matrix};
 use common::{assert_close, naive_dense};
 use monarch::circuit::{
-    kron_dense, log_matmul_blockdiag, log_matmul_dense, softmax_blocks, MonarchChain,
+    kron_dense, log_matmul_blockdiag, log_matmul_blockdiag_into, log_matmul_dense, softmax_blocks,
+    MonarchChain,
 };
 use monarch::ndarray::{Array2, Array3, Axis};
 use monarch::random::normal_matrix;
@@ -94,7 +95,8 @@ proptest! {
         assert_close(c.to_dense().as_slice().unwrap(), reference.as_slice().unwrap(), 1e-12, "to_dense");
         let x = normal_matrix::<f64>((batch, c.in_features()), 1.0, seed + 1);
         let y = c.matmul(x.view()).unwrap();
-        assert_close(y.as_slice().unwrap(), x.dot(&reference.t()).as_slice().unwrap(), 1e-12, "matmul");
+        let want = x.dot(&reference.t()).as_standard_layout().into_owned();
+        assert_close(y.as_slice().unwrap(), want.as_slice().unwrap(), 1e-12, "matmul");
         let t = c.transpose();
         assert_close(
             t.to_dense().as_slice().unwrap(),
@@ -180,6 +182,14 @@ fn log_matmul_zero_weights_give_log_zero() {
     assert_eq!(y[[0, 2]], f64::NEG_INFINITY);
     assert!((y[[0, 0]] - want[[0, 0]]).abs() < 1e-14);
     assert!((y[[0, 3]] - want[[0, 3]]).abs() < 1e-14);
+    let mut into = Array2::from_elem((1, 4), f64::NAN);
+    log_matmul_blockdiag_into(w.view(), x.view(), into.view_mut(), Par::Seq).unwrap();
+    assert_eq!(into, y);
+    let mut wrong = Array2::zeros((1, 5));
+    assert!(matches!(
+        log_matmul_blockdiag_into(w.view(), x.view(), wrong.view_mut(), Par::Seq),
+        Err(Error::ShapeMismatch { .. })
+    ));
     // Dense version equals the one-block case.
     let a = normal_matrix::<f64>((5, 7), 1.0, 3).mapv(f64::abs);
     let x = normal_matrix::<f64>((3, 7), 2.0, 4);

@@ -167,8 +167,18 @@ fn em_never_decreases_the_likelihood() {
 
 #[test]
 fn dense_variant_em_is_baum_welch() {
-    let m = random_hmm(&[(2, 3, 3), (3, 2, 2)], 4, 9);
-    let obs = m.sample(4, 7, 1).unwrap();
+    // h = 6, and h = 256 (large enough for the parallel split of the dense flow GEMM).
+    for (shapes, nseq, len) in [
+        (&[(2usize, 3usize, 3usize), (3, 2, 2)][..], 4usize, 7usize),
+        (&[(16, 16, 16), (16, 16, 16)][..], 2, 4),
+    ] {
+        dense_em_case(shapes, nseq, len);
+    }
+}
+
+fn dense_em_case(shapes: &[(usize, usize, usize)], nseq: usize, len: usize) {
+    let m = random_hmm(shapes, 4, 9);
+    let obs = m.sample(nseq, len, 1).unwrap();
     let mut dense = Hmm::dense(
         m.initial().to_owned(),
         m.transition().to_dense(),
@@ -322,4 +332,33 @@ fn impossible_sequences_give_log_zero_not_nan() {
         Err(Error::NonFinite { .. })
     ));
     assert_eq!(h2, hmm);
+}
+
+#[test]
+fn f32_hmm_matches_f64() {
+    let m = random_hmm(&SHAPES3, 5, 21);
+    let obs = m.sample(3, 12, 2).unwrap();
+    let m32 = Hmm::new(
+        m.initial().mapv(|v| v as f32),
+        m.transition().map(|v| v as f32),
+        m.emission().mapv(|v| v as f32),
+    )
+    .unwrap();
+    let l64 = m.log_likelihood(obs.view()).unwrap();
+    let l32 = m32.log_likelihood(obs.view()).unwrap();
+    for (a, b) in l32.iter().zip(l64.iter()) {
+        assert!((*a as f64 - b).abs() < 1e-4 * b.abs(), "{a} vs {b}");
+    }
+    let p32 = m32.posteriors(obs.view()).unwrap();
+    let p64 = m.posteriors(obs.view()).unwrap();
+    for (a, b) in p32.iter().zip(p64.iter()) {
+        assert!((*a as f64 - b).abs() < 1e-4);
+    }
+    let mut m32 = m32;
+    let mut prev = f32::NEG_INFINITY;
+    for _ in 0..5 {
+        let ll = m32.em_step(obs.view()).unwrap();
+        assert!(ll >= prev - 1e-4 * ll.abs());
+        prev = ll;
+    }
 }

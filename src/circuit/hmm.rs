@@ -241,7 +241,8 @@ impl<T: RealScalar> Hmm<T> {
     }
 
     /// The E-step: expected initial, transition-flow and emission counts summed over the
-    /// sequences, and each sequence's log-likelihood.
+    /// sequences, and each sequence's log-likelihood. A sequence of probability zero
+    /// (log-likelihood `−∞`) makes the counts NaN; [`em_step`](Hmm::em_step) rejects it.
     ///
     /// # Errors
     /// As [`Hmm::log_likelihood`].
@@ -437,7 +438,21 @@ fn accumulate_flows<T: RealScalar>(
             ve.row_mut(sq)
                 .zip_mut_with(&va.row(sq), |o, &x| *o = (x - cv).exp());
         }
-        general_mat_mul(T::one(), &de.t(), &ve, T::one(), &mut acc_a);
+        let threads = rayon::current_num_threads();
+        if nb < threads && Par::Rayon.should_split(nseq * rows * cols) {
+            // Few (dense) blocks: split the block's rows instead, each row range on one thread.
+            let chunk = rows.div_ceil(threads);
+            acc_a
+                .axis_chunks_iter_mut(Axis(0), chunk)
+                .into_par_iter()
+                .enumerate()
+                .for_each(|(c, mut acc_c)| {
+                    let dc = de.slice(s![.., c * chunk..c * chunk + acc_c.nrows()]);
+                    general_mat_mul(T::one(), &dc.t(), &ve, T::one(), &mut acc_c);
+                });
+        } else {
+            general_mat_mul(T::one(), &de.t(), &ve, T::one(), &mut acc_a);
+        }
     };
     if Par::Rayon.should_split(nseq * nb * rows * cols) && nb > 1 {
         acc.axis_iter_mut(Axis(0))

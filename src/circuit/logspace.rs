@@ -118,6 +118,21 @@ pub fn log_matmul_blockdiag<T: RealScalar>(
     x: ArrayView2<T>,
     par: Par,
 ) -> Result<Array2<T>> {
+    let mut out = Array2::zeros((x.nrows(), w.dim().0 * w.dim().1));
+    log_matmul_blockdiag_into(w, x, out.view_mut(), par)?;
+    Ok(out)
+}
+
+/// Like [`log_matmul_blockdiag`], writing into `out` (`(batch, nb·rows)`, overwritten).
+///
+/// # Errors
+/// As [`log_matmul_blockdiag`]; [`Error::ShapeMismatch`] if `out` has the wrong shape.
+pub fn log_matmul_blockdiag_into<T: RealScalar>(
+    w: ArrayView3<T>,
+    x: ArrayView2<T>,
+    out: ArrayViewMut2<T>,
+    par: Par,
+) -> Result<()> {
     let (nb, rows, cols) = w.dim();
     if nb == 0 || rows == 0 || cols == 0 {
         return Err(Error::zero(format!(
@@ -131,11 +146,17 @@ pub fn log_matmul_blockdiag<T: RealScalar>(
             x.ncols(),
         ));
     }
+    if out.dim() != (x.nrows(), nb * rows) {
+        return Err(Error::shape(
+            "log_matmul_blockdiag_into: output shape (batch, nb·rows)",
+            (x.nrows(), nb * rows),
+            out.dim(),
+        ));
+    }
     check_nonneg(w, "log_matmul_blockdiag")?;
     check_log_input(x, "log_matmul_blockdiag")?;
-    let mut out = Array2::zeros((x.nrows(), nb * rows));
-    log_bd_into(w, x, out.view_mut(), par);
-    Ok(out)
+    log_bd_into(w, x, out, par);
+    Ok(())
 }
 
 /// `log(A · exp(x))` on rows for a dense non-negative `a` (`m × n`), `x` `(batch, n)`: the

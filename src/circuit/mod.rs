@@ -30,7 +30,7 @@ mod stochastic;
 
 pub use chain::MonarchChain;
 pub use hmm::{Flows, Hmm};
-pub use logspace::{log_matmul_blockdiag, log_matmul_dense};
+pub use logspace::{log_matmul_blockdiag, log_matmul_blockdiag_into, log_matmul_dense};
 pub use stochastic::{
     check_chain_stochastic, check_distribution, check_row_stochastic, kron_dense, prob_tolerance,
     softmax_blocks,
