@@ -167,13 +167,14 @@ impl<'a, T> Rows<'a, T> {
     /// If the range is out of bounds.
     pub fn cols(self, cols: Range<usize>) -> Self {
         assert!(cols.start <= cols.end && cols.end <= self.ncols);
-        let end = if self.nrows == 0 {
-            cols.start
+        // An empty view may have an empty buffer: never index past it.
+        let data = if self.nrows == 0 {
+            &self.data[..0]
         } else {
-            (self.nrows - 1) * self.ld + cols.end
+            &self.data[cols.start..(self.nrows - 1) * self.ld + cols.end]
         };
         Rows {
-            data: &self.data[cols.start..end.max(cols.start)],
+            data,
             ld: self.ld,
             nrows: self.nrows,
             ncols: cols.len(),
