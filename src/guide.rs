@@ -32,6 +32,69 @@
 //! # Ok::<(), monarch::Error>(())
 //! ```
 //!
+//! Loading fly's trained layer (`state_dict` saved with `safetensors.torch.save_file`):
+//!
+//! ```text
+//! # PyTorch
+//! layer = MonarchLinear(1024, 4096, nblocks=4); layer.load_state_dict(sd, prefix="encoder.fc1.")
+//! ```
+//!
+//! ```no_run
+//! # use monarch::MonarchLinear;
+//! let layer = MonarchLinear::<f32>::load_safetensors("model.safetensors", "encoder.fc1", 1024, 4096, true)?;
+//! # drop(layer);
+//! # Ok::<(), monarch::Error>(())
+//! ```
+//!
+//! ## MonarchAttention
+//!
+//! | PyTorch | monarch |
+//! |---|---|
+//! | `F.scaled_dot_product_attention(q, k, v, attn_mask)` | [`softmax_attention(q, k, v, mask)`](crate::attention::softmax_attention) — streaming, never N×N; [`ExactAttention`](crate::attention::ExactAttention) for the log-sum-exp |
+//! | the authors' MonarchAttention module (block size `b`, `T` steps, pre/post padding) | [`MonarchAttention::new(b, T)`](crate::attention::MonarchAttention::new)`.padding(Padding::Pre)`, `.forward(q, k, v, mask)` |
+//! | autograd through MonarchAttention | [`MonarchAttention::vjp`](crate::attention::MonarchAttention::vjp), memory O(T·N·d) |
+//!
+//! Layout is SDPA's: `(batch, heads, N, d)`; the mask is `(batch, N)` bool, `true` = key takes part.
+//!
+//! ```text
+//! # PyTorch
+//! out = F.scaled_dot_product_attention(q, k, v)                 # (B, H, N, d)
+//! ```
+//!
+//! ```
+//! # use monarch::ndarray::Array4;
+//! use monarch::attention::{softmax_attention, MonarchAttention, Padding};
+//! # let q = Array4::<f32>::zeros((1, 2, 20, 8)); let (k, v) = (q.clone(), q.clone());
+//! let exact = softmax_attention(q.view(), k.view(), v.view(), None)?;
+//! let approx = MonarchAttention::new(4, 1).padding(Padding::Post).forward(q.view(), k.view(), v.view(), None)?;
+//! # assert_eq!(exact.dim(), approx.dim());
+//! # Ok::<(), monarch::Error>(())
+//! ```
+//!
+//! ## MoRe and LoRA
+//!
+//! | PyTorch (MoRe / PEFT) | monarch |
+//! |---|---|
+//! | MoRe's `MonarchLinear` adapter (`blkdiag1`, `blkdiag2`) beside a frozen `nn.Linear` | [`MoReAdapter::new(weight, bias, nblocks, rank, dropout, seed)`](crate::more::MoReAdapter::new) |
+//! | PEFT `LoraLayer` (`lora_A`, `lora_B`) | [`LoraAdapter`](crate::more::LoraAdapter), same interface |
+//! | `merge_and_unload()` | `merge` / `unmerge` on either adapter |
+//!
+//! ## Group-and-Shuffle
+//!
+//! | PyTorch (GSOFT code) | monarch |
+//! |---|---|
+//! | `GSOrthogonal` (`gsoft_L`, `gsoft_R`, Cayley) | [`OrthGs`](crate::gs::OrthGs) (`OrthMap::Cayley` or `OrthMap::Exp`) |
+//! | `GSOFTLayer` (`s ⊙ (W0 Q x) + b`) | [`GsoftLinear::new(weight, bias, block, nfactors, map)`](crate::gs::GsoftLinear::new); [`DoubleGsoft`](crate::gs::DoubleGsoft) |
+//! | GS orthogonal convolution | [`GsOrthConv2d`](crate::gs::GsOrthConv2d) |
+//!
+//! ## Probabilistic circuits and CIM mapping
+//!
+//! | concept | monarch |
+//! |---|---|
+//! | Monarch sum layer in log space, `log(A·exp(x))` | [`circuit::log_matmul_blockdiag`](crate::circuit::log_matmul_blockdiag), [`MonarchChain`](crate::circuit::MonarchChain) |
+//! | Monarch HMM (forward, forward–backward, EM) | [`circuit::Hmm`](crate::circuit::Hmm) |
+//! | mapping block-diagonal factors onto R×C compute-in-memory arrays | [`cim`](crate::cim) planner and [`StructuredLayer`](crate::cim::StructuredLayer) accounting |
+//!
 //! Differences worth knowing:
 //! - Complex gradients: [`Monarch::vjp`](crate::Monarch::vjp) returns the derivative of the
 //!   bilinear form `sum(out ⊙ grad_out)`; PyTorch's autograd returns its complex conjugate.
