@@ -112,20 +112,26 @@ impl<T: Scalar> Packed<T> {
         let (nrows, m) = (x.nrows(), self.out_len());
         let y = &mut y[..nrows * m];
         let threads = rayon::current_num_threads();
+        // Row panels small enough that a panel's input stays in cache while every tile of
+        // the weights sweeps it.
+        let panel = row_chunk(self.in_len().max(m));
+        let run = |(ci, yc): (usize, &mut [T]), chunk: usize| {
+            let r0 = ci * chunk;
+            let rows = yc.len() / m;
+            let xc = x.rows(r0..r0 + rows);
+            self.apply(be, 0..self.units(), xc, RowsMut::new(yc, m, rows, m));
+        };
         if !split || threads < 2 {
-            self.apply(be, 0..self.units(), x, RowsMut::new(y, m, nrows, m));
+            y.chunks_mut(panel * m)
+                .enumerate()
+                .for_each(|c| run(c, panel));
             return;
         }
         if nrows >= 2 * MIN_PANEL {
-            let chunk = nrows.div_ceil(2 * threads).max(MIN_PANEL);
+            let chunk = nrows.div_ceil(2 * threads).max(MIN_PANEL).min(panel);
             y.par_chunks_mut(chunk * m)
                 .enumerate()
-                .for_each(|(ci, yc)| {
-                    let r0 = ci * chunk;
-                    let rows = yc.len() / m;
-                    let xc = x.rows(r0..r0 + rows);
-                    self.apply(be, 0..self.units(), xc, RowsMut::new(yc, m, rows, m));
-                });
+                .for_each(|c| run(c, chunk));
         } else {
             // Few rows: split the output columns; each task fills a private window.
             let units = self.units();
@@ -338,16 +344,31 @@ fn stage_outer<T: Scalar>(
             out
         }
         Kind::Inter => {
-            // packed[i][t][c] = Σ_b g[b, i·nb + c] · x[b, t·nb + c], windows over i.
+            // packed[i][t][c] = Σ_b g[b, i·nb + c] · x[b, t·nb + c], windows of output
+            // features (several per task, so each task reuses the rows it streams).
             let mut packed = vec![T::zero(); rows * cols * nb];
-            let body = |(i, o): (usize, &mut [T])| {
-                let gc = g.cols(i * nb..(i + 1) * nb);
+            let threads = if split {
+                rayon::current_num_threads()
+            } else {
+                1
+            };
+            let win = rows.div_ceil(2 * threads).max(4).min(rows);
+            let body = |(wi, o): (usize, &mut [T])| {
+                let i0 = wi * win;
+                let ni = o.len() / (cols * nb);
+                let gc = g.cols(i0 * nb..(i0 + ni) * nb);
                 interleaved_outer_into(be, nb, gc, x, o);
             };
             if split {
-                packed.par_chunks_mut(cols * nb).enumerate().for_each(body);
+                packed
+                    .par_chunks_mut(win * cols * nb)
+                    .enumerate()
+                    .for_each(body);
             } else {
-                packed.chunks_mut(cols * nb).enumerate().for_each(body);
+                packed
+                    .chunks_mut(win * cols * nb)
+                    .enumerate()
+                    .for_each(body);
             }
             Array3::from_shape_fn((nb, rows, cols), |(c, i, t)| {
                 packed[(i * cols + t) * nb + c]

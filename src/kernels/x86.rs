@@ -121,6 +121,9 @@ impl Simd for Avx512F64 {
     }
 }
 
+/// Rows per chunk of the outer sums (a fixed number, so results never depend on threads).
+const OUTER_ROWS: usize = 32;
+
 /// `MASK32[8 - n..]` starts with `n` all-ones lanes followed by zeros.
 static MASK32: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
 static MASK64: [i64; 8] = [-1, -1, -1, -1, 0, 0, 0, 0];
@@ -219,7 +222,8 @@ macro_rules! const_n {
 /// GEMM micro-kernel `C[MR × NV·L] = A[MR × k] · B[k × NV·L]`, broadcasting `A`.
 ///
 /// `A[r, kk]` at `a + r·rsa + kk·csa`; row `kk` of `B` at `b + kk·ldb` with `bvalid` readable
-/// elements (`> (NV−1)·L`); `C[r, ·]` at `c + r·ldc`, `cvalid` elements written.
+/// elements (`> (NV−1)·L`); `C[r, ·]` at `c + r·ldc`, `cvalid` elements written (and first
+/// read, to continue the sums, when `accumulate`).
 ///
 /// # Safety
 /// Every address named above must be valid, and the CPU must support `S`.
@@ -236,9 +240,23 @@ unsafe fn mk_gemm<S: Simd, const MR: usize, const NV: usize>(
     c: *mut S::E,
     ldc: usize,
     cvalid: usize,
+    accumulate: bool,
 ) {
     let l = S::LANES;
     let mut acc = [[S::zero(); NV]; MR];
+    if accumulate {
+        for (r, accr) in acc.iter_mut().enumerate() {
+            for (v, val) in accr.iter_mut().enumerate() {
+                let off = v * l;
+                let p = c.add(r * ldc + off);
+                if off + l <= cvalid {
+                    *val = S::load(p);
+                } else if off < cvalid {
+                    *val = S::load_part(p, cvalid - off);
+                }
+            }
+        }
+    }
     let full_b = bvalid >= NV * l;
     let last_n = bvalid - (NV - 1) * l;
     for kk in 0..k {
@@ -342,9 +360,22 @@ unsafe fn mk_outer_inter<S: Simd, const NI: usize, const NT: usize>(
     out: *mut S::E,
     ldoi: usize,
     nvalid: usize,
+    accumulate: bool,
 ) {
     let full = nvalid >= S::LANES;
     let mut acc = [[S::zero(); NT]; NI];
+    if accumulate {
+        for (i, acci) in acc.iter_mut().enumerate() {
+            for (t, val) in acci.iter_mut().enumerate() {
+                let p = out.add(i * ldoi + t * nb);
+                *val = if full {
+                    S::load(p)
+                } else {
+                    S::load_part(p, nvalid)
+                };
+            }
+        }
+    }
     for b in 0..nrows {
         let mut xv = [S::zero(); NT];
         for (t, xt) in xv.iter_mut().enumerate() {
@@ -410,11 +441,11 @@ unsafe fn drv_blocked<S: Simd>(
                 let bw = wa.add(i0);
                 if two {
                     const_n!(mr, M in [1 2 3 4 5 6 7 8 9 10 11 12] => mk_gemm::<S, M, 2>(
-                        sh.cols, ar, ldx, 1, bw, sh.rpad, 2 * l, cr, ldy, cvalid
+                        sh.cols, ar, ldx, 1, bw, sh.rpad, 2 * l, cr, ldy, cvalid, false
                     ));
                 } else {
                     const_n!(mr, M in [1 2 3 4 5 6 7 8 9 10 11 12] => mk_gemm::<S, M, 1>(
-                        sh.cols, ar, ldx, 1, bw, sh.rpad, l, cr, ldy, cvalid
+                        sh.cols, ar, ldx, 1, bw, sh.rpad, l, cr, ldy, cvalid, false
                     ));
                 }
                 r0 += mr;
@@ -472,31 +503,43 @@ unsafe fn drv_blocked_outer<S: Simd>(
     let l = S::LANES;
     let (ldg, ldx, nrows) = (g.ld, x.ld, g.nrows);
     let (gp, xp, op) = (g.data.as_ptr(), x.data.as_ptr(), out.as_mut_ptr());
-    for a in 0..sh.nb {
-        let mut j0 = 0;
-        while j0 < sh.cols {
-            let rem = sh.cols - j0;
-            let two = rem > l;
-            let valid = rem.min(if two { 2 * l } else { l });
-            let mut i0 = 0;
-            while i0 < sh.rows {
-                let mi = S::MR.min(sh.rows - i0);
-                let ga = gp.add(a * sh.rows + i0);
-                let xa = xp.add(a * sh.cols + j0);
-                let oa = op.add((a * sh.rows + i0) * sh.cols + j0);
-                if two {
-                    const_n!(mi, M in [1 2 3 4 5 6 7 8 9 10 11 12] => mk_gemm::<S, M, 2>(
-                        nrows, ga, 1, ldg, xa, ldx, valid, oa, sh.cols, valid
-                    ));
-                } else {
-                    const_n!(mi, M in [1 2 3 4 5 6 7 8 9 10 11 12] => mk_gemm::<S, M, 1>(
-                        nrows, ga, 1, ldg, xa, ldx, valid, oa, sh.cols, valid
-                    ));
+    if nrows == 0 {
+        out.iter_mut().for_each(|v| *v = std::mem::zeroed());
+        return;
+    }
+    // Rows are taken in fixed chunks so a chunk's block windows stay in cache while every
+    // register tile of the block sweeps them; the sums continue through `out` in row order.
+    let mut k0 = 0;
+    while k0 < nrows {
+        let kb = OUTER_ROWS.min(nrows - k0);
+        let acc = k0 > 0;
+        for a in 0..sh.nb {
+            let mut j0 = 0;
+            while j0 < sh.cols {
+                let rem = sh.cols - j0;
+                let two = rem > l;
+                let valid = rem.min(if two { 2 * l } else { l });
+                let mut i0 = 0;
+                while i0 < sh.rows {
+                    let mi = S::MR.min(sh.rows - i0);
+                    let ga = gp.add(k0 * ldg + a * sh.rows + i0);
+                    let xa = xp.add(k0 * ldx + a * sh.cols + j0);
+                    let oa = op.add((a * sh.rows + i0) * sh.cols + j0);
+                    if two {
+                        const_n!(mi, M in [1 2 3 4 5 6 7 8 9 10 11 12] => mk_gemm::<S, M, 2>(
+                            kb, ga, 1, ldg, xa, ldx, valid, oa, sh.cols, valid, acc
+                        ));
+                    } else {
+                        const_n!(mi, M in [1 2 3 4 5 6 7 8 9 10 11 12] => mk_gemm::<S, M, 1>(
+                            kb, ga, 1, ldg, xa, ldx, valid, oa, sh.cols, valid, acc
+                        ));
+                    }
+                    i0 += mi;
                 }
-                i0 += mi;
+                j0 += if two { 2 * l } else { l };
             }
-            j0 += if two { 2 * l } else { l };
         }
+        k0 += kb;
     }
 }
 
@@ -515,26 +558,37 @@ unsafe fn drv_inter_outer<S: Simd>(
     let l = S::LANES;
     let (ldg, ldx, nrows, nb) = (g.ld, x.ld, g.nrows, sh.nb);
     let (gp, xp, op) = (g.data.as_ptr(), x.data.as_ptr(), out.as_mut_ptr());
+    if nrows == 0 {
+        out.iter_mut().for_each(|v| *v = std::mem::zeroed());
+        return;
+    }
     let ldoi = sh.cols * nb;
-    let mut i0 = 0;
-    while i0 < sh.rows {
-        let ni = S::IR.min(sh.rows - i0);
-        let mut t0 = 0;
-        while t0 < sh.cols {
-            let nt = S::IR.min(sh.cols - t0);
-            let mut c0 = 0;
-            while c0 < nb {
-                let nvalid = l.min(nb - c0);
-                let (gr, xr) = (gp.add(i0 * nb + c0), xp.add(t0 * nb + c0));
-                let or = op.add(i0 * ldoi + t0 * nb + c0);
-                const_n!(ni, M in [1 2 3 4] => const_n!(nt, N in [1 2 3 4] => mk_outer_inter::<S, M, N>(
-                    nrows, gr, ldg, xr, ldx, nb, or, ldoi, nvalid
-                )));
-                c0 += l;
+    let mut k0 = 0;
+    while k0 < nrows {
+        let kb = OUTER_ROWS.min(nrows - k0);
+        let acc = k0 > 0;
+        let mut c0 = 0;
+        while c0 < nb {
+            let nvalid = l.min(nb - c0);
+            let mut i0 = 0;
+            while i0 < sh.rows {
+                let ni = S::IR.min(sh.rows - i0);
+                let mut t0 = 0;
+                while t0 < sh.cols {
+                    let nt = S::IR.min(sh.cols - t0);
+                    let gr = gp.add(k0 * ldg + i0 * nb + c0);
+                    let xr = xp.add(k0 * ldx + t0 * nb + c0);
+                    let or = op.add(i0 * ldoi + t0 * nb + c0);
+                    const_n!(ni, M in [1 2 3 4] => const_n!(nt, N in [1 2 3 4] => mk_outer_inter::<S, M, N>(
+                        kb, gr, ldg, xr, ldx, nb, or, ldoi, nvalid, acc
+                    )));
+                    t0 += nt;
+                }
+                i0 += ni;
             }
-            t0 += nt;
+            c0 += l;
         }
-        i0 += ni;
+        k0 += kb;
     }
 }
 
