@@ -144,7 +144,7 @@ fn row_sq<T: Scalar>(x: &[T]) -> T::Real {
 
 fn normalize<T: Scalar>(x: &mut [T]) -> Option<()> {
     let nrm = row_sq(x).sqrt();
-    if !(nrm > T::Real::zero()) || !nrm.is_finite() {
+    if nrm.partial_cmp(&T::Real::zero()) != Some(std::cmp::Ordering::Greater) || !nrm.is_finite() {
         return None;
     }
     let inv = T::from_real(T::Real::one() / nrm);

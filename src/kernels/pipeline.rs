@@ -227,7 +227,7 @@ impl<T: Scalar> Plan<T> {
     }
 
     /// Runs a panel of contiguous rows `x` into the contiguous output `out`.
-    fn run_panel(&self, be: Backend, x: Rows<T>, out: &mut [T], split: bool) {
+    fn run_panel(&self, be: Backend, x: Rows<T>, out: &mut [T], split: bool, y1: &mut Vec<T>) {
         let rows = x.nrows();
         let (n, h, m) = (self.s1.in_len(), self.s1.out_len(), self.s2.out_len());
         let mut xin_buf = Vec::new();
@@ -239,18 +239,23 @@ impl<T: Scalar> Plan<T> {
             }
             None => x,
         };
-        let mut y1 = vec![T::zero(); rows * h];
-        self.s1.apply_all(be, xin, &mut y1, split);
+        // The intermediate buffer is reused across the panels a thread runs.
+        if y1.len() < rows * h {
+            y1.resize(rows * h, T::zero());
+        }
+        self.s1.apply_all(be, xin, &mut y1[..rows * h], split);
         drop(xin_buf);
-        let z = match &self.p_mid {
+        let zbuf;
+        let z: &[T] = match &self.p_mid {
             Some(p) => {
-                let mut z = vec![T::zero(); rows * h];
-                gather(&y1, p, &mut z, rows);
-                z
+                let mut zz = vec![T::zero(); rows * h];
+                gather(&y1[..rows * h], p, &mut zz, rows);
+                zbuf = zz;
+                &zbuf
             }
-            None => y1,
+            None => &y1[..rows * h],
         };
-        let zr = Rows::new(&z, h, rows, h);
+        let zr = Rows::new(z, h, rows, h);
         match &self.p_out {
             Some(p) => {
                 let mut y2 = vec![T::zero(); rows * m];
@@ -299,15 +304,20 @@ pub(crate) fn monarch_forward<T: Scalar>(
             tmp = vec![T::zero(); rows * mo];
             &mut tmp
         };
-        let body = |(ci, oc): (usize, &mut [T])| {
+        let body = |y1: &mut Vec<T>, (ci, oc): (usize, &mut [T])| {
             let r0 = ci * chunk;
             let nr = oc.len() / mo;
-            plan.run_panel(be, xr.rows(r0..r0 + nr), oc, !panel_parallel && split);
+            plan.run_panel(be, xr.rows(r0..r0 + nr), oc, !panel_parallel && split, y1);
         };
         if panel_parallel {
-            dst.par_chunks_mut(chunk * mo).enumerate().for_each(body);
+            dst.par_chunks_mut(chunk * mo)
+                .enumerate()
+                .for_each_init(Vec::new, body);
         } else {
-            dst.chunks_mut(chunk * mo).enumerate().for_each(body);
+            let mut y1 = Vec::new();
+            dst.chunks_mut(chunk * mo)
+                .enumerate()
+                .for_each(|c| body(&mut y1, c));
         }
     }
     if !direct {
