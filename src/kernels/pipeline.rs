@@ -16,8 +16,8 @@
 //! sequence whatever the split, so results do not depend on the thread count.
 
 use super::{
-    blocked_into, blocked_outer_into, interleaved_into, interleaved_outer_into, row_chunk, Backend,
-    PackedBlocked, PackedInterleaved, Rows, RowsMut,
+    blocked_dot_into, blocked_into, blocked_outer_into, interleaved_into, interleaved_outer_into,
+    row_chunk, Backend, PackedBlocked, PackedInterleaved, Rows, RowsMut,
 };
 use crate::blockdiag::BlockDiag;
 use crate::monarch::{Monarch, MonarchGrad};
@@ -47,13 +47,32 @@ enum Kind {
     Inter,
 }
 
-/// A factor with its layout, packed for the forward product.
-enum Packed<T> {
-    Blocked(PackedBlocked<T>),
-    Inter(PackedInterleaved<T>),
+/// Rows up to which the forward product reads the weights unpacked (dot-product form):
+/// packing costs about as much as a product with this many rows.
+const DOT_MAX_ROWS: usize = 4;
+
+/// Unpacked blocks `(nb, rows, cols)`, row-major.
+#[derive(Clone, Copy)]
+struct Raw<'a, T> {
+    w: &'a [T],
+    nb: usize,
+    rows: usize,
+    cols: usize,
 }
 
-impl<T: Scalar> Packed<T> {
+/// A factor with its layout, packed for the forward product (or borrowed unpacked for
+/// a few rows).
+enum Packed<'a, T> {
+    Blocked(PackedBlocked<T>),
+    Inter(PackedInterleaved<T>),
+    /// Blocked layout, dot-product form on the stored weights.
+    Dot(Raw<'a, T>),
+    /// Interleaved layout, dot-product form: transposes around a blocked dot product (O(n)
+    /// per row, negligible next to packing at a few rows).
+    DotInter(Raw<'a, T>),
+}
+
+impl<'a, T: Scalar> Packed<'a, T> {
     fn new(kind: Kind, w: ArrayView3<T>, transposed: bool) -> Self {
         match (kind, transposed) {
             (Kind::Blocked, false) => Packed::Blocked(PackedBlocked::pack(w)),
@@ -63,10 +82,32 @@ impl<T: Scalar> Packed<T> {
         }
     }
 
+    /// The forward factor for `rows` rows: unpacked when few rows and the weights are
+    /// contiguous, packed otherwise.
+    fn forward(kind: Kind, w: ArrayView3<'a, T>, rows: usize) -> Self {
+        let (nb, r, c) = w.dim();
+        match w.to_slice() {
+            Some(sl) if rows <= DOT_MAX_ROWS => {
+                let raw = Raw {
+                    w: sl,
+                    nb,
+                    rows: r,
+                    cols: c,
+                };
+                match kind {
+                    Kind::Blocked => Packed::Dot(raw),
+                    Kind::Inter => Packed::DotInter(raw),
+                }
+            }
+            _ => Self::new(kind, w, false),
+        }
+    }
+
     fn in_len(&self) -> usize {
         match self {
             Packed::Blocked(p) => p.nb * p.cols,
             Packed::Inter(p) => p.nb * p.cols,
+            Packed::Dot(r) | Packed::DotInter(r) => r.nb * r.cols,
         }
     }
 
@@ -74,6 +115,7 @@ impl<T: Scalar> Packed<T> {
         match self {
             Packed::Blocked(p) => p.nb * p.rows,
             Packed::Inter(p) => p.nb * p.rows,
+            Packed::Dot(r) | Packed::DotInter(r) => r.nb * r.rows,
         }
     }
 
@@ -83,6 +125,7 @@ impl<T: Scalar> Packed<T> {
         match self {
             Packed::Blocked(p) => p.nb,
             Packed::Inter(p) => p.rows,
+            Packed::Dot(r) | Packed::DotInter(r) => r.nb,
         }
     }
 
@@ -91,11 +134,13 @@ impl<T: Scalar> Packed<T> {
         let w = match self {
             Packed::Blocked(p) => p.rows,
             Packed::Inter(p) => p.nb,
+            Packed::Dot(r) | Packed::DotInter(r) => r.rows,
         };
         u.start * w..u.end * w
     }
 
-    /// Applies the units `u` to the full input rows `x`, writing their output window `y`.
+    /// Applies the units `u` to the full input rows `x`, writing their output window `y`
+    /// (for `DotInter`: the blocked dot product on already transposed rows).
     fn apply(&self, be: Backend, u: Range<usize>, x: Rows<T>, y: RowsMut<T>) {
         match self {
             Packed::Blocked(p) => {
@@ -103,6 +148,10 @@ impl<T: Scalar> Packed<T> {
                 blocked_into(be, p, u, xc, y);
             }
             Packed::Inter(p) => interleaved_into(be, p, u, x, y),
+            Packed::Dot(r) | Packed::DotInter(r) => {
+                let xc = x.cols(u.start * r.cols..u.end * r.cols);
+                blocked_dot_into(be, r.w, (r.nb, r.rows, r.cols), u, xc, y);
+            }
         }
     }
 
@@ -111,6 +160,32 @@ impl<T: Scalar> Packed<T> {
     fn apply_all(&self, be: Backend, x: Rows<T>, y: &mut [T], split: bool) {
         let (nrows, m) = (x.nrows(), self.out_len());
         let y = &mut y[..nrows * m];
+        if let Packed::DotInter(r) = self {
+            // z[b, c·C + t] = x[b, t·NB + c]; y2 = BD(W) z; y[b, i·NB + c] = y2[b, c·R + i].
+            let (nb, rr, cc) = (r.nb, r.rows, r.cols);
+            let n = nb * cc;
+            let mut z = vec![T::zero(); nrows * n];
+            for b in 0..nrows {
+                let xr = &x.data()[b * x.ld()..][..n];
+                let zr = &mut z[b * n..(b + 1) * n];
+                for t in 0..cc {
+                    for c in 0..nb {
+                        zr[c * cc + t] = xr[t * nb + c];
+                    }
+                }
+            }
+            let mut y2 = vec![T::zero(); nrows * m];
+            Packed::Dot(*r).apply_all(be, Rows::new(&z, n, nrows, n), &mut y2, split);
+            for b in 0..nrows {
+                let (src, dst) = (&y2[b * m..(b + 1) * m], &mut y[b * m..(b + 1) * m]);
+                for c in 0..nb {
+                    for i in 0..rr {
+                        dst[i * nb + c] = src[c * rr + i];
+                    }
+                }
+            }
+            return;
+        }
         let threads = rayon::current_num_threads();
         // Row panels small enough that a panel's input stays in cache while every tile of
         // the weights sweeps it.
@@ -185,11 +260,11 @@ fn contiguous<'a, T: Scalar>(x: &'a ArrayView2<'a, T>, buf: &'a mut Vec<T>) -> R
 }
 
 /// The two stages of a Monarch and the gathers that remain around them.
-struct Plan<T> {
+struct Plan<'a, T> {
     p_in: Option<Perm>,
-    s1: Packed<T>,
+    s1: Packed<'a, T>,
     p_mid: Option<Perm>,
-    s2: Packed<T>,
+    s2: Packed<'a, T>,
     p_out: Option<Perm>,
 }
 
@@ -214,14 +289,14 @@ fn opt_perm(p: &Perm) -> Option<Perm> {
     }
 }
 
-impl<T: Scalar> Plan<T> {
-    fn forward(m: &Monarch<T>) -> Self {
+impl<'a, T: Scalar> Plan<'a, T> {
+    fn forward(m: &'a Monarch<T>, rows: usize) -> Self {
         let (k1, k2, general) = kinds(m);
         Plan {
             p_in: if general { opt_perm(&m.p_in) } else { None },
-            s1: Packed::new(k1, m.w1.weights(), false),
+            s1: Packed::forward(k1, m.w1.weights(), rows),
             p_mid: if general { opt_perm(&m.p_mid) } else { None },
-            s2: Packed::new(k2, m.w2.weights(), false),
+            s2: Packed::forward(k2, m.w2.weights(), rows),
             p_out: if general { opt_perm(&m.p_out) } else { None },
         }
     }
@@ -279,7 +354,7 @@ pub(crate) fn monarch_forward<T: Scalar>(
     if rows == 0 {
         return;
     }
-    let plan = Plan::forward(m);
+    let plan = Plan::forward(m, rows);
     let (n, mo) = (m.in_features(), m.out_features());
     let width = n.max(mo).max(plan.s1.out_len());
     let split = par.should_split(rows * m.num_params());
@@ -463,7 +538,7 @@ pub(crate) fn blockdiag_forward<T: Scalar>(
     if rows == 0 {
         return;
     }
-    let packed = Packed::new(Kind::Blocked, bd.weights(), false);
+    let packed = Packed::forward(Kind::Blocked, bd.weights(), rows);
     let m = bd.out_features();
     let split = par.should_split(rows * bd.num_params());
     let mut xbuf = Vec::new();

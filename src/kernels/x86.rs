@@ -36,6 +36,16 @@ pub(super) trait Simd: Copy {
     unsafe fn store_part(p: *mut Self::E, v: Self::V, n: usize);
     /// `a·b + c`, fused.
     unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// Sum of the lanes, in lane order.
+    #[inline(always)]
+    unsafe fn hsum(v: Self::V) -> Self::E
+    where
+        Self::E: std::ops::Add<Output = Self::E> + Default,
+    {
+        let mut buf = [Self::E::default(); 16];
+        Self::store_part(buf.as_mut_ptr(), v, Self::LANES);
+        buf[1..Self::LANES].iter().fold(buf[0], |a, &b| a + b)
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -410,6 +420,73 @@ unsafe fn mk_outer_inter<S: Simd, const NI: usize, const NT: usize>(
     }
 }
 
+/// Dot-form micro-kernel on unpacked weights: `out[b·ldo] = Σ_j w[j] · x[b·ldx + j]` for
+/// `MB` rows, `j < k`.
+///
+/// # Safety
+/// `w` valid for `k` elements, each `x` row for `k`, each output element valid; the CPU must
+/// support `S`.
+#[inline(always)]
+unsafe fn mk_dot<S: Simd, const MB: usize>(
+    k: usize,
+    w: *const S::E,
+    x: *const S::E,
+    ldx: usize,
+    out: *mut S::E,
+    ldo: usize,
+) where
+    S::E: std::ops::Add<Output = S::E> + Default,
+{
+    let l = S::LANES;
+    let mut acc = [S::zero(); MB];
+    let mut j = 0;
+    while j + l <= k {
+        let wv = S::load(w.add(j));
+        for (b, ab) in acc.iter_mut().enumerate() {
+            *ab = S::fma(wv, S::load(x.add(b * ldx + j)), *ab);
+        }
+        j += l;
+    }
+    if j < k {
+        let n = k - j;
+        let wv = S::load_part(w.add(j), n);
+        for (b, ab) in acc.iter_mut().enumerate() {
+            *ab = S::fma(wv, S::load_part(x.add(b * ldx + j), n), *ab);
+        }
+    }
+    for (b, &ab) in acc.iter().enumerate() {
+        *out.add(b * ldo) = S::hsum(ab);
+    }
+}
+
+/// Dot-form blocked product on unpacked weights `(nb, rows, cols)` (for a few rows, where
+/// packing would cost more than the product).
+///
+/// # Safety
+/// `w` holds `nb·rows·cols` elements, `x` and `y` rows of `nb·cols` and `nb·rows` (checked by
+/// the caller), and the CPU supports `S`.
+#[inline(always)]
+unsafe fn drv_dot<S: Simd>(sh: BlockedShape, w: &[S::E], x: &Rows<S::E>, y: &mut RowsMut<S::E>)
+where
+    S::E: std::ops::Add<Output = S::E> + Default,
+{
+    let (ldx, ldy, nrows) = (x.ld, y.ld, x.nrows);
+    let (wp, xp, yp) = (w.as_ptr(), x.data.as_ptr(), y.data.as_mut_ptr());
+    for a in 0..sh.nb {
+        for i in 0..sh.rows {
+            let wr = wp.add((a * sh.rows + i) * sh.cols);
+            let mut r0 = 0;
+            while r0 < nrows {
+                let mb = 4.min(nrows - r0);
+                let xr = xp.add(r0 * ldx + a * sh.cols);
+                let yr = yp.add(r0 * ldy + a * sh.rows + i);
+                const_n!(mb, M in [1 2 3 4] => mk_dot::<S, M>(sh.cols, wr, xr, ldx, yr, ldy));
+                r0 += mb;
+            }
+        }
+    }
+}
+
 /// Blocked product over all blocks of the window.
 ///
 /// # Safety
@@ -593,7 +670,16 @@ unsafe fn drv_inter_outer<S: Simd>(
 }
 
 macro_rules! entries {
-    ($feat:literal, $blocked:ident, $inter:ident, $bouter:ident, $iouter:ident) => {
+    ($feat:literal, $blocked:ident, $inter:ident, $bouter:ident, $iouter:ident, $dot:ident) => {
+        /// # Safety
+        /// The CPU must support the enabled features; shapes as in [`drv_dot`].
+        #[target_feature(enable = $feat)]
+        unsafe fn $dot<S: Simd>(sh: BlockedShape, w: &[S::E], x: &Rows<S::E>, y: &mut RowsMut<S::E>)
+        where
+            S::E: std::ops::Add<Output = S::E> + Default,
+        {
+            drv_dot::<S>(sh, w, x, y)
+        }
         /// # Safety
         /// The CPU must support the enabled features; shapes as in [`drv_blocked`].
         #[target_feature(enable = $feat)]
@@ -641,8 +727,22 @@ macro_rules! entries {
     };
 }
 
-entries!("avx512f", blocked_512, inter_512, bouter_512, iouter_512);
-entries!("avx2,fma", blocked_256, inter_256, bouter_256, iouter_256);
+entries!(
+    "avx512f",
+    blocked_512,
+    inter_512,
+    bouter_512,
+    iouter_512,
+    dot_512
+);
+entries!(
+    "avx2,fma",
+    blocked_256,
+    inter_256,
+    bouter_256,
+    iouter_256,
+    dot_256
+);
 
 /// Reinterprets a slice of `T` as `U` when they are the same type.
 fn cast<T: 'static, U: 'static>(s: &[T]) -> &[U] {
@@ -732,6 +832,34 @@ pub(super) fn dispatch_blocked<T: 'static>(
             blocked_256,
             (sh, w, &x, &mut y)
         )
+    }
+}
+
+pub(super) fn dispatch_dot<T: 'static>(
+    b: Backend,
+    sh: BlockedShape,
+    w: &[T],
+    x: &Rows<T>,
+    y: &mut RowsMut<T>,
+) {
+    assert!(w.len() >= sh.nb * sh.rows * sh.cols);
+    assert_eq!(x.ncols, sh.nb * sh.cols);
+    assert_eq!(y.ncols, sh.nb * sh.rows);
+    assert_eq!(x.nrows, y.nrows);
+    if TypeId::of::<T>() == TypeId::of::<f32>() {
+        let (w, x, mut y) = (
+            cast::<T, f32>(w),
+            cast_rows::<T, f32>(x),
+            cast_rows_mut::<T, f32>(y),
+        );
+        dispatch!(b, Avx512F32, Avx2F32, dot_512, dot_256, (sh, w, &x, &mut y))
+    } else {
+        let (w, x, mut y) = (
+            cast::<T, f64>(w),
+            cast_rows::<T, f64>(x),
+            cast_rows_mut::<T, f64>(y),
+        );
+        dispatch!(b, Avx512F64, Avx2F64, dot_512, dot_256, (sh, w, &x, &mut y))
     }
 }
 
