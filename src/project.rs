@@ -71,7 +71,7 @@ fn slice_factor<T: Scalar>(a: ArrayView2<T>, rho: usize) -> SliceFactor<T> {
 /// `F = ‖A‖²_F = Σ λ`: every other eigenvalue is at most `F − θ`, so if `2θ > F` the gap is at
 /// least `δ = 2θ − F`, the angle between `v` and the top eigenvector is at most `‖r‖/δ`
 /// (Davis–Kahan) and `λ₁ − θ ≤ ‖r‖²/δ` (Kato–Temple). The rank-one approximation `(Av)vᴴ` has
-/// squared error exactly `F − θ`. The result is accepted when the angle bound is at the
+/// squared error `F − θ` in exact arithmetic. The result is accepted when the angle bound is at the
 /// rounding floor of computing `r` (`16·√n·eps`), so factors match the exact SVD's to rounding.
 fn rank_one_certified<T: Scalar>(a: &Array2<T>) -> Option<SliceFactor<T>> {
     let (m, n) = a.dim();
@@ -125,11 +125,19 @@ fn rank_one_certified<T: Scalar>(a: &Array2<T>) -> Option<SliceFactor<T>> {
             let inv = T::from_real(T::Real::one() / sigma);
             let u = Array2::from_shape_fn((m, 1), |(i, _)| w[i] * inv);
             let vv = Array2::from_shape_fn((n, 1), |(j, _)| v[j]);
+            // The error of the returned approximation `(Av)vᴴ`, summed directly: `F − θ` would
+            // lose it to cancellation when the slice is (nearly) rank one.
+            let mut tail = T::Real::zero();
+            for (i, &wi) in w.iter().enumerate() {
+                for (&x, &vj) in data[i * n..(i + 1) * n].iter().zip(&v) {
+                    tail += (x - wi * vj.conj_val()).abs_sq();
+                }
+            }
             return Some(SliceFactor {
                 u,
                 s: vec![sigma],
                 v: vv,
-                tail: (f - theta).max(T::Real::zero()),
+                tail,
             });
         }
         v.copy_from_slice(&z);

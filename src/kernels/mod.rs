@@ -16,7 +16,7 @@
 //!   blocked and the interleaved layout.
 //!
 //! Every operation has a portable implementation (the oracle, generic over every
-//! [`Scalar`](crate::Scalar), used for complex scalars) and, for `f32`/`f64` on x86-64,
+//! [`Scalar`], used for complex scalars) and, for `f32`/`f64` on x86-64,
 //! register-blocked AVX2+FMA and AVX-512 micro-kernels chosen at run time
 //! ([`Backend::detect`]). Each output element is accumulated by one fused-multiply-add chain in
 //! a fixed order, so results do not depend on how the work is split over threads.
