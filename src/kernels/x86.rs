@@ -28,6 +28,8 @@ pub(super) trait Simd: Copy {
     /// Row tile and feature tile of the interleaved kernel.
     const IR: usize;
     const IN: usize;
+    /// Square tile of the interleaved outer sum.
+    const OT: usize;
     unsafe fn zero() -> Self::V;
     unsafe fn splat(p: *const Self::E) -> Self::V;
     unsafe fn load(p: *const Self::E) -> Self::V;
@@ -64,6 +66,7 @@ impl Simd for Avx512F32 {
     const MR: usize = 12;
     const IR: usize = 4;
     const IN: usize = 6;
+    const OT: usize = 4;
     #[inline(always)]
     unsafe fn zero() -> __m512 {
         _mm512_setzero_ps()
@@ -101,6 +104,7 @@ impl Simd for Avx512F64 {
     const MR: usize = 12;
     const IR: usize = 4;
     const IN: usize = 6;
+    const OT: usize = 4;
     #[inline(always)]
     unsafe fn zero() -> __m512d {
         _mm512_setzero_pd()
@@ -145,6 +149,7 @@ impl Simd for Avx2F32 {
     const MR: usize = 6;
     const IR: usize = 3;
     const IN: usize = 3;
+    const OT: usize = 3;
     #[inline(always)]
     unsafe fn zero() -> __m256 {
         _mm256_setzero_ps()
@@ -184,6 +189,7 @@ impl Simd for Avx2F64 {
     const MR: usize = 6;
     const IR: usize = 3;
     const IN: usize = 3;
+    const OT: usize = 3;
     #[inline(always)]
     unsafe fn zero() -> __m256d {
         _mm256_setzero_pd()
@@ -543,25 +549,27 @@ unsafe fn drv_inter<S: Simd>(sh: InterShape, w: &[S::E], x: &Rows<S::E>, y: &mut
     let (ldx, ldy, nrows, nb) = (x.ld, y.ld, x.nrows, sh.nb);
     let (wp, xp, yp) = (w.as_ptr(), x.data.as_ptr(), y.data.as_mut_ptr());
     let ldwi = sh.cols * sh.nbpad;
-    let mut i0 = 0;
-    while i0 < sh.rows {
-        let ni = S::IN.min(sh.rows - i0);
-        let mut c0 = 0;
-        while c0 < nb {
-            let nvalid = l.min(nb - c0);
-            let mut r0 = 0;
-            while r0 < nrows {
-                let mr = S::IR.min(nrows - r0);
+    // A register tile of rows (one cache line per row and `t`) stays in L1 while every
+    // feature tile sweeps it; the weights of one block-index chunk stream from L2.
+    let mut c0 = 0;
+    while c0 < nb {
+        let nvalid = l.min(nb - c0);
+        let mut r0 = 0;
+        while r0 < nrows {
+            let mr = S::IR.min(nrows - r0);
+            let mut i0 = 0;
+            while i0 < sh.rows {
+                let ni = S::IN.min(sh.rows - i0);
                 let (xr, wr) = (xp.add(r0 * ldx + c0), wp.add(i0 * ldwi + c0));
                 let yr = yp.add(r0 * ldy + i0 * nb + c0);
                 const_n!(mr, M in [1 2 3 4] => const_n!(ni, N in [1 2 3 4 5 6] => mk_inter::<S, M, N>(
                     sh.cols, xr, ldx, nb, wr, ldwi, sh.nbpad, yr, ldy, nvalid
                 )));
-                r0 += mr;
+                i0 += ni;
             }
-            c0 += l;
+            r0 += mr;
         }
-        i0 += ni;
+        c0 += l;
     }
 }
 
@@ -649,10 +657,10 @@ unsafe fn drv_inter_outer<S: Simd>(
             let nvalid = l.min(nb - c0);
             let mut i0 = 0;
             while i0 < sh.rows {
-                let ni = S::IR.min(sh.rows - i0);
+                let ni = S::OT.min(sh.rows - i0);
                 let mut t0 = 0;
                 while t0 < sh.cols {
-                    let nt = S::IR.min(sh.cols - t0);
+                    let nt = S::OT.min(sh.cols - t0);
                     let gr = gp.add(k0 * ldg + i0 * nb + c0);
                     let xr = xp.add(k0 * ldx + t0 * nb + c0);
                     let or = op.add(i0 * ldoi + t0 * nb + c0);
