@@ -6,9 +6,9 @@ mod common;
 
 use common::{assert_close, naive_dense};
 use monarch::kernels::{
-    blockdiag_matmul_with, blocked_into, blocked_outer_into, blocks_outer_sum_with,
-    interleaved_into, interleaved_outer_into, monarch_matmul_with, monarch_vjp_with, Backend,
-    PackedBlocked, PackedInterleaved, Rows, RowsMut,
+    blockdiag_matmul_with, blocked_dot_into, blocked_into, blocked_outer_into,
+    blocks_outer_sum_with, interleaved_into, interleaved_outer_into, monarch_matmul_with,
+    monarch_vjp_with, Backend, PackedBlocked, PackedInterleaved, Rows, RowsMut,
 };
 use monarch::ndarray::{s, Array2, Array3};
 use monarch::num_complex::Complex;
@@ -83,6 +83,18 @@ fn check_blocked<T: Scalar>() {
             assert_close(&oracle, naive.as_slice().unwrap(), tol::<T>(), &what);
             for be in backends() {
                 assert_close(&run(be), &oracle, tol::<T>(), &format!("{what} {be:?}"));
+                // The dot-product form on unpacked weights.
+                let mut y = vec![T::zero(); batch * nb * rows];
+                blocked_dot_into(
+                    be,
+                    w.as_slice().unwrap(),
+                    (nb, rows, cols),
+                    0..nb,
+                    Rows::new(x.as_slice().unwrap(), nb * cols, batch, nb * cols),
+                    RowsMut::new(&mut y, nb * rows, batch, nb * rows),
+                );
+                let wn = format!("{what} dot {be:?}");
+                assert_close(&y, naive.as_slice().unwrap(), tol::<T>(), &wn);
             }
             // Transposed packing is the product with every block transposed.
             let pt = PackedBlocked::pack_transposed(w.view());

@@ -16,7 +16,7 @@
 //!   blocked and the interleaved layout.
 //!
 //! Every operation has a portable implementation (the oracle, generic over every
-//! [`Scalar`](crate::Scalar), used for complex scalars) and, for `f32`/`f64` on x86-64,
+//! [`Scalar`], used for complex scalars) and, for `f32`/`f64` on x86-64,
 //! register-blocked AVX2+FMA and AVX-512 micro-kernels chosen at run time
 //! ([`Backend::detect`]). Each output element is accumulated by one fused-multiply-add chain in
 //! a fixed order, so results do not depend on how the work is split over threads.
@@ -402,6 +402,50 @@ pub fn blocked_into<T: Scalar>(
             x86::dispatch_blocked(b, shape, wsl, &x, &mut y);
         }
         _ => portable::blocked(shape, wsl, &x, &mut y),
+    }
+}
+
+/// Blocked product on unpacked weights (the dot-product form, for a few rows, where packing
+/// would cost more than the product): `w` holds the blocks `(nb, rows, cols)` row-major, and
+/// `y[b, (a−a0)·R + i] = Σ_j W[a, i, j] · x[b, (a−a0)·C + j]` for `a ∈ blocks`. Overwrites `y`.
+///
+/// # Panics
+/// If the shapes do not fit, or `backend` is not available.
+pub fn blocked_dot_into<T: Scalar>(
+    backend: Backend,
+    w: &[T],
+    (nb, rows, cols): (usize, usize, usize),
+    blocks: Range<usize>,
+    x: Rows<T>,
+    mut y: RowsMut<T>,
+) {
+    assert_eq!(
+        w.len(),
+        nb * rows * cols,
+        "blocked_dot_into: weights length"
+    );
+    assert!(blocks.start <= blocks.end && blocks.end <= nb);
+    let nbl = blocks.len();
+    assert_eq!(x.ncols, nbl * cols, "blocked_dot_into: input width");
+    assert_eq!(y.ncols, nbl * rows, "blocked_dot_into: output width");
+    assert_eq!(x.nrows, y.nrows, "blocked_dot_into: row counts");
+    if x.nrows == 0 || nbl == 0 {
+        return;
+    }
+    let blk = rows * cols;
+    let wsl = &w[blocks.start * blk..blocks.end * blk];
+    let shape = BlockedShape {
+        nb: nbl,
+        rows,
+        cols,
+        rpad: 0,
+    };
+    match backend.resolve::<T>() {
+        #[cfg(target_arch = "x86_64")]
+        b @ (Backend::Avx2 | Backend::Avx512) => {
+            x86::dispatch_dot(b, shape, wsl, &x, &mut y);
+        }
+        _ => portable::blocked_dot(shape, wsl, &x, &mut y),
     }
 }
 

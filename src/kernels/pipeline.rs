@@ -16,8 +16,8 @@
 //! sequence whatever the split, so results do not depend on the thread count.
 
 use super::{
-    blocked_into, blocked_outer_into, interleaved_into, interleaved_outer_into, row_chunk, Backend,
-    PackedBlocked, PackedInterleaved, Rows, RowsMut,
+    blocked_dot_into, blocked_into, blocked_outer_into, interleaved_into, interleaved_outer_into,
+    row_chunk, Backend, PackedBlocked, PackedInterleaved, Rows, RowsMut,
 };
 use crate::blockdiag::BlockDiag;
 use crate::monarch::{Monarch, MonarchGrad};
@@ -47,13 +47,32 @@ enum Kind {
     Inter,
 }
 
-/// A factor with its layout, packed for the forward product.
-enum Packed<T> {
-    Blocked(PackedBlocked<T>),
-    Inter(PackedInterleaved<T>),
+/// Rows up to which the forward product reads the weights unpacked (dot-product form):
+/// packing costs about as much as a product with this many rows.
+const DOT_MAX_ROWS: usize = 4;
+
+/// Unpacked blocks `(nb, rows, cols)`, row-major.
+#[derive(Clone, Copy)]
+struct Raw<'a, T> {
+    w: &'a [T],
+    nb: usize,
+    rows: usize,
+    cols: usize,
 }
 
-impl<T: Scalar> Packed<T> {
+/// A factor with its layout, packed for the forward product (or borrowed unpacked for
+/// a few rows).
+enum Packed<'a, T> {
+    Blocked(PackedBlocked<T>),
+    Inter(PackedInterleaved<T>),
+    /// Blocked layout, dot-product form on the stored weights.
+    Dot(Raw<'a, T>),
+    /// Interleaved layout, dot-product form: transposes around a blocked dot product (O(n)
+    /// per row, negligible next to packing at a few rows).
+    DotInter(Raw<'a, T>),
+}
+
+impl<'a, T: Scalar> Packed<'a, T> {
     fn new(kind: Kind, w: ArrayView3<T>, transposed: bool) -> Self {
         match (kind, transposed) {
             (Kind::Blocked, false) => Packed::Blocked(PackedBlocked::pack(w)),
@@ -63,10 +82,32 @@ impl<T: Scalar> Packed<T> {
         }
     }
 
+    /// The forward factor for `rows` rows: unpacked when few rows and the weights are
+    /// contiguous, packed otherwise.
+    fn forward(kind: Kind, w: ArrayView3<'a, T>, rows: usize) -> Self {
+        let (nb, r, c) = w.dim();
+        match w.to_slice() {
+            Some(sl) if rows <= DOT_MAX_ROWS => {
+                let raw = Raw {
+                    w: sl,
+                    nb,
+                    rows: r,
+                    cols: c,
+                };
+                match kind {
+                    Kind::Blocked => Packed::Dot(raw),
+                    Kind::Inter => Packed::DotInter(raw),
+                }
+            }
+            _ => Self::new(kind, w, false),
+        }
+    }
+
     fn in_len(&self) -> usize {
         match self {
             Packed::Blocked(p) => p.nb * p.cols,
             Packed::Inter(p) => p.nb * p.cols,
+            Packed::Dot(r) | Packed::DotInter(r) => r.nb * r.cols,
         }
     }
 
@@ -74,6 +115,7 @@ impl<T: Scalar> Packed<T> {
         match self {
             Packed::Blocked(p) => p.nb * p.rows,
             Packed::Inter(p) => p.nb * p.rows,
+            Packed::Dot(r) | Packed::DotInter(r) => r.nb * r.rows,
         }
     }
 
@@ -83,6 +125,7 @@ impl<T: Scalar> Packed<T> {
         match self {
             Packed::Blocked(p) => p.nb,
             Packed::Inter(p) => p.rows,
+            Packed::Dot(r) | Packed::DotInter(r) => r.nb,
         }
     }
 
@@ -91,11 +134,13 @@ impl<T: Scalar> Packed<T> {
         let w = match self {
             Packed::Blocked(p) => p.rows,
             Packed::Inter(p) => p.nb,
+            Packed::Dot(r) | Packed::DotInter(r) => r.rows,
         };
         u.start * w..u.end * w
     }
 
-    /// Applies the units `u` to the full input rows `x`, writing their output window `y`.
+    /// Applies the units `u` to the full input rows `x`, writing their output window `y`
+    /// (for `DotInter`: the blocked dot product on already transposed rows).
     fn apply(&self, be: Backend, u: Range<usize>, x: Rows<T>, y: RowsMut<T>) {
         match self {
             Packed::Blocked(p) => {
@@ -103,6 +148,10 @@ impl<T: Scalar> Packed<T> {
                 blocked_into(be, p, u, xc, y);
             }
             Packed::Inter(p) => interleaved_into(be, p, u, x, y),
+            Packed::Dot(r) | Packed::DotInter(r) => {
+                let xc = x.cols(u.start * r.cols..u.end * r.cols);
+                blocked_dot_into(be, r.w, (r.nb, r.rows, r.cols), u, xc, y);
+            }
         }
     }
 
@@ -111,21 +160,53 @@ impl<T: Scalar> Packed<T> {
     fn apply_all(&self, be: Backend, x: Rows<T>, y: &mut [T], split: bool) {
         let (nrows, m) = (x.nrows(), self.out_len());
         let y = &mut y[..nrows * m];
+        if let Packed::DotInter(r) = self {
+            // z[b, c·C + t] = x[b, t·NB + c]; y2 = BD(W) z; y[b, i·NB + c] = y2[b, c·R + i].
+            let (nb, rr, cc) = (r.nb, r.rows, r.cols);
+            let n = nb * cc;
+            let mut z = vec![T::zero(); nrows * n];
+            for b in 0..nrows {
+                let xr = &x.data()[b * x.ld()..][..n];
+                let zr = &mut z[b * n..(b + 1) * n];
+                for t in 0..cc {
+                    for c in 0..nb {
+                        zr[c * cc + t] = xr[t * nb + c];
+                    }
+                }
+            }
+            let mut y2 = vec![T::zero(); nrows * m];
+            Packed::Dot(*r).apply_all(be, Rows::new(&z, n, nrows, n), &mut y2, split);
+            for b in 0..nrows {
+                let (src, dst) = (&y2[b * m..(b + 1) * m], &mut y[b * m..(b + 1) * m]);
+                for c in 0..nb {
+                    for i in 0..rr {
+                        dst[i * nb + c] = src[c * rr + i];
+                    }
+                }
+            }
+            return;
+        }
         let threads = rayon::current_num_threads();
+        // Row panels small enough that a panel's input stays in cache while every tile of
+        // the weights sweeps it.
+        let panel = row_chunk(self.in_len().max(m));
+        let run = |(ci, yc): (usize, &mut [T]), chunk: usize| {
+            let r0 = ci * chunk;
+            let rows = yc.len() / m;
+            let xc = x.rows(r0..r0 + rows);
+            self.apply(be, 0..self.units(), xc, RowsMut::new(yc, m, rows, m));
+        };
         if !split || threads < 2 {
-            self.apply(be, 0..self.units(), x, RowsMut::new(y, m, nrows, m));
+            y.chunks_mut(panel * m)
+                .enumerate()
+                .for_each(|c| run(c, panel));
             return;
         }
         if nrows >= 2 * MIN_PANEL {
-            let chunk = nrows.div_ceil(2 * threads).max(MIN_PANEL);
+            let chunk = nrows.div_ceil(2 * threads).max(MIN_PANEL).min(panel);
             y.par_chunks_mut(chunk * m)
                 .enumerate()
-                .for_each(|(ci, yc)| {
-                    let r0 = ci * chunk;
-                    let rows = yc.len() / m;
-                    let xc = x.rows(r0..r0 + rows);
-                    self.apply(be, 0..self.units(), xc, RowsMut::new(yc, m, rows, m));
-                });
+                .for_each(|c| run(c, chunk));
         } else {
             // Few rows: split the output columns; each task fills a private window.
             let units = self.units();
@@ -179,11 +260,11 @@ fn contiguous<'a, T: Scalar>(x: &'a ArrayView2<'a, T>, buf: &'a mut Vec<T>) -> R
 }
 
 /// The two stages of a Monarch and the gathers that remain around them.
-struct Plan<T> {
+struct Plan<'a, T> {
     p_in: Option<Perm>,
-    s1: Packed<T>,
+    s1: Packed<'a, T>,
     p_mid: Option<Perm>,
-    s2: Packed<T>,
+    s2: Packed<'a, T>,
     p_out: Option<Perm>,
 }
 
@@ -208,20 +289,20 @@ fn opt_perm(p: &Perm) -> Option<Perm> {
     }
 }
 
-impl<T: Scalar> Plan<T> {
-    fn forward(m: &Monarch<T>) -> Self {
+impl<'a, T: Scalar> Plan<'a, T> {
+    fn forward(m: &'a Monarch<T>, rows: usize) -> Self {
         let (k1, k2, general) = kinds(m);
         Plan {
             p_in: if general { opt_perm(&m.p_in) } else { None },
-            s1: Packed::new(k1, m.w1.weights(), false),
+            s1: Packed::forward(k1, m.w1.weights(), rows),
             p_mid: if general { opt_perm(&m.p_mid) } else { None },
-            s2: Packed::new(k2, m.w2.weights(), false),
+            s2: Packed::forward(k2, m.w2.weights(), rows),
             p_out: if general { opt_perm(&m.p_out) } else { None },
         }
     }
 
     /// Runs a panel of contiguous rows `x` into the contiguous output `out`.
-    fn run_panel(&self, be: Backend, x: Rows<T>, out: &mut [T], split: bool) {
+    fn run_panel(&self, be: Backend, x: Rows<T>, out: &mut [T], split: bool, y1: &mut Vec<T>) {
         let rows = x.nrows();
         let (n, h, m) = (self.s1.in_len(), self.s1.out_len(), self.s2.out_len());
         let mut xin_buf = Vec::new();
@@ -233,18 +314,23 @@ impl<T: Scalar> Plan<T> {
             }
             None => x,
         };
-        let mut y1 = vec![T::zero(); rows * h];
-        self.s1.apply_all(be, xin, &mut y1, split);
+        // The intermediate buffer is reused across the panels a thread runs.
+        if y1.len() < rows * h {
+            y1.resize(rows * h, T::zero());
+        }
+        self.s1.apply_all(be, xin, &mut y1[..rows * h], split);
         drop(xin_buf);
-        let z = match &self.p_mid {
+        let zbuf;
+        let z: &[T] = match &self.p_mid {
             Some(p) => {
-                let mut z = vec![T::zero(); rows * h];
-                gather(&y1, p, &mut z, rows);
-                z
+                let mut zz = vec![T::zero(); rows * h];
+                gather(&y1[..rows * h], p, &mut zz, rows);
+                zbuf = zz;
+                &zbuf
             }
-            None => y1,
+            None => &y1[..rows * h],
         };
-        let zr = Rows::new(&z, h, rows, h);
+        let zr = Rows::new(z, h, rows, h);
         match &self.p_out {
             Some(p) => {
                 let mut y2 = vec![T::zero(); rows * m];
@@ -268,7 +354,7 @@ pub(crate) fn monarch_forward<T: Scalar>(
     if rows == 0 {
         return;
     }
-    let plan = Plan::forward(m);
+    let plan = Plan::forward(m, rows);
     let (n, mo) = (m.in_features(), m.out_features());
     let width = n.max(mo).max(plan.s1.out_len());
     let split = par.should_split(rows * m.num_params());
@@ -293,15 +379,28 @@ pub(crate) fn monarch_forward<T: Scalar>(
             tmp = vec![T::zero(); rows * mo];
             &mut tmp
         };
-        let body = |(ci, oc): (usize, &mut [T])| {
+        let body = |y1: &mut Vec<T>, (ci, oc): (usize, &mut [T])| {
             let r0 = ci * chunk;
             let nr = oc.len() / mo;
-            plan.run_panel(be, xr.rows(r0..r0 + nr), oc, !panel_parallel && split);
+            plan.run_panel(be, xr.rows(r0..r0 + nr), oc, !panel_parallel && split, y1);
         };
         if panel_parallel {
-            dst.par_chunks_mut(chunk * mo).enumerate().for_each(body);
+            // One task per group of panels, each with one intermediate buffer: allocating a
+            // fresh buffer per panel costs page faults comparable to the panel's work.
+            let group = rows.div_ceil(2 * threads).div_ceil(chunk);
+            dst.par_chunks_mut(group * chunk * mo)
+                .enumerate()
+                .for_each(|(gi, gc)| {
+                    let mut y1 = Vec::new();
+                    gc.chunks_mut(chunk * mo)
+                        .enumerate()
+                        .for_each(|(ci, oc)| body(&mut y1, (gi * group + ci, oc)));
+                });
         } else {
-            dst.chunks_mut(chunk * mo).enumerate().for_each(body);
+            let mut y1 = Vec::new();
+            dst.chunks_mut(chunk * mo)
+                .enumerate()
+                .for_each(|c| body(&mut y1, c));
         }
     }
     if !direct {
@@ -338,16 +437,31 @@ fn stage_outer<T: Scalar>(
             out
         }
         Kind::Inter => {
-            // packed[i][t][c] = Σ_b g[b, i·nb + c] · x[b, t·nb + c], windows over i.
+            // packed[i][t][c] = Σ_b g[b, i·nb + c] · x[b, t·nb + c], windows of output
+            // features (several per task, so each task reuses the rows it streams).
             let mut packed = vec![T::zero(); rows * cols * nb];
-            let body = |(i, o): (usize, &mut [T])| {
-                let gc = g.cols(i * nb..(i + 1) * nb);
+            let threads = if split {
+                rayon::current_num_threads()
+            } else {
+                1
+            };
+            let win = rows.div_ceil(2 * threads).max(4).min(rows);
+            let body = |(wi, o): (usize, &mut [T])| {
+                let i0 = wi * win;
+                let ni = o.len() / (cols * nb);
+                let gc = g.cols(i0 * nb..(i0 + ni) * nb);
                 interleaved_outer_into(be, nb, gc, x, o);
             };
             if split {
-                packed.par_chunks_mut(cols * nb).enumerate().for_each(body);
+                packed
+                    .par_chunks_mut(win * cols * nb)
+                    .enumerate()
+                    .for_each(body);
             } else {
-                packed.chunks_mut(cols * nb).enumerate().for_each(body);
+                packed
+                    .chunks_mut(win * cols * nb)
+                    .enumerate()
+                    .for_each(body);
             }
             Array3::from_shape_fn((nb, rows, cols), |(c, i, t)| {
                 packed[(i * cols + t) * nb + c]
@@ -432,7 +546,7 @@ pub(crate) fn blockdiag_forward<T: Scalar>(
     if rows == 0 {
         return;
     }
-    let packed = Packed::new(Kind::Blocked, bd.weights(), false);
+    let packed = Packed::forward(Kind::Blocked, bd.weights(), rows);
     let m = bd.out_features();
     let split = par.should_split(rows * bd.num_params());
     let mut xbuf = Vec::new();

@@ -85,3 +85,19 @@ pub(super) fn interleaved_outer<T: Scalar>(
         }
     }
 }
+
+pub(super) fn blocked_dot<T: Scalar>(sh: BlockedShape, w: &[T], x: &Rows<T>, y: &mut RowsMut<T>) {
+    for b in 0..x.nrows {
+        for a in 0..sh.nb {
+            let xa = &x.data[b * x.ld + a * sh.cols..][..sh.cols];
+            for i in 0..sh.rows {
+                let wr = &w[(a * sh.rows + i) * sh.cols..][..sh.cols];
+                let acc = wr
+                    .iter()
+                    .zip(xa)
+                    .fold(T::zero(), |acc, (&wj, &xj)| wj.mul_add_val(xj, acc));
+                y.data[b * y.ld + a * sh.rows + i] = acc;
+            }
+        }
+    }
+}

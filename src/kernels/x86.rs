@@ -28,6 +28,8 @@ pub(super) trait Simd: Copy {
     /// Row tile and feature tile of the interleaved kernel.
     const IR: usize;
     const IN: usize;
+    /// Square tile of the interleaved outer sum.
+    const OT: usize;
     unsafe fn zero() -> Self::V;
     unsafe fn splat(p: *const Self::E) -> Self::V;
     unsafe fn load(p: *const Self::E) -> Self::V;
@@ -36,6 +38,16 @@ pub(super) trait Simd: Copy {
     unsafe fn store_part(p: *mut Self::E, v: Self::V, n: usize);
     /// `a·b + c`, fused.
     unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// Sum of the lanes, in lane order.
+    #[inline(always)]
+    unsafe fn hsum(v: Self::V) -> Self::E
+    where
+        Self::E: std::ops::Add<Output = Self::E> + Default,
+    {
+        let mut buf = [Self::E::default(); 16];
+        Self::store_part(buf.as_mut_ptr(), v, Self::LANES);
+        buf[1..Self::LANES].iter().fold(buf[0], |a, &b| a + b)
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -54,6 +66,7 @@ impl Simd for Avx512F32 {
     const MR: usize = 12;
     const IR: usize = 4;
     const IN: usize = 6;
+    const OT: usize = 4;
     #[inline(always)]
     unsafe fn zero() -> __m512 {
         _mm512_setzero_ps()
@@ -91,6 +104,7 @@ impl Simd for Avx512F64 {
     const MR: usize = 12;
     const IR: usize = 4;
     const IN: usize = 6;
+    const OT: usize = 4;
     #[inline(always)]
     unsafe fn zero() -> __m512d {
         _mm512_setzero_pd()
@@ -121,6 +135,9 @@ impl Simd for Avx512F64 {
     }
 }
 
+/// Rows per chunk of the outer sums (a fixed number, so results never depend on threads).
+const OUTER_ROWS: usize = 32;
+
 /// `MASK32[8 - n..]` starts with `n` all-ones lanes followed by zeros.
 static MASK32: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
 static MASK64: [i64; 8] = [-1, -1, -1, -1, 0, 0, 0, 0];
@@ -132,6 +149,7 @@ impl Simd for Avx2F32 {
     const MR: usize = 6;
     const IR: usize = 3;
     const IN: usize = 3;
+    const OT: usize = 3;
     #[inline(always)]
     unsafe fn zero() -> __m256 {
         _mm256_setzero_ps()
@@ -171,6 +189,7 @@ impl Simd for Avx2F64 {
     const MR: usize = 6;
     const IR: usize = 3;
     const IN: usize = 3;
+    const OT: usize = 3;
     #[inline(always)]
     unsafe fn zero() -> __m256d {
         _mm256_setzero_pd()
@@ -219,7 +238,8 @@ macro_rules! const_n {
 /// GEMM micro-kernel `C[MR × NV·L] = A[MR × k] · B[k × NV·L]`, broadcasting `A`.
 ///
 /// `A[r, kk]` at `a + r·rsa + kk·csa`; row `kk` of `B` at `b + kk·ldb` with `bvalid` readable
-/// elements (`> (NV−1)·L`); `C[r, ·]` at `c + r·ldc`, `cvalid` elements written.
+/// elements (`> (NV−1)·L`); `C[r, ·]` at `c + r·ldc`, `cvalid` elements written (and first
+/// read, to continue the sums, when `accumulate`).
 ///
 /// # Safety
 /// Every address named above must be valid, and the CPU must support `S`.
@@ -236,9 +256,23 @@ unsafe fn mk_gemm<S: Simd, const MR: usize, const NV: usize>(
     c: *mut S::E,
     ldc: usize,
     cvalid: usize,
+    accumulate: bool,
 ) {
     let l = S::LANES;
     let mut acc = [[S::zero(); NV]; MR];
+    if accumulate {
+        for (r, accr) in acc.iter_mut().enumerate() {
+            for (v, val) in accr.iter_mut().enumerate() {
+                let off = v * l;
+                let p = c.add(r * ldc + off);
+                if off + l <= cvalid {
+                    *val = S::load(p);
+                } else if off < cvalid {
+                    *val = S::load_part(p, cvalid - off);
+                }
+            }
+        }
+    }
     let full_b = bvalid >= NV * l;
     let last_n = bvalid - (NV - 1) * l;
     for kk in 0..k {
@@ -342,9 +376,22 @@ unsafe fn mk_outer_inter<S: Simd, const NI: usize, const NT: usize>(
     out: *mut S::E,
     ldoi: usize,
     nvalid: usize,
+    accumulate: bool,
 ) {
     let full = nvalid >= S::LANES;
     let mut acc = [[S::zero(); NT]; NI];
+    if accumulate {
+        for (i, acci) in acc.iter_mut().enumerate() {
+            for (t, val) in acci.iter_mut().enumerate() {
+                let p = out.add(i * ldoi + t * nb);
+                *val = if full {
+                    S::load(p)
+                } else {
+                    S::load_part(p, nvalid)
+                };
+            }
+        }
+    }
     for b in 0..nrows {
         let mut xv = [S::zero(); NT];
         for (t, xt) in xv.iter_mut().enumerate() {
@@ -374,6 +421,73 @@ unsafe fn mk_outer_inter<S: Simd, const NI: usize, const NT: usize>(
                 S::store(p, val);
             } else {
                 S::store_part(p, val, nvalid);
+            }
+        }
+    }
+}
+
+/// Dot-form micro-kernel on unpacked weights: `out[b·ldo] = Σ_j w[j] · x[b·ldx + j]` for
+/// `MB` rows, `j < k`.
+///
+/// # Safety
+/// `w` valid for `k` elements, each `x` row for `k`, each output element valid; the CPU must
+/// support `S`.
+#[inline(always)]
+unsafe fn mk_dot<S: Simd, const MB: usize>(
+    k: usize,
+    w: *const S::E,
+    x: *const S::E,
+    ldx: usize,
+    out: *mut S::E,
+    ldo: usize,
+) where
+    S::E: std::ops::Add<Output = S::E> + Default,
+{
+    let l = S::LANES;
+    let mut acc = [S::zero(); MB];
+    let mut j = 0;
+    while j + l <= k {
+        let wv = S::load(w.add(j));
+        for (b, ab) in acc.iter_mut().enumerate() {
+            *ab = S::fma(wv, S::load(x.add(b * ldx + j)), *ab);
+        }
+        j += l;
+    }
+    if j < k {
+        let n = k - j;
+        let wv = S::load_part(w.add(j), n);
+        for (b, ab) in acc.iter_mut().enumerate() {
+            *ab = S::fma(wv, S::load_part(x.add(b * ldx + j), n), *ab);
+        }
+    }
+    for (b, &ab) in acc.iter().enumerate() {
+        *out.add(b * ldo) = S::hsum(ab);
+    }
+}
+
+/// Dot-form blocked product on unpacked weights `(nb, rows, cols)` (for a few rows, where
+/// packing would cost more than the product).
+///
+/// # Safety
+/// `w` holds `nb·rows·cols` elements, `x` and `y` rows of `nb·cols` and `nb·rows` (checked by
+/// the caller), and the CPU supports `S`.
+#[inline(always)]
+unsafe fn drv_dot<S: Simd>(sh: BlockedShape, w: &[S::E], x: &Rows<S::E>, y: &mut RowsMut<S::E>)
+where
+    S::E: std::ops::Add<Output = S::E> + Default,
+{
+    let (ldx, ldy, nrows) = (x.ld, y.ld, x.nrows);
+    let (wp, xp, yp) = (w.as_ptr(), x.data.as_ptr(), y.data.as_mut_ptr());
+    for a in 0..sh.nb {
+        for i in 0..sh.rows {
+            let wr = wp.add((a * sh.rows + i) * sh.cols);
+            let mut r0 = 0;
+            while r0 < nrows {
+                let mb = 4.min(nrows - r0);
+                let xr = xp.add(r0 * ldx + a * sh.cols);
+                let yr = yp.add(r0 * ldy + a * sh.rows + i);
+                const_n!(mb, M in [1 2 3 4] => mk_dot::<S, M>(sh.cols, wr, xr, ldx, yr, ldy));
+                r0 += mb;
             }
         }
     }
@@ -410,11 +524,11 @@ unsafe fn drv_blocked<S: Simd>(
                 let bw = wa.add(i0);
                 if two {
                     const_n!(mr, M in [1 2 3 4 5 6 7 8 9 10 11 12] => mk_gemm::<S, M, 2>(
-                        sh.cols, ar, ldx, 1, bw, sh.rpad, 2 * l, cr, ldy, cvalid
+                        sh.cols, ar, ldx, 1, bw, sh.rpad, 2 * l, cr, ldy, cvalid, false
                     ));
                 } else {
                     const_n!(mr, M in [1 2 3 4 5 6 7 8 9 10 11 12] => mk_gemm::<S, M, 1>(
-                        sh.cols, ar, ldx, 1, bw, sh.rpad, l, cr, ldy, cvalid
+                        sh.cols, ar, ldx, 1, bw, sh.rpad, l, cr, ldy, cvalid, false
                     ));
                 }
                 r0 += mr;
@@ -435,25 +549,27 @@ unsafe fn drv_inter<S: Simd>(sh: InterShape, w: &[S::E], x: &Rows<S::E>, y: &mut
     let (ldx, ldy, nrows, nb) = (x.ld, y.ld, x.nrows, sh.nb);
     let (wp, xp, yp) = (w.as_ptr(), x.data.as_ptr(), y.data.as_mut_ptr());
     let ldwi = sh.cols * sh.nbpad;
-    let mut i0 = 0;
-    while i0 < sh.rows {
-        let ni = S::IN.min(sh.rows - i0);
-        let mut c0 = 0;
-        while c0 < nb {
-            let nvalid = l.min(nb - c0);
-            let mut r0 = 0;
-            while r0 < nrows {
-                let mr = S::IR.min(nrows - r0);
+    // A register tile of rows (one cache line per row and `t`) stays in L1 while every
+    // feature tile sweeps it; the weights of one block-index chunk stream from L2.
+    let mut c0 = 0;
+    while c0 < nb {
+        let nvalid = l.min(nb - c0);
+        let mut r0 = 0;
+        while r0 < nrows {
+            let mr = S::IR.min(nrows - r0);
+            let mut i0 = 0;
+            while i0 < sh.rows {
+                let ni = S::IN.min(sh.rows - i0);
                 let (xr, wr) = (xp.add(r0 * ldx + c0), wp.add(i0 * ldwi + c0));
                 let yr = yp.add(r0 * ldy + i0 * nb + c0);
                 const_n!(mr, M in [1 2 3 4] => const_n!(ni, N in [1 2 3 4 5 6] => mk_inter::<S, M, N>(
                     sh.cols, xr, ldx, nb, wr, ldwi, sh.nbpad, yr, ldy, nvalid
                 )));
-                r0 += mr;
+                i0 += ni;
             }
-            c0 += l;
+            r0 += mr;
         }
-        i0 += ni;
+        c0 += l;
     }
 }
 
@@ -472,31 +588,43 @@ unsafe fn drv_blocked_outer<S: Simd>(
     let l = S::LANES;
     let (ldg, ldx, nrows) = (g.ld, x.ld, g.nrows);
     let (gp, xp, op) = (g.data.as_ptr(), x.data.as_ptr(), out.as_mut_ptr());
-    for a in 0..sh.nb {
-        let mut j0 = 0;
-        while j0 < sh.cols {
-            let rem = sh.cols - j0;
-            let two = rem > l;
-            let valid = rem.min(if two { 2 * l } else { l });
-            let mut i0 = 0;
-            while i0 < sh.rows {
-                let mi = S::MR.min(sh.rows - i0);
-                let ga = gp.add(a * sh.rows + i0);
-                let xa = xp.add(a * sh.cols + j0);
-                let oa = op.add((a * sh.rows + i0) * sh.cols + j0);
-                if two {
-                    const_n!(mi, M in [1 2 3 4 5 6 7 8 9 10 11 12] => mk_gemm::<S, M, 2>(
-                        nrows, ga, 1, ldg, xa, ldx, valid, oa, sh.cols, valid
-                    ));
-                } else {
-                    const_n!(mi, M in [1 2 3 4 5 6 7 8 9 10 11 12] => mk_gemm::<S, M, 1>(
-                        nrows, ga, 1, ldg, xa, ldx, valid, oa, sh.cols, valid
-                    ));
+    if nrows == 0 {
+        out.iter_mut().for_each(|v| *v = std::mem::zeroed());
+        return;
+    }
+    // Rows are taken in fixed chunks so a chunk's block windows stay in cache while every
+    // register tile of the block sweeps them; the sums continue through `out` in row order.
+    let mut k0 = 0;
+    while k0 < nrows {
+        let kb = OUTER_ROWS.min(nrows - k0);
+        let acc = k0 > 0;
+        for a in 0..sh.nb {
+            let mut j0 = 0;
+            while j0 < sh.cols {
+                let rem = sh.cols - j0;
+                let two = rem > l;
+                let valid = rem.min(if two { 2 * l } else { l });
+                let mut i0 = 0;
+                while i0 < sh.rows {
+                    let mi = S::MR.min(sh.rows - i0);
+                    let ga = gp.add(k0 * ldg + a * sh.rows + i0);
+                    let xa = xp.add(k0 * ldx + a * sh.cols + j0);
+                    let oa = op.add((a * sh.rows + i0) * sh.cols + j0);
+                    if two {
+                        const_n!(mi, M in [1 2 3 4 5 6 7 8 9 10 11 12] => mk_gemm::<S, M, 2>(
+                            kb, ga, 1, ldg, xa, ldx, valid, oa, sh.cols, valid, acc
+                        ));
+                    } else {
+                        const_n!(mi, M in [1 2 3 4 5 6 7 8 9 10 11 12] => mk_gemm::<S, M, 1>(
+                            kb, ga, 1, ldg, xa, ldx, valid, oa, sh.cols, valid, acc
+                        ));
+                    }
+                    i0 += mi;
                 }
-                i0 += mi;
+                j0 += if two { 2 * l } else { l };
             }
-            j0 += if two { 2 * l } else { l };
         }
+        k0 += kb;
     }
 }
 
@@ -515,31 +643,51 @@ unsafe fn drv_inter_outer<S: Simd>(
     let l = S::LANES;
     let (ldg, ldx, nrows, nb) = (g.ld, x.ld, g.nrows, sh.nb);
     let (gp, xp, op) = (g.data.as_ptr(), x.data.as_ptr(), out.as_mut_ptr());
+    if nrows == 0 {
+        out.iter_mut().for_each(|v| *v = std::mem::zeroed());
+        return;
+    }
     let ldoi = sh.cols * nb;
-    let mut i0 = 0;
-    while i0 < sh.rows {
-        let ni = S::IR.min(sh.rows - i0);
-        let mut t0 = 0;
-        while t0 < sh.cols {
-            let nt = S::IR.min(sh.cols - t0);
-            let mut c0 = 0;
-            while c0 < nb {
-                let nvalid = l.min(nb - c0);
-                let (gr, xr) = (gp.add(i0 * nb + c0), xp.add(t0 * nb + c0));
-                let or = op.add(i0 * ldoi + t0 * nb + c0);
-                const_n!(ni, M in [1 2 3 4] => const_n!(nt, N in [1 2 3 4] => mk_outer_inter::<S, M, N>(
-                    nrows, gr, ldg, xr, ldx, nb, or, ldoi, nvalid
-                )));
-                c0 += l;
+    let mut k0 = 0;
+    while k0 < nrows {
+        let kb = OUTER_ROWS.min(nrows - k0);
+        let acc = k0 > 0;
+        let mut c0 = 0;
+        while c0 < nb {
+            let nvalid = l.min(nb - c0);
+            let mut i0 = 0;
+            while i0 < sh.rows {
+                let ni = S::OT.min(sh.rows - i0);
+                let mut t0 = 0;
+                while t0 < sh.cols {
+                    let nt = S::OT.min(sh.cols - t0);
+                    let gr = gp.add(k0 * ldg + i0 * nb + c0);
+                    let xr = xp.add(k0 * ldx + t0 * nb + c0);
+                    let or = op.add(i0 * ldoi + t0 * nb + c0);
+                    const_n!(ni, M in [1 2 3 4] => const_n!(nt, N in [1 2 3 4] => mk_outer_inter::<S, M, N>(
+                        kb, gr, ldg, xr, ldx, nb, or, ldoi, nvalid, acc
+                    )));
+                    t0 += nt;
+                }
+                i0 += ni;
             }
-            t0 += nt;
+            c0 += l;
         }
-        i0 += ni;
+        k0 += kb;
     }
 }
 
 macro_rules! entries {
-    ($feat:literal, $blocked:ident, $inter:ident, $bouter:ident, $iouter:ident) => {
+    ($feat:literal, $blocked:ident, $inter:ident, $bouter:ident, $iouter:ident, $dot:ident) => {
+        /// # Safety
+        /// The CPU must support the enabled features; shapes as in [`drv_dot`].
+        #[target_feature(enable = $feat)]
+        unsafe fn $dot<S: Simd>(sh: BlockedShape, w: &[S::E], x: &Rows<S::E>, y: &mut RowsMut<S::E>)
+        where
+            S::E: std::ops::Add<Output = S::E> + Default,
+        {
+            drv_dot::<S>(sh, w, x, y)
+        }
         /// # Safety
         /// The CPU must support the enabled features; shapes as in [`drv_blocked`].
         #[target_feature(enable = $feat)]
@@ -587,8 +735,22 @@ macro_rules! entries {
     };
 }
 
-entries!("avx512f", blocked_512, inter_512, bouter_512, iouter_512);
-entries!("avx2,fma", blocked_256, inter_256, bouter_256, iouter_256);
+entries!(
+    "avx512f",
+    blocked_512,
+    inter_512,
+    bouter_512,
+    iouter_512,
+    dot_512
+);
+entries!(
+    "avx2,fma",
+    blocked_256,
+    inter_256,
+    bouter_256,
+    iouter_256,
+    dot_256
+);
 
 /// Reinterprets a slice of `T` as `U` when they are the same type.
 fn cast<T: 'static, U: 'static>(s: &[T]) -> &[U] {
@@ -678,6 +840,34 @@ pub(super) fn dispatch_blocked<T: 'static>(
             blocked_256,
             (sh, w, &x, &mut y)
         )
+    }
+}
+
+pub(super) fn dispatch_dot<T: 'static>(
+    b: Backend,
+    sh: BlockedShape,
+    w: &[T],
+    x: &Rows<T>,
+    y: &mut RowsMut<T>,
+) {
+    assert!(w.len() >= sh.nb * sh.rows * sh.cols);
+    assert_eq!(x.ncols, sh.nb * sh.cols);
+    assert_eq!(y.ncols, sh.nb * sh.rows);
+    assert_eq!(x.nrows, y.nrows);
+    if TypeId::of::<T>() == TypeId::of::<f32>() {
+        let (w, x, mut y) = (
+            cast::<T, f32>(w),
+            cast_rows::<T, f32>(x),
+            cast_rows_mut::<T, f32>(y),
+        );
+        dispatch!(b, Avx512F32, Avx2F32, dot_512, dot_256, (sh, w, &x, &mut y))
+    } else {
+        let (w, x, mut y) = (
+            cast::<T, f64>(w),
+            cast_rows::<T, f64>(x),
+            cast_rows_mut::<T, f64>(y),
+        );
+        dispatch!(b, Avx512F64, Avx2F64, dot_512, dot_256, (sh, w, &x, &mut y))
     }
 }
 
