@@ -66,8 +66,8 @@ impl Simd for Avx512F32 {
     const MR: usize = 12;
     // Many rows, few features: the rows' vectors stay in L1 while the weights stream from
     // L2, once per `IR` rows.
-    const IR: usize = 8;
-    const IN: usize = 3;
+    const IR: usize = 6;
+    const IN: usize = 4;
     const OT: usize = 4;
     #[inline(always)]
     unsafe fn zero() -> __m512 {
@@ -106,8 +106,8 @@ impl Simd for Avx512F64 {
     const MR: usize = 12;
     // Many rows, few features: the rows' vectors stay in L1 while the weights stream from
     // L2, once per `IR` rows.
-    const IR: usize = 8;
-    const IN: usize = 3;
+    const IR: usize = 6;
+    const IN: usize = 4;
     const OT: usize = 4;
     #[inline(always)]
     unsafe fn zero() -> __m512d {
@@ -569,7 +569,7 @@ unsafe fn drv_inter<S: Simd>(sh: InterShape, w: &[S::E], x: &Rows<S::E>, y: &mut
                 let wr = wp.add(((c0 / PAD) * sh.wrows + sh.ioff + i0) * ldwi + c0 % PAD);
                 let xr = xp.add(r0 * ldx + c0);
                 let yr = yp.add(r0 * ldy + i0 * nb + c0);
-                const_n!(mr, M in [1 2 3 4 5 6 7 8] => const_n!(ni, N in [1 2 3] => mk_inter::<S, M, N>(
+                const_n!(mr, M in [1 2 3 4 5 6] => const_n!(ni, N in [1 2 3 4] => mk_inter::<S, M, N>(
                     sh.cols, xr, ldx, nb, wr, ldwi, PAD, yr, ldy, nvalid
                 )));
                 i0 += ni;
