@@ -36,7 +36,17 @@ struct SliceFactor<T: Scalar> {
 /// Truncated SVD of one slice: the certified power iteration for `ρ = 1` when it applies,
 /// else the full Jacobi SVD (run in `f64` for `f32` input, where Jacobi converges reliably).
 fn slice_factor<T: Scalar>(a: ArrayView2<T>, rho: usize) -> SliceFactor<T> {
-    let a = a.as_standard_layout().into_owned();
+    // Row by row: a slice's rows are contiguous runs of the matrix (an element-wise strided
+    // copy costs as much as the power iteration).
+    let (m, n) = a.dim();
+    let mut buf = Vec::with_capacity(m * n);
+    for row in a.rows() {
+        match row.as_slice() {
+            Some(sl) => buf.extend_from_slice(sl),
+            None => buf.extend(row.iter().copied()),
+        }
+    }
+    let a = Array2::from_shape_vec((m, n), buf).expect("m·n elements");
     if rho == 1 {
         if let Some(f) = rank_one_certified(&a) {
             return f;

@@ -51,7 +51,7 @@ use std::any::TypeId;
 use std::ops::Range;
 
 /// Padding of packed weights: a multiple of every vector width (16 `f32` lanes).
-const PAD: usize = 16;
+pub(crate) const PAD: usize = 16;
 
 fn round_up(n: usize) -> usize {
     n.div_ceil(PAD) * PAD
@@ -304,8 +304,9 @@ impl<T: Scalar> PackedBlocked<T> {
     }
 }
 
-/// A factor `(nb, rows, cols)` packed for [`interleaved_into`]: `wp[i][t][c] = W[c, i, t]` with
-/// `c` zero-padded to a multiple of the vector width.
+/// A factor `(nb, rows, cols)` packed for [`interleaved_into`]: the block index `c` is cut into
+/// chunks of 16 (zero-padded), and `wp[c / 16][i][t][c % 16] = W[c, i, t]`, so the weights a
+/// micro-kernel streams for one chunk and a few output features are contiguous.
 #[derive(Debug, Clone)]
 pub struct PackedInterleaved<T> {
     w: Vec<T>,
@@ -319,28 +320,30 @@ impl<T: Scalar> PackedInterleaved<T> {
     /// Packs blocks `w` of shape `(nb, rows, cols)` (stored out×in).
     pub fn pack(w: ArrayView3<T>) -> Self {
         let (nb, rows, cols) = w.dim();
-        Self::pack_with(nb, rows, cols, |c, i, t| w[[c, i, t]])
+        let src = w.as_standard_layout();
+        let src = src.as_slice().expect("standard layout");
+        Self::pack_with(nb, rows, cols, src, cols, 1)
     }
 
     /// Packs the blockwise transpose of `w` (`(nb, rows, cols)` → blocks `cols × rows`).
     pub fn pack_transposed(w: ArrayView3<T>) -> Self {
         let (nb, rows, cols) = w.dim();
-        Self::pack_with(nb, cols, rows, |c, i, t| w[[c, t, i]])
+        let src = w.as_standard_layout();
+        let src = src.as_slice().expect("standard layout");
+        Self::pack_with(nb, cols, rows, src, 1, cols)
     }
 
-    fn pack_with(
-        nb: usize,
-        rows: usize,
-        cols: usize,
-        f: impl Fn(usize, usize, usize) -> T,
-    ) -> Self {
+    /// Packs block element `(c, i, t) = src[c·rows·cols + i·si + t·sj]`.
+    fn pack_with(nb: usize, rows: usize, cols: usize, src: &[T], si: usize, sj: usize) -> Self {
         let nbpad = round_up(nb);
         let mut w = vec![T::zero(); rows * cols * nbpad];
-        for i in 0..rows {
-            for t in 0..cols {
-                let dst = &mut w[(i * cols + t) * nbpad..][..nb];
-                for (c, d) in dst.iter_mut().enumerate() {
-                    *d = f(c, i, t);
+        let blk = rows * cols;
+        for c in 0..nb {
+            let sc = &src[c * blk..(c + 1) * blk];
+            let base = (c / PAD) * rows * cols * PAD + c % PAD;
+            for i in 0..rows {
+                for t in 0..cols {
+                    w[base + (i * cols + t) * PAD] = sc[i * si + t * sj];
                 }
             }
         }
@@ -470,13 +473,14 @@ pub fn interleaved_into<T: Scalar>(
     if x.nrows == 0 || ni == 0 {
         return;
     }
-    let blk = w.cols * w.nbpad;
-    let wsl = &w.w[irange.start * blk..irange.end * blk];
+    let wsl = &w.w[..];
     let shape = InterShape {
         nb: w.nb,
         rows: ni,
         cols: w.cols,
         nbpad: w.nbpad,
+        ioff: irange.start,
+        wrows: w.rows,
     };
     match backend.resolve::<T>() {
         #[cfg(target_arch = "x86_64")]
@@ -554,6 +558,8 @@ pub fn interleaved_outer_into<T: Scalar>(
         rows: ni,
         cols,
         nbpad: 0,
+        ioff: 0,
+        wrows: 0,
     };
     match backend.resolve::<T>() {
         #[cfg(target_arch = "x86_64")]
@@ -580,6 +586,9 @@ struct InterShape {
     rows: usize,
     cols: usize,
     nbpad: usize,
+    /// First output feature of the window, and output features of the packed factor.
+    ioff: usize,
+    wrows: usize,
 }
 
 /// Rows processed together by one task: large enough to amortise the per-task set-up, small

@@ -3,7 +3,7 @@
 //! Inner loops run over contiguous memory (a block's output features, or the block index of
 //! the interleaved layout) so compilers vectorise them without fast-math.
 
-use super::{BlockedShape, InterShape, Rows, RowsMut};
+use super::{BlockedShape, InterShape, Rows, RowsMut, PAD};
 use crate::Scalar;
 
 pub(super) fn blocked<T: Scalar>(sh: BlockedShape, w: &[T], x: &Rows<T>, y: &mut RowsMut<T>) {
@@ -27,6 +27,7 @@ pub(super) fn blocked<T: Scalar>(sh: BlockedShape, w: &[T], x: &Rows<T>, y: &mut
 
 pub(super) fn interleaved<T: Scalar>(sh: InterShape, w: &[T], x: &Rows<T>, y: &mut RowsMut<T>) {
     let nb = sh.nb;
+    let chunk = sh.wrows * sh.cols * PAD;
     for b in 0..x.nrows {
         let xr = &x.data[b * x.ld..][..sh.cols * nb];
         let yr = &mut y.data[b * y.ld..][..sh.rows * nb];
@@ -34,9 +35,10 @@ pub(super) fn interleaved<T: Scalar>(sh: InterShape, w: &[T], x: &Rows<T>, y: &m
             let yi = &mut yr[i * nb..][..nb];
             yi.fill(T::zero());
             for t in 0..sh.cols {
-                let wt = &w[(i * sh.cols + t) * sh.nbpad..][..nb];
                 let xt = &xr[t * nb..][..nb];
-                for ((o, &wc), &xc) in yi.iter_mut().zip(wt).zip(xt) {
+                let off = ((sh.ioff + i) * sh.cols + t) * PAD;
+                for (c, (o, &xc)) in yi.iter_mut().zip(xt).enumerate() {
+                    let wc = w[(c / PAD) * chunk + off + c % PAD];
                     *o = wc.mul_add_val(xc, *o);
                 }
             }

@@ -10,7 +10,7 @@
 //! full vectors; activations and outputs use masked loads and stores for partial vectors
 //! (masked-off lanes are never read from or written to memory, faults included).
 
-use super::{Backend, BlockedShape, InterShape, Rows, RowsMut};
+use super::{Backend, BlockedShape, InterShape, Rows, RowsMut, PAD};
 use std::any::TypeId;
 use std::arch::x86_64::*;
 
@@ -64,8 +64,10 @@ impl Simd for Avx512F32 {
     type V = __m512;
     const LANES: usize = 16;
     const MR: usize = 12;
-    const IR: usize = 4;
-    const IN: usize = 6;
+    // Many rows, few features: the rows' vectors stay in L1 while the weights stream from
+    // L2, once per `IR` rows.
+    const IR: usize = 6;
+    const IN: usize = 4;
     const OT: usize = 4;
     #[inline(always)]
     unsafe fn zero() -> __m512 {
@@ -102,8 +104,10 @@ impl Simd for Avx512F64 {
     type V = __m512d;
     const LANES: usize = 8;
     const MR: usize = 12;
-    const IR: usize = 4;
-    const IN: usize = 6;
+    // Many rows, few features: the rows' vectors stay in L1 while the weights stream from
+    // L2, once per `IR` rows.
+    const IR: usize = 6;
+    const IN: usize = 4;
     const OT: usize = 4;
     #[inline(always)]
     unsafe fn zero() -> __m512d {
@@ -147,7 +151,7 @@ impl Simd for Avx2F32 {
     type V = __m256;
     const LANES: usize = 8;
     const MR: usize = 6;
-    const IR: usize = 3;
+    const IR: usize = 4;
     const IN: usize = 3;
     const OT: usize = 3;
     #[inline(always)]
@@ -187,7 +191,7 @@ impl Simd for Avx2F64 {
     type V = __m256d;
     const LANES: usize = 4;
     const MR: usize = 6;
-    const IR: usize = 3;
+    const IR: usize = 4;
     const IN: usize = 3;
     const OT: usize = 3;
     #[inline(always)]
@@ -330,20 +334,21 @@ unsafe fn mk_inter<S: Simd, const MR: usize, const NI: usize>(
     let full = nvalid >= S::LANES;
     let mut acc = [[S::zero(); NI]; MR];
     for t in 0..tcount {
-        let mut xv = [S::zero(); MR];
-        for (r, xr) in xv.iter_mut().enumerate() {
+        // The weight vectors of this `t` first, then one row vector at a time: `NI` weight
+        // registers and one row register besides the accumulators.
+        let mut wv = [S::zero(); NI];
+        for (i, wi) in wv.iter_mut().enumerate() {
+            *wi = S::load(w.add(i * ldwi + t * ldwt));
+        }
+        for (r, accr) in acc.iter_mut().enumerate() {
             let p = x.add(r * ldx + t * nb);
-            *xr = if full {
+            let xv = if full {
                 S::load(p)
             } else {
                 S::load_part(p, nvalid)
             };
-        }
-        #[allow(clippy::needless_range_loop)]
-        for i in 0..NI {
-            let wv = S::load(w.add(i * ldwi + t * ldwt));
-            for r in 0..MR {
-                acc[r][i] = S::fma(wv, xv[r], acc[r][i]);
+            for (a, &wi) in accr.iter_mut().zip(&wv) {
+                *a = S::fma(wi, xv, *a);
             }
         }
     }
@@ -538,17 +543,18 @@ unsafe fn drv_blocked<S: Simd>(
     }
 }
 
-/// Interleaved product over all output features of the window.
+/// Interleaved product over the output features `ioff..ioff + rows` of the packed factor.
 ///
 /// # Safety
-/// `w` holds `rows·cols·nbpad` elements, `x` and `y` rows of `cols·nb` and `rows·nb` elements
+/// `w` holds `wrows·cols·nbpad` elements, `x` and `y` rows of `cols·nb` and `rows·nb` elements
 /// (checked by the caller), and the CPU supports `S`.
 #[inline(always)]
 unsafe fn drv_inter<S: Simd>(sh: InterShape, w: &[S::E], x: &Rows<S::E>, y: &mut RowsMut<S::E>) {
     let l = S::LANES;
     let (ldx, ldy, nrows, nb) = (x.ld, y.ld, x.nrows, sh.nb);
     let (wp, xp, yp) = (w.as_ptr(), x.data.as_ptr(), y.data.as_mut_ptr());
-    let ldwi = sh.cols * sh.nbpad;
+    // Packed as [c / 16][i][t][c % 16]: consecutive `t` are consecutive 16-element groups.
+    let ldwi = sh.cols * PAD;
     // A register tile of rows (one cache line per row and `t`) stays in L1 while every
     // feature tile sweeps it; the weights of one block-index chunk stream from L2.
     let mut c0 = 0;
@@ -560,10 +566,11 @@ unsafe fn drv_inter<S: Simd>(sh: InterShape, w: &[S::E], x: &Rows<S::E>, y: &mut
             let mut i0 = 0;
             while i0 < sh.rows {
                 let ni = S::IN.min(sh.rows - i0);
-                let (xr, wr) = (xp.add(r0 * ldx + c0), wp.add(i0 * ldwi + c0));
+                let wr = wp.add(((c0 / PAD) * sh.wrows + sh.ioff + i0) * ldwi + c0 % PAD);
+                let xr = xp.add(r0 * ldx + c0);
                 let yr = yp.add(r0 * ldy + i0 * nb + c0);
-                const_n!(mr, M in [1 2 3 4] => const_n!(ni, N in [1 2 3 4 5 6] => mk_inter::<S, M, N>(
-                    sh.cols, xr, ldx, nb, wr, ldwi, sh.nbpad, yr, ldy, nvalid
+                const_n!(mr, M in [1 2 3 4 5 6] => const_n!(ni, N in [1 2 3 4] => mk_inter::<S, M, N>(
+                    sh.cols, xr, ldx, nb, wr, ldwi, PAD, yr, ldy, nvalid
                 )));
                 i0 += ni;
             }
@@ -878,7 +885,8 @@ pub(super) fn dispatch_interleaved<T: 'static>(
     x: &Rows<T>,
     y: &mut RowsMut<T>,
 ) {
-    assert!(w.len() >= sh.rows * sh.cols * sh.nbpad && sh.nbpad >= sh.nb.div_ceil(16) * 16);
+    assert!(sh.nbpad >= sh.nb.div_ceil(PAD) * PAD && sh.ioff + sh.rows <= sh.wrows);
+    assert!(w.len() >= sh.wrows * sh.cols * sh.nbpad);
     assert_eq!(x.ncols, sh.cols * sh.nb);
     assert_eq!(y.ncols, sh.rows * sh.nb);
     assert_eq!(x.nrows, y.nrows);
