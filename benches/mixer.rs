@@ -4,7 +4,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use monarch::linear::monarch_linear_shapes;
-use monarch::mixer::{ConvMethod, LongConv};
+use monarch::mixer::{ConvMethod, ConvPlan, LongConv};
 use monarch::random::normal_matrix;
 use monarch::Monarch;
 use std::hint::black_box;
@@ -31,8 +31,9 @@ fn seq_mixing(c: &mut Criterion) {
             ("fft", ConvMethod::Fft),
             ("direct", ConvMethod::Direct),
         ] {
+            let plan = ConvPlan::new(m, l).unwrap();
             g.bench_with_input(BenchmarkId::new(name, l), &l, |b, _| {
-                b.iter(|| black_box(conv.forward(u.view(), m).unwrap()))
+                b.iter(|| black_box(conv.forward_with(u.view(), &plan).unwrap()))
             });
         }
     }

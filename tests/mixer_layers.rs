@@ -208,6 +208,18 @@ fn long_conv_rejects_bad_input() {
                 m
             )
             .is_err());
+        // A plan for another length is refused; a matching one gives the same result.
+        let wrong = ConvPlan::<f64>::new(m, 7).unwrap();
+        assert!(c
+            .forward_with(Array3::zeros((1, 2, 8)).view(), &wrong)
+            .is_err());
+        assert!(ConvPlan::<f64>::new(m, 0).is_err());
+        let u = Array3::from_shape_fn((1, 2, 8), |(_, h, t)| (h * 8 + t) as f64);
+        let plan = ConvPlan::new(m, 8).unwrap();
+        assert_eq!(
+            c.forward_with(u.view(), &plan).unwrap(),
+            c.forward(u.view(), m).unwrap()
+        );
     }
 }
 

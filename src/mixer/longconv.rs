@@ -140,6 +140,49 @@ fn rows_par<T: Send + Sync>(a: &mut Array2<T>, f: impl Fn(&mut [T]) + Sync) {
     }
 }
 
+/// A reusable transform plan for convolutions of length `L` (transforms of length `2L`).
+///
+/// Building the Monarch DFT factors costs `O(L^1.5)` sines and cosines, about as much as one
+/// convolution; hot loops build a plan once and call [`LongConv::forward_with`].
+pub struct ConvPlan<R: RealScalar>
+where
+    Complex<R>: Scalar<Real = R>,
+{
+    method: ConvMethod,
+    len: usize,
+    spectral: Option<Spectral<R>>,
+}
+
+impl<R: RealScalar> ConvPlan<R>
+where
+    Complex<R>: Scalar<Real = R>,
+{
+    /// Plans `method` for sequences of length `len`.
+    ///
+    /// # Errors
+    /// [`Error::ZeroSize`] if `len == 0`.
+    pub fn new(method: ConvMethod, len: usize) -> Result<Self> {
+        check_nonzero(len, "ConvPlan: sequence length")?;
+        Ok(ConvPlan {
+            method,
+            len,
+            spectral: Spectral::new(method, 2 * len)?,
+        })
+    }
+    /// The method planned for.
+    pub fn method(&self) -> ConvMethod {
+        self.method
+    }
+    /// The sequence length planned for.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// Always false.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
 /// A bank of per-channel long convolutions (see the module docs).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LongConv<R> {
@@ -270,9 +313,30 @@ where
     /// [`Error::ZeroSize`] for an empty batch.
     pub fn forward(&self, u: ArrayView3<R>, method: ConvMethod) -> Result<Array3<R>> {
         self.check_u(u, "LongConv::forward")?;
+        self.forward_with(u, &ConvPlan::new(method, self.len())?)
+    }
+
+    fn check_plan(&self, plan: &ConvPlan<R>, ctx: &str) -> Result<()> {
+        if plan.len != self.len() {
+            return Err(Error::shape(
+                format!("{ctx}: plan length"),
+                self.len(),
+                plan.len,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Like [`forward`](LongConv::forward) with a prebuilt [`ConvPlan`].
+    ///
+    /// # Errors
+    /// As [`forward`](LongConv::forward); [`Error::ShapeMismatch`] if the plan's length differs.
+    pub fn forward_with(&self, u: ArrayView3<R>, plan: &ConvPlan<R>) -> Result<Array3<R>> {
+        self.check_u(u, "LongConv::forward")?;
+        self.check_plan(plan, "LongConv::forward_with")?;
         let (b, h, l) = u.dim();
         let rows = to_rows(u);
-        let mut y = match Spectral::new(method, 2 * l)? {
+        let mut y = match &plan.spectral {
             None => self.direct(rows.view()),
             Some(sp) => {
                 let uf = sp.forward(rows.view());
@@ -329,6 +393,21 @@ where
         method: ConvMethod,
     ) -> Result<LongConvGrad<R>> {
         self.check_u(u, "LongConv::vjp")?;
+        self.vjp_with(u, grad_out, &ConvPlan::new(method, self.len())?)
+    }
+
+    /// Like [`vjp`](LongConv::vjp) with a prebuilt [`ConvPlan`].
+    ///
+    /// # Errors
+    /// As [`vjp`](LongConv::vjp); [`Error::ShapeMismatch`] if the plan's length differs.
+    pub fn vjp_with(
+        &self,
+        u: ArrayView3<R>,
+        grad_out: ArrayView3<R>,
+        plan: &ConvPlan<R>,
+    ) -> Result<LongConvGrad<R>> {
+        self.check_u(u, "LongConv::vjp")?;
+        self.check_plan(plan, "LongConv::vjp_with")?;
         if grad_out.dim() != u.dim() {
             return Err(Error::shape(
                 "LongConv::vjp: grad_out shape",
@@ -340,7 +419,7 @@ where
         let ur = to_rows(u);
         let gr = to_rows(grad_out);
         let bidir = self.is_bidirectional();
-        let (mut gu, gkc) = match Spectral::new(method, 2 * l)? {
+        let (mut gu, gkc) = match &plan.spectral {
             None => self.direct_vjp(ur.view(), gr.view()),
             Some(sp) => {
                 let uf = sp.forward(ur.view());

@@ -38,7 +38,7 @@ pub mod paper;
 
 pub use filter::{FilterMlp, ImplicitFilter, ImplicitFilterGrad};
 pub use glu::{GatedMlp, GatedMlpGrad};
-pub use longconv::{dft_block_count, ConvMethod, LongConv, LongConvGrad};
+pub use longconv::{dft_block_count, ConvMethod, ConvPlan, LongConv, LongConvGrad};
 pub use m2bert::{
     M2BertEncoder, M2BertEncoderGrad, M2BertLayer, M2BertLayerGrad, M2SequenceMixer,
     M2SequenceMixerGrad,
