@@ -26,7 +26,7 @@
 
 use super::filter::{ImplicitFilter, ImplicitFilterGrad};
 use super::glu::{GatedMlp, GatedMlpGrad};
-use super::longconv::{ConvMethod, LongConv};
+use super::longconv::{ConvMethod, ConvPlan, LongConv};
 use super::nn::{Linear, LinearGrad};
 use crate::error::{check_nonzero, Error, Result};
 use crate::{RealScalar, Scalar};
@@ -75,7 +75,10 @@ pub struct M2SequenceMixerGrad<R> {
     pub out_linear: LinearGrad<R>,
 }
 
-struct SeqCache<R> {
+struct SeqCache<R: RealScalar>
+where
+    Complex<R>: Scalar<Real = R>,
+{
     p: Array3<R>,
     uc: Array3<R>,
     v: Array3<R>,
@@ -83,6 +86,7 @@ struct SeqCache<R> {
     yconv: Array3<R>,
     conv2: Option<LongConv<R>>,
     y: Array2<R>,
+    plan: ConvPlan<R>,
 }
 
 /// `(B, L, C)` → `(B, C, L)` owned.
@@ -199,12 +203,13 @@ where
         let v = &uc.slice(s![.., .., 2 * h..]) * &uc.slice(s![.., .., ..h]);
         let v = blc_to_bcl(v.view());
         let conv = Self::make_conv(&self.filter, l)?;
-        let yconv = conv.forward(v.view(), self.method)?;
+        let plan = ConvPlan::new(self.method, l)?;
+        let yconv = conv.forward_with(v.view(), &plan)?;
         let mut y = &yconv.view().permuted_axes([0, 2, 1]) * &uc.slice(s![.., .., h..2 * h]);
         let conv2 = match &self.filter2 {
             Some(f2) => {
                 let c2 = Self::make_conv(f2, l)?;
-                let yu = c2.forward(blc_to_bcl(u).view(), self.method)?;
+                let yu = c2.forward_with(blc_to_bcl(u).view(), &plan)?;
                 y += &yu.view().permuted_axes([0, 2, 1]);
                 Some(c2)
             }
@@ -216,6 +221,7 @@ where
             .into_shape_with_order((b * l, h))
             .expect("rows");
         Ok(SeqCache {
+            plan,
             p,
             uc,
             v,
@@ -273,7 +279,7 @@ where
         let mut gu = Array3::<R>::zeros((b, l, h));
         let (filter2, filter2_bias) = match (&self.filter2, &c.conv2) {
             (Some(f2), Some(c2)) => {
-                let g2 = c2.vjp(blc_to_bcl(u).view(), gy_bcl.view(), self.method)?;
+                let g2 = c2.vjp_with(blc_to_bcl(u).view(), gy_bcl.view(), &c.plan)?;
                 gu += &g2.u.view().permuted_axes([0, 2, 1]);
                 let fg = f2.vjp(l, g2.k_fwd.view(), g2.k_rev.as_ref().map(|k| k.view()))?;
                 (Some(fg), Some(g2.d))
@@ -283,7 +289,7 @@ where
         let x2 = blc_to_bcl(c.uc.slice(s![.., .., h..2 * h]));
         let g_yconv = &gy_bcl * &x2;
         let g_x2 = &gy_bcl * &c.yconv;
-        let cg = c.conv.vjp(c.v.view(), g_yconv.view(), self.method)?;
+        let cg = c.conv.vjp_with(c.v.view(), g_yconv.view(), &c.plan)?;
         let filter = self
             .filter
             .vjp(l, cg.k_fwd.view(), cg.k_rev.as_ref().map(|k| k.view()))?;
