@@ -336,6 +336,9 @@ fn implicit_filter_matches_formula_and_vjp() {
         }
     }
     assert!(f.kernels(lmax + 1).is_err());
+    let mut broken = f.clone();
+    broken.t = Array1::zeros(lmax - 1);
+    assert!(broken.kernels(4).is_err());
     assert!(ImplicitFilter::<f64>::random(3, 8, 4, 4, true, 0).is_err()); // even emb_dim
                                                                           // VJP (sines slowed down so central differences stay accurate; freq = 10 is checked above).
     let mut f = f;

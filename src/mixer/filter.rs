@@ -164,6 +164,13 @@ impl<R: RealScalar> ImplicitFilter<R> {
 
     fn check_len(&self, l: usize) -> Result<()> {
         check_nonzero(l, "ImplicitFilter: sequence length")?;
+        if self.t.len() != self.l_max() || self.bias.len() != self.channels() {
+            return Err(Error::shape(
+                "ImplicitFilter: t length (l_max) and bias length (H)",
+                (self.l_max(), self.channels()),
+                (self.t.len(), self.bias.len()),
+            ));
+        }
         if l > self.l_max() {
             return Err(Error::TooLarge {
                 context: "ImplicitFilter: sequence length vs l_max".into(),
