@@ -1,0 +1,518 @@
+//! The released M2-BERT block, computed as its checkpoints compute it
+//! (`MonarchMixerSequenceMixing` + `BertGatedLinearUnitMLP` in HazyResearch/m2), and the
+//! encoder stack.
+//!
+//! Sequence mixer, input `u` `(batch, L, H)`:
+//! 1. `p = u·W_inᵀ + b_in` (`H → 3H`);
+//! 2. causal depthwise short conv, kernel 3: `uc[t] = w₀·p[t−2] + w₁·p[t−1] + w₂·p[t] + b`;
+//! 3. split channels into `x1, x2, v` (that order), `v ← v ⊙ x1`;
+//! 4. `y = LongConv(k_fwd, k_rev, D)(v)` with kernels from the [`ImplicitFilter`];
+//! 5. `y ← y ⊙ x2`, optionally `y += LongConv₂(u)` (the residual long conv, its own filter);
+//! 6. `out = y·W_outᵀ + b_out`.
+//!
+//! A layer is the sequence mixer followed by the [`GatedMlp`] (whose post-LayerNorm carries the
+//! only residual of the layer); the encoder is a stack of layers.
+//!
+//! ```
+//! use monarch::mixer::{ConvMethod, M2BertEncoder};
+//! use monarch::ndarray::Array3;
+//! let enc = M2BertEncoder::<f64>::random(2, 8, 16, 32, 4, 0).unwrap();
+//! let u = Array3::from_shape_fn((2, 16, 8), |(b, t, c)| ((b + t + c) % 3) as f64 - 1.0);
+//! let y = enc.forward(u.view()).unwrap();
+//! assert_eq!(y.dim(), (2, 16, 8));
+//! assert!(enc.forward(Array3::zeros((1, 17, 8)).view()).is_err()); // longer than l_max
+//! # let _ = ConvMethod::Fft;
+//! ```
+
+use super::filter::{ImplicitFilter, ImplicitFilterGrad};
+use super::glu::{GatedMlp, GatedMlpGrad};
+use super::longconv::{ConvMethod, ConvPlan, LongConv};
+use super::nn::{Linear, LinearGrad};
+use crate::error::{check_nonzero, Error, Result};
+use crate::{RealScalar, Scalar};
+use ndarray::{s, Array1, Array2, Array3, ArrayView3, Axis};
+use num_complex::Complex;
+
+/// M2-BERT's sequence mixer (see the module docs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct M2SequenceMixer<R> {
+    /// `H → 3H` with bias.
+    pub in_linear: Linear<R>,
+    /// Depthwise short-conv weights `(3H, 3)` (PyTorch's `(3H, 1, 3)` squeezed).
+    pub short_conv_weight: Array2<R>,
+    /// Short-conv bias `(3H,)`.
+    pub short_conv_bias: Array1<R>,
+    /// Generates `k_fwd`, `k_rev` and holds `D` (its `bias`).
+    pub filter: ImplicitFilter<R>,
+    /// The residual long convolution's filter, if enabled.
+    pub filter2: Option<ImplicitFilter<R>>,
+    /// `H → H` with bias.
+    pub out_linear: Linear<R>,
+    /// How the long convolutions are computed.
+    pub method: ConvMethod,
+}
+
+/// Gradients of an [`M2SequenceMixer`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct M2SequenceMixerGrad<R> {
+    /// With respect to the input `(batch, L, H)`.
+    pub u: Array3<R>,
+    /// `in_linear` weight/bias (its `x` is the gradient of `u` through this path only).
+    pub in_linear: LinearGrad<R>,
+    /// Short-conv weights `(3H, 3)`.
+    pub short_conv_weight: Array2<R>,
+    /// Short-conv bias `(3H,)`.
+    pub short_conv_bias: Array1<R>,
+    /// The filter's MLPs, frequencies and positional features.
+    pub filter: ImplicitFilterGrad<R>,
+    /// The filter's `bias` (`D`).
+    pub filter_bias: Array1<R>,
+    /// The residual filter's gradients.
+    pub filter2: Option<ImplicitFilterGrad<R>>,
+    /// The residual filter's `bias`.
+    pub filter2_bias: Option<Array1<R>>,
+    /// `out_linear` weight/bias.
+    pub out_linear: LinearGrad<R>,
+}
+
+struct SeqCache<R: RealScalar>
+where
+    Complex<R>: Scalar<Real = R>,
+{
+    p: Array3<R>,
+    uc: Array3<R>,
+    v: Array3<R>,
+    conv: LongConv<R>,
+    yconv: Array3<R>,
+    conv2: Option<LongConv<R>>,
+    y: Array2<R>,
+    plan: ConvPlan<R>,
+}
+
+/// `(B, L, C)` → `(B, C, L)` owned.
+fn blc_to_bcl<R: RealScalar>(x: ArrayView3<R>) -> Array3<R> {
+    x.permuted_axes([0, 2, 1]).as_standard_layout().into_owned()
+}
+
+impl<R: RealScalar> M2SequenceMixer<R>
+where
+    Complex<R>: Scalar<Real = R>,
+{
+    /// A seeded mixer with the authors' initialisation (PyTorch defaults for the linears and the
+    /// short conv, see [`ImplicitFilter::random`]), bidirectional, filter order 16, emb_dim 5.
+    ///
+    /// # Errors
+    /// [`Error::ZeroSize`] for zero sizes.
+    pub fn random(
+        hidden: usize,
+        l_max: usize,
+        residual_long_conv: bool,
+        seed: u64,
+    ) -> Result<Self> {
+        check_nonzero(hidden, "M2SequenceMixer: hidden H")?;
+        let h3 = 3 * hidden;
+        let bound = 1.0 / 3f64.sqrt();
+        let scw = crate::random::uniform_array3::<R>((1, h3, 3), bound, seed + 2)
+            .index_axis_move(Axis(0), 0);
+        Ok(M2SequenceMixer {
+            in_linear: Linear::random(hidden, h3, true, seed)?,
+            short_conv_weight: scw,
+            short_conv_bias: crate::random::uniform_vec(h3, bound, seed + 3),
+            filter: ImplicitFilter::random(hidden, l_max, 16, 5, true, seed + 4)?,
+            filter2: if residual_long_conv {
+                Some(ImplicitFilter::random(
+                    hidden,
+                    l_max,
+                    16,
+                    5,
+                    true,
+                    seed + 5,
+                )?)
+            } else {
+                None
+            },
+            out_linear: Linear::random(hidden, hidden, true, seed + 1)?,
+            method: ConvMethod::default(),
+        })
+    }
+
+    /// Hidden width `H`.
+    pub fn hidden(&self) -> usize {
+        self.out_linear.out_features()
+    }
+
+    fn check(&self, u: ArrayView3<R>, ctx: &str) -> Result<()> {
+        let (b, l, h) = u.dim();
+        check_nonzero(b, &format!("{ctx}: batch"))?;
+        check_nonzero(l, &format!("{ctx}: sequence length"))?;
+        let hh = self.hidden();
+        if h != hh
+            || self.in_linear.in_features() != hh
+            || self.in_linear.out_features() != 3 * hh
+            || self.out_linear.in_features() != hh
+            || self.short_conv_weight.dim() != (3 * hh, 3)
+            || self.short_conv_bias.len() != 3 * hh
+            || self.filter.channels() != hh
+        {
+            return Err(Error::shape(
+                format!("{ctx}: input (batch, L, H) and parameters for H = {hh} (in 3H, short conv (3H, 3))"),
+                (b, l, hh),
+                (u.dim(), self.in_linear.weight.dim(), self.short_conv_weight.dim()),
+            ));
+        }
+        if let Some(f2) = &self.filter2 {
+            if f2.channels() != hh {
+                return Err(Error::shape(
+                    "M2SequenceMixer: filter2 channels",
+                    hh,
+                    f2.channels(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn make_conv(f: &ImplicitFilter<R>, l: usize) -> Result<LongConv<R>> {
+        let (kf, kr) = f.kernels(l)?;
+        LongConv::new(kf, kr, f.bias.clone())
+    }
+
+    fn run(&self, u: ArrayView3<R>) -> Result<SeqCache<R>> {
+        let (b, l, h) = u.dim();
+        let rows = u
+            .as_standard_layout()
+            .into_owned()
+            .into_shape_with_order((b * l, h))
+            .expect("rows");
+        let p = self
+            .in_linear
+            .forward(rows.view())?
+            .into_shape_with_order((b, l, 3 * h))
+            .expect("rows");
+        let w = &self.short_conv_weight;
+        let uc = Array3::from_shape_fn((b, l, 3 * h), |(bi, t, c)| {
+            let mut acc = self.short_conv_bias[c] + w[[c, 2]] * p[[bi, t, c]];
+            if t >= 1 {
+                acc += w[[c, 1]] * p[[bi, t - 1, c]];
+            }
+            if t >= 2 {
+                acc += w[[c, 0]] * p[[bi, t - 2, c]];
+            }
+            acc
+        });
+        let v = &uc.slice(s![.., .., 2 * h..]) * &uc.slice(s![.., .., ..h]);
+        let v = blc_to_bcl(v.view());
+        let conv = Self::make_conv(&self.filter, l)?;
+        let plan = ConvPlan::new(self.method, l)?;
+        let yconv = conv.forward_with(v.view(), &plan)?;
+        let mut y = &yconv.view().permuted_axes([0, 2, 1]) * &uc.slice(s![.., .., h..2 * h]);
+        let conv2 = match &self.filter2 {
+            Some(f2) => {
+                let c2 = Self::make_conv(f2, l)?;
+                let yu = c2.forward_with(blc_to_bcl(u).view(), &plan)?;
+                y += &yu.view().permuted_axes([0, 2, 1]);
+                Some(c2)
+            }
+            None => None,
+        };
+        let y = y
+            .as_standard_layout()
+            .into_owned()
+            .into_shape_with_order((b * l, h))
+            .expect("rows");
+        Ok(SeqCache {
+            plan,
+            p,
+            uc,
+            v,
+            conv,
+            yconv,
+            conv2,
+            y,
+        })
+    }
+
+    /// Applies the mixer to `u` `(batch, L, H)`, `L ≤ l_max`.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for a wrong width or inconsistent parameters,
+    /// [`Error::TooLarge`] if `L > l_max`, [`Error::ZeroSize`] for empty input.
+    pub fn forward(&self, u: ArrayView3<R>) -> Result<Array3<R>> {
+        self.check(u, "M2SequenceMixer::forward")?;
+        let (b, l, h) = u.dim();
+        let c = self.run(u)?;
+        Ok(self
+            .out_linear
+            .forward(c.y.view())?
+            .into_shape_with_order((b, l, h))
+            .expect("rows"))
+    }
+
+    /// VJP of [`forward`](Self::forward) with respect to the input and every parameter
+    /// (including the filters' MLPs, `freq`, `z` and `D`).
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] if the shapes do not fit.
+    pub fn vjp(&self, u: ArrayView3<R>, grad_out: ArrayView3<R>) -> Result<M2SequenceMixerGrad<R>> {
+        self.check(u, "M2SequenceMixer::vjp")?;
+        if grad_out.dim() != u.dim() {
+            return Err(Error::shape(
+                "M2SequenceMixer::vjp: grad_out shape",
+                u.dim(),
+                grad_out.dim(),
+            ));
+        }
+        let (b, l, h) = u.dim();
+        let c = self.run(u)?;
+        let g_rows = grad_out
+            .as_standard_layout()
+            .into_owned()
+            .into_shape_with_order((b * l, h))
+            .expect("rows");
+        let out_linear = self.out_linear.vjp(c.y.view(), g_rows.view())?;
+        let gy = out_linear
+            .x
+            .clone()
+            .into_shape_with_order((b, l, h))
+            .expect("rows");
+        let gy_bcl = blc_to_bcl(gy.view());
+        let mut gu = Array3::<R>::zeros((b, l, h));
+        let (filter2, filter2_bias) = match (&self.filter2, &c.conv2) {
+            (Some(f2), Some(c2)) => {
+                let g2 = c2.vjp_with(blc_to_bcl(u).view(), gy_bcl.view(), &c.plan)?;
+                gu += &g2.u.view().permuted_axes([0, 2, 1]);
+                let fg = f2.vjp(l, g2.k_fwd.view(), g2.k_rev.as_ref().map(|k| k.view()))?;
+                (Some(fg), Some(g2.d))
+            }
+            _ => (None, None),
+        };
+        let x2 = blc_to_bcl(c.uc.slice(s![.., .., h..2 * h]));
+        let g_yconv = &gy_bcl * &x2;
+        let g_x2 = &gy_bcl * &c.yconv;
+        let cg = c.conv.vjp_with(c.v.view(), g_yconv.view(), &c.plan)?;
+        let filter = self
+            .filter
+            .vjp(l, cg.k_fwd.view(), cg.k_rev.as_ref().map(|k| k.view()))?;
+        let x1 = blc_to_bcl(c.uc.slice(s![.., .., ..h]));
+        let v0 = blc_to_bcl(c.uc.slice(s![.., .., 2 * h..]));
+        let g_v0 = &cg.u * &x1;
+        let g_x1 = &cg.u * &v0;
+        let mut guc = Array3::<R>::zeros((b, l, 3 * h));
+        guc.slice_mut(s![.., .., ..h])
+            .assign(&g_x1.view().permuted_axes([0, 2, 1]));
+        guc.slice_mut(s![.., .., h..2 * h])
+            .assign(&g_x2.view().permuted_axes([0, 2, 1]));
+        guc.slice_mut(s![.., .., 2 * h..])
+            .assign(&g_v0.view().permuted_axes([0, 2, 1]));
+        // Short conv: uc[t] = b + w₂p[t] + w₁p[t−1] + w₀p[t−2].
+        let w = &self.short_conv_weight;
+        let mut gp = Array3::<R>::zeros((b, l, 3 * h));
+        let mut gw = Array2::<R>::zeros((3 * h, 3));
+        let mut gb = Array1::<R>::zeros(3 * h);
+        for bi in 0..b {
+            for t in 0..l {
+                for ch in 0..3 * h {
+                    let g = guc[[bi, t, ch]];
+                    gb[ch] += g;
+                    gp[[bi, t, ch]] += w[[ch, 2]] * g;
+                    gw[[ch, 2]] += g * c.p[[bi, t, ch]];
+                    if t >= 1 {
+                        gp[[bi, t - 1, ch]] += w[[ch, 1]] * g;
+                        gw[[ch, 1]] += g * c.p[[bi, t - 1, ch]];
+                    }
+                    if t >= 2 {
+                        gp[[bi, t - 2, ch]] += w[[ch, 0]] * g;
+                        gw[[ch, 0]] += g * c.p[[bi, t - 2, ch]];
+                    }
+                }
+            }
+        }
+        let rows = u
+            .as_standard_layout()
+            .into_owned()
+            .into_shape_with_order((b * l, h))
+            .expect("rows");
+        let gp = gp.into_shape_with_order((b * l, 3 * h)).expect("rows");
+        let in_linear = self.in_linear.vjp(rows.view(), gp.view())?;
+        gu += &in_linear
+            .x
+            .view()
+            .into_shape_with_order((b, l, h))
+            .expect("rows");
+        Ok(M2SequenceMixerGrad {
+            u: gu,
+            in_linear,
+            short_conv_weight: gw,
+            short_conv_bias: gb,
+            filter,
+            filter_bias: cg.d,
+            filter2,
+            filter2_bias,
+            out_linear,
+        })
+    }
+}
+
+/// One M2-BERT layer: [`M2SequenceMixer`] then [`GatedMlp`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct M2BertLayer<R> {
+    /// Sequence mixing.
+    pub mixer: M2SequenceMixer<R>,
+    /// Dimension mixing with the post-LayerNorm.
+    pub mlp: GatedMlp<R>,
+}
+
+/// Gradients of an [`M2BertLayer`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct M2BertLayerGrad<R> {
+    /// With respect to the layer input.
+    pub u: Array3<R>,
+    /// Sequence-mixer parameters.
+    pub mixer: M2SequenceMixerGrad<R>,
+    /// MLP parameters.
+    pub mlp: GatedMlpGrad<R>,
+}
+
+impl<R: RealScalar> M2BertLayer<R>
+where
+    Complex<R>: Scalar<Real = R>,
+{
+    /// A seeded layer (`nblocks` block-diagonal blocks in the MLP).
+    ///
+    /// # Errors
+    /// As [`M2SequenceMixer::random`] and [`GatedMlp::random`].
+    pub fn random(
+        hidden: usize,
+        l_max: usize,
+        intermediate: usize,
+        nblocks: usize,
+        seed: u64,
+    ) -> Result<Self> {
+        Ok(M2BertLayer {
+            mixer: M2SequenceMixer::random(hidden, l_max, false, seed)?,
+            mlp: GatedMlp::random(hidden, intermediate, nblocks, seed + 10)?,
+        })
+    }
+
+    /// `mlp(mixer(u))` for `u` `(batch, L, H)`.
+    ///
+    /// # Errors
+    /// As [`M2SequenceMixer::forward`].
+    pub fn forward(&self, u: ArrayView3<R>) -> Result<Array3<R>> {
+        let a = self.mixer.forward(u)?;
+        let d = a.dim();
+        let rows = a.into_shape_with_order((d.0 * d.1, d.2)).expect("rows");
+        let out = self.mlp.forward(rows.view())?;
+        Ok(out.into_shape_with_order(d).expect("rows"))
+    }
+
+    /// VJP of [`forward`](Self::forward).
+    ///
+    /// # Errors
+    /// As [`M2SequenceMixer::vjp`].
+    pub fn vjp(&self, u: ArrayView3<R>, grad_out: ArrayView3<R>) -> Result<M2BertLayerGrad<R>> {
+        let a = self.mixer.forward(u)?;
+        let d = a.dim();
+        if grad_out.dim() != d {
+            return Err(Error::shape(
+                "M2BertLayer::vjp: grad_out shape",
+                d,
+                grad_out.dim(),
+            ));
+        }
+        let rows = a.into_shape_with_order((d.0 * d.1, d.2)).expect("rows");
+        let g = grad_out
+            .as_standard_layout()
+            .into_owned()
+            .into_shape_with_order((d.0 * d.1, d.2))
+            .expect("rows");
+        let mlp = self.mlp.vjp(rows.view(), g.view())?;
+        let ga = mlp.x.clone().into_shape_with_order(d).expect("rows");
+        let mixer = self.mixer.vjp(u, ga.view())?;
+        Ok(M2BertLayerGrad {
+            u: mixer.u.clone(),
+            mixer,
+            mlp,
+        })
+    }
+}
+
+/// A stack of [`M2BertLayer`]s (`M2BertEncoder` without the optional position encodings).
+#[derive(Debug, Clone, PartialEq)]
+pub struct M2BertEncoder<R> {
+    /// The layers, applied in order.
+    pub layers: Vec<M2BertLayer<R>>,
+}
+
+/// Gradients of an [`M2BertEncoder`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct M2BertEncoderGrad<R> {
+    /// With respect to the encoder input.
+    pub u: Array3<R>,
+    /// Per layer, in order.
+    pub layers: Vec<M2BertLayerGrad<R>>,
+}
+
+impl<R: RealScalar> M2BertEncoder<R>
+where
+    Complex<R>: Scalar<Real = R>,
+{
+    /// A seeded stack of `n_layers` layers.
+    ///
+    /// # Errors
+    /// [`Error::ZeroSize`] if `n_layers == 0`; as [`M2BertLayer::random`].
+    pub fn random(
+        n_layers: usize,
+        hidden: usize,
+        l_max: usize,
+        intermediate: usize,
+        nblocks: usize,
+        seed: u64,
+    ) -> Result<Self> {
+        check_nonzero(n_layers, "M2BertEncoder: layers")?;
+        let layers = (0..n_layers)
+            .map(|i| {
+                M2BertLayer::random(hidden, l_max, intermediate, nblocks, seed + 100 * i as u64)
+            })
+            .collect::<Result<_>>()?;
+        Ok(M2BertEncoder { layers })
+    }
+
+    /// The last hidden state for `u` `(batch, L, H)`.
+    ///
+    /// # Errors
+    /// As [`M2BertLayer::forward`]; [`Error::ZeroSize`] for an empty stack.
+    pub fn forward(&self, u: ArrayView3<R>) -> Result<Array3<R>> {
+        check_nonzero(self.layers.len(), "M2BertEncoder: layers")?;
+        let mut x = u.to_owned();
+        for layer in &self.layers {
+            x = layer.forward(x.view())?;
+        }
+        Ok(x)
+    }
+
+    /// VJP of [`forward`](Self::forward) through every layer.
+    ///
+    /// # Errors
+    /// As [`M2BertLayer::vjp`].
+    pub fn vjp(&self, u: ArrayView3<R>, grad_out: ArrayView3<R>) -> Result<M2BertEncoderGrad<R>> {
+        check_nonzero(self.layers.len(), "M2BertEncoder: layers")?;
+        let mut inputs = vec![u.to_owned()];
+        for layer in &self.layers[..self.layers.len() - 1] {
+            let next = layer.forward(inputs.last().expect("non-empty").view())?;
+            inputs.push(next);
+        }
+        let mut g = grad_out.to_owned();
+        let mut grads = Vec::with_capacity(self.layers.len());
+        for (layer, x) in self.layers.iter().zip(&inputs).rev() {
+            let lg = layer.vjp(x.view(), g.view())?;
+            g = lg.u.clone();
+            grads.push(lg);
+        }
+        grads.reverse();
+        Ok(M2BertEncoderGrad {
+            u: g,
+            layers: grads,
+        })
+    }
+}
