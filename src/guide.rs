@@ -71,6 +71,18 @@
 //! # Ok::<(), monarch::Error>(())
 //! ```
 //!
+//! ## Monarch Mixer (HazyResearch/m2) and PK mixers
+//!
+//! | PyTorch | monarch |
+//! |---|---|
+//! | M2-BERT `MonarchMixerSequenceMixing` (in-projection, short conv, gating, `fftconv` with `k_fwd`, `k_rev`, `D`, out-projection) | [`mixer::M2SequenceMixer`](crate::mixer::M2SequenceMixer) |
+//! | `HyenaFilter` (implicit long-conv kernels) | [`mixer::ImplicitFilter`](crate::mixer::ImplicitFilter) |
+//! | `BertGatedLinearUnitMLP` with `BlockdiagLinear` | [`mixer::GatedMlp`](crate::mixer::GatedMlp) |
+//! | M2-BERT layer / encoder | [`mixer::M2BertLayer`](crate::mixer::M2BertLayer), [`mixer::M2BertEncoder`](crate::mixer::M2BertEncoder) |
+//! | `fftconv_ref` | [`mixer::LongConv`](crate::mixer::LongConv) with `ConvMethod::{Direct, Fft, MonarchDft}` |
+//! | the paper's M2 layer | [`mixer::M2Layer`](crate::mixer::M2Layer) |
+//! | MLP-Mixer token / channel MLPs as `(I ⊗ W)` | [`pk::PkLayer`](crate::pk::PkLayer), [`pk::MlpMixerBlock`](crate::pk::MlpMixerBlock) |
+//!
 //! ## MoRe and LoRA
 //!
 //! | PyTorch (MoRe / PEFT) | monarch |
