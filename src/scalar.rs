@@ -30,6 +30,7 @@ pub trait Scalar:
     + NumAssign
     + Neg<Output = Self>
     + Sum
+    + ndarray::LinalgScalar
 {
     /// The real type underneath (`f32` for `Complex<f32>`).
     type Real: RealScalar;
