@@ -1,8 +1,6 @@
 //! Exact (streaming) softmax attention against a naive dense softmax.
 
-#[path = "common/attention.rs"]
-mod attn;
-mod common;
+use crate::attn;
 
 use attn::{gauss4, max_abs, naive_attention};
 use monarch::attention::{softmax_attention, ExactAttention};

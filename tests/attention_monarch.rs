@@ -1,9 +1,7 @@
 //! MonarchAttention against a dense reference of the same alternating maximisation, exact
 //! attention, finite differences, and its structural properties.
 
-#[path = "common/attention.rs"]
-mod attn;
-mod common;
+use crate::attn;
 
 use attn::{dense_monarch, gauss4, max_abs, naive_attention, positional, rel_fro};
 use monarch::attention::{softmax_attention, MonarchAttention, Padding};

@@ -1,8 +1,7 @@
 //! Wrong, truncated and hostile safetensors files: every one is an `Error` naming the tensor,
 //! never a panic, and nothing is allocated that the file's bytes cannot back.
 
-#[path = "common/checkpoint.rs"]
-mod ckpt;
+use crate::ckpt;
 
 use ckpt::*;
 use monarch::checkpoint::{Dtype, StateDict};

@@ -1,9 +1,8 @@
 //! Loading fly-layout `MonarchLinear` checkpoints written by Python's `safetensors` + numpy
 //! (scripts/make_fixtures.py) in F32, F64, F16 and BF16, and save → load round trips.
 
-#[path = "common/checkpoint.rs"]
-mod ckpt;
-mod common;
+use crate::ckpt;
+use crate::common;
 
 use ckpt::*;
 use common::assert_close;

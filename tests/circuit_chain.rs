@@ -3,9 +3,8 @@
 
 #![allow(clippy::needless_range_loop)]
 
-#[path = "common/circuit.rs"]
-mod circuit_ref;
-mod common;
+use crate::circuit_ref;
+use crate::common;
 
 use circuit_ref::{blockdiag_matrix, naive_log_matmul, stride_matrix};
 use common::{assert_close, naive_dense};

@@ -4,8 +4,7 @@
 
 #![allow(clippy::needless_range_loop)]
 
-#[path = "common/circuit.rs"]
-mod circuit_ref;
+use crate::circuit_ref;
 
 use circuit_ref::DenseHmm;
 use monarch::circuit::{softmax_blocks, Hmm, MonarchChain};

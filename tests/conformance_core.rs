@@ -1,5 +1,5 @@
 //! Conformance with outputs of the authors' PyTorch code (HazyResearch/fly), float64.
-mod common;
+use crate::common;
 use common::*;
 use monarch::ndarray::Ix2;
 use monarch::Monarch;

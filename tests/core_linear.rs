@@ -1,5 +1,5 @@
 //! `MonarchLinear` (fly's layer) against a dense reference: padding, truncation, bias, init, VJP.
-mod common;
+use crate::common;
 use common::*;
 use monarch::linear::monarch_linear_shapes;
 use monarch::ndarray::{s, Array1, Array2};

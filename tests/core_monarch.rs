@@ -1,6 +1,6 @@
 //! The core `Monarch` type against naive dense references (shapes square, rectangular, k ≠ l),
 //! f32 and f64, real and complex; transpose, adjoint, VJP by finite differences; DFT.
-mod common;
+use crate::common;
 use common::*;
 use monarch::ndarray::{Array1, Array2, Array3, Axis};
 use monarch::num_complex::{Complex32, Complex64};

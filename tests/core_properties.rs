@@ -1,5 +1,5 @@
 //! proptest properties of the core over random shapes. Case count: `PROPTEST_CASES` (default 24).
-mod common;
+use crate::common;
 use common::*;
 use monarch::ndarray::{s, Array2, Array3};
 use monarch::random::{normal_array3, normal_matrix};

@@ -1,9 +1,8 @@
 //! Group-and-Shuffle: shuffles, orthogonal blocks, orthogonal GS layers, GSOFT, Double GSOFT and
 //! the GS orthogonal convolution against dense references and finite differences.
 
-#[path = "common/adapters.rs"]
-mod adapters;
-mod common;
+use crate::adapters;
+use crate::common;
 
 use adapters::{cases, check_fd, dot_all};
 use common::assert_close;

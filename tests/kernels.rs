@@ -2,7 +2,7 @@
 //! loops written from the formulas, over sizes straddling the vector widths; Monarch products,
 //! transposes and gradients through every path; strided inputs; thread-count independence.
 
-mod common;
+use crate::common;
 
 use common::{assert_close, naive_dense};
 use monarch::kernels::{

@@ -1,7 +1,7 @@
 //! Conformance of the M2 layers with outputs of the authors' PyTorch code (HazyResearch/m2),
 //! stored in `tests/data/` (see `shared/testdata/reference/README.md`).
 
-mod common;
+use crate::common;
 use common::{assert_close, fixture, t2, t3, tensor};
 use monarch::mixer::{ConvMethod, LongConv};
 use monarch::ndarray::Array1;

@@ -1,9 +1,8 @@
 //! Monarch Mixer layers: FFT and long convolution against naive loops, every VJP against
 //! finite differences (f64), bad input → Error.
 
-mod common;
-#[path = "common/mixer.rs"]
-mod mx;
+use crate::common;
+use crate::mx;
 use common::assert_close;
 use monarch::mixer::fft::FftPlan;
 use monarch::mixer::nn::{gelu, Activation, LayerNorm};

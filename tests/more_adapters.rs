@@ -1,9 +1,8 @@
 //! MoRe and LoRA adapters against dense references, paper parameter counts, VJPs by finite
 //! differences, and bad input.
 
-#[path = "common/adapters.rs"]
-mod adapters;
-mod common;
+use crate::adapters;
+use crate::common;
 
 use adapters::{cases, check_fd, dot_all};
 use common::{assert_close, naive_dense};

@@ -1,9 +1,8 @@
 //! PK family: layers against dense Kronecker references, the PK ↔ Monarch conversion, the
 //! effective-width rule, VJPs by finite differences, bad input → Error.
 
-mod common;
-#[path = "common/mixer.rs"]
-mod mx;
+use crate::common;
+use crate::mx;
 use common::assert_close;
 use monarch::mixer::nn::{Activation, LayerNorm};
 use monarch::ndarray::{Array1, Array2, Array3};

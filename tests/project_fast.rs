@@ -2,7 +2,7 @@
 //! (Eckart–Young written out), on near-Monarch inputs (which take the fast path) and on
 //! unstructured ones (which fall back), in f32, f64 and complex.
 
-mod common;
+use crate::common;
 
 use common::assert_close;
 use monarch::ndarray::{s, Array2};
