@@ -14,6 +14,15 @@ in float64 from the weights as stored in each dtype, with an independent numpy f
 from shared/reference/core.md (convention A). Run from the repository root:
 
     python3 scripts/make_fixtures.py
+
+It also writes the adapter fixtures of tests/checkpoint_adapters.rs (F32 on disk), with
+expected outputs from independent numpy forwards written from shared/reference/adapters.md:
+
+  more_f32.safetensors   model.q_proj.{weight, bias, blkdiag1, blkdiag2}  MoRe 20->36, N=4, r=2
+                         model.v_proj.{weight, blkdiag1, blkdiag2}        MoRe 30->14, N=4, r=2
+  gsoft_f32.safetensors  model.fc.{weight, bias, gsoft_R, gsoft_L, gsoft_scale}  12->10, b=4, Cayley
+                         model.fc_exp.{weight, gsoft_R, gsoft_L, gsoft_scale}    8->6, b=4, exp
+  adapters_expected.json inputs and outputs (float64, from the float32-stored values)
 """
 import json
 import math
@@ -145,5 +154,120 @@ def save_bf16(tensors, path):
     serialize_file(specs, path, metadata={"format": "pt", "source": "make_fixtures.py"})
 
 
+MORE_LAYERS = {"model.q_proj": (20, 36, 4, 2, True), "model.v_proj": (30, 14, 4, 2, False)}
+GS_LAYERS = {"model.fc": (12, 10, 4, "cayley", True), "model.fc_exp": (8, 6, 4, "exp", False)}
+
+
+def more_shapes(in_f, out_f, nb, r):
+    """adapters.md: ib = ceil(in/N), effective N = ceil(in/ib), ob = ceil(ib*out/in)."""
+    ib = math.ceil(in_f / nb)
+    n = math.ceil(in_f / ib)
+    ob = math.ceil(ib * out_f / in_f)
+    return (n, r, ib), (n, ob, r)
+
+
+def more_forward(x, w0, bias, w1, w2):
+    """y = W0 x + b + DeltaW x, DeltaW the rectangular Monarch (core.md convention A)."""
+    out_f, in_f = w0.shape
+    y = x @ w0.T + forward(x, w1, w2, np.zeros(out_f), in_f, out_f)
+    return y if bias is None else y + bias
+
+
+def orth_block(a, kind):
+    """Skew-symmetrise and map to an orthogonal block: Cayley (I+K)(I-K)^-1 or exp(K)."""
+    k = (a - a.T) / 2
+    eye = np.eye(a.shape[0])
+    if kind == "cayley":
+        return (eye + k) @ np.linalg.inv(eye - k)
+    nrm = np.abs(k).sum(axis=1).max()
+    sq = max(0, int(math.ceil(math.log2(nrm))) + 1) if nrm > 0 else 0
+    m = k / 2.0 ** sq
+    e, term = eye.copy(), eye.copy()
+    for j in range(1, 30):
+        term = term @ m / j
+        e = e + term
+    for _ in range(sq):
+        e = e @ e
+    return e
+
+
+def gs_q(v, gr, gl, kind):
+    """Q v with Q = P^T BD(L) P BD(R), shuffle gather z[l*b + t] = v[t*k + l]."""
+    k, b, _ = gr.shape
+    h = np.concatenate([orth_block(gr[a], kind) @ v[a * b:(a + 1) * b] for a in range(k)])
+    z = np.zeros(k * b)
+    for l in range(k):
+        for t in range(b):
+            z[l * b + t] = h[t * k + l]
+    h2 = np.concatenate([orth_block(gl[a], kind) @ z[a * b:(a + 1) * b] for a in range(k)])
+    out = np.zeros(k * b)
+    for l in range(k):
+        for t in range(b):
+            out[t * k + l] = h2[l * b + t]
+    return out
+
+
+def gsoft_forward(x, w0, bias, gr, gl, scale, kind):
+    """y = s * (W0 Q x) + b (adapters.md, GSOFT)."""
+    y = np.stack([scale * (w0 @ gs_q(xi, gr, gl, kind)) for xi in x])
+    return y if bias is None else y + bias
+
+
+def f32(a):
+    return a.astype(np.float32).astype(np.float64)
+
+
+def make_adapters():
+    rng = np.random.default_rng(20261127)
+    expected = {"more": {}, "gsoft": {}}
+    tensors = {}
+    for prefix, (in_f, out_f, nb, r, has_bias) in MORE_LAYERS.items():
+        s1, s2 = more_shapes(in_f, out_f, nb, r)
+        w0 = f32(rng.uniform(-1, 1, (out_f, in_f)) / math.sqrt(in_f))
+        bias = f32(rng.uniform(-1, 1, out_f)) if has_bias else None
+        w1 = f32(rng.uniform(-1, 1, s1) / math.sqrt(s1[2]))
+        w2 = f32(rng.uniform(-1, 1, s2) / math.sqrt(s2[2]))  # non-zero: a trained adapter
+        x = rng.standard_normal((3, in_f))
+        named = {"weight": w0, "blkdiag1": w1, "blkdiag2": w2}
+        if has_bias:
+            named["bias"] = bias
+        for name, a in named.items():
+            tensors[f"{prefix}.{name}"] = a.astype(np.float32)
+        expected["more"][prefix] = {
+            "in_features": in_f, "out_features": out_f, "nblocks": s1[0], "rank": r,
+            "bias": has_bias, "x": x.tolist(),
+            "y": more_forward(x, w0, bias, w1, w2).tolist(),
+            "y_base": (x @ w0.T + (0 if bias is None else bias)).tolist(),
+        }
+    save_file(tensors, os.path.join(OUT, "more_f32.safetensors"),
+              metadata={"format": "pt", "source": "make_fixtures.py"})
+
+    tensors = {}
+    for prefix, (in_f, out_f, b, kind, has_bias) in GS_LAYERS.items():
+        k = in_f // b
+        w0 = f32(rng.uniform(-1, 1, (out_f, in_f)) / math.sqrt(in_f))
+        bias = f32(rng.uniform(-1, 1, out_f)) if has_bias else None
+        gr = f32(rng.uniform(-0.8, 0.8, (k, b, b)))
+        gl = f32(rng.uniform(-0.8, 0.8, (k, b, b)))
+        scale = f32(rng.uniform(0.5, 1.5, out_f))
+        x = rng.standard_normal((3, in_f))
+        named = {"weight": w0, "gsoft_R": gr, "gsoft_L": gl, "gsoft_scale": scale}
+        if has_bias:
+            named["bias"] = bias
+        for name, a in named.items():
+            tensors[f"{prefix}.{name}"] = a.astype(np.float32)
+        expected["gsoft"][prefix] = {
+            "in_features": in_f, "out_features": out_f, "block": b, "map": kind,
+            "bias": has_bias, "x": x.tolist(),
+            "y": gsoft_forward(x, w0, bias, gr, gl, scale, kind).tolist(),
+        }
+    save_file(tensors, os.path.join(OUT, "gsoft_f32.safetensors"),
+              metadata={"format": "pt", "source": "make_fixtures.py"})
+    with open(os.path.join(OUT, "adapters_expected.json"), "w") as f:
+        json.dump(expected, f, indent=1)
+        f.write("\n")
+
+
 if __name__ == "__main__":
     main()
+    make_adapters()

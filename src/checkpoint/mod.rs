@@ -5,7 +5,9 @@
 //! saves to one; layers read and write their parameters in it under a prefix, PyTorch's module
 //! path (`"encoder.layer.0.mlp.fc1"`), so a layer nested in a bigger model loads as it is.
 //! [`MonarchLinear`](crate::MonarchLinear) uses fly's names `blkdiag1`, `blkdiag2`, `bias`;
-//! a bare [`Monarch`](crate::Monarch) uses `w1`, `w2`.
+//! a bare [`Monarch`](crate::Monarch) uses `w1`, `w2`; a [`MoReAdapter`](crate::more::MoReAdapter)
+//! stores `weight`, `bias`, `blkdiag1`, `blkdiag2`; a [`GsoftLinear`](crate::gs::GsoftLinear)
+//! stores `weight`, `bias`, `gsoft_R`, `gsoft_L`, `gsoft_scale`.
 //!
 //! The reader trusts nothing in the file: every size and offset the header declares is checked
 //! against the bytes that exist before a tensor is allocated, and every failure is an
@@ -30,7 +32,9 @@
 
 mod dtype;
 mod format;
+mod gs;
 mod layers;
+mod more;
 mod state_dict;
 
 pub use dtype::Dtype;

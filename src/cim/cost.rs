@@ -15,9 +15,12 @@ pub struct BlockShape {
 }
 
 impl BlockShape {
-    /// Entries stored, `nblocks·rows·cols`.
+    /// Entries stored, `nblocks·rows·cols` (saturating at `usize::MAX` for sizes whose
+    /// product overflows; [`plan_factor`](super::plan_factor) rejects those).
     pub fn params(&self) -> usize {
-        self.nblocks * self.rows * self.cols
+        self.nblocks
+            .saturating_mul(self.rows)
+            .saturating_mul(self.cols)
     }
 }
 

@@ -30,17 +30,44 @@ impl CimArray {
     /// An `rows × cols` array.
     ///
     /// # Errors
-    /// [`Error::ZeroSize`] if either size is zero.
+    /// [`Error::ZeroSize`] if either size is zero; [`Error::TooLarge`] if the cell count
+    /// `rows·cols` overflows `usize`.
     pub fn new(rows: usize, cols: usize) -> Result<Self> {
         if rows == 0 || cols == 0 {
             return Err(Error::zero(format!("CimArray: size {rows}×{cols}")));
         }
+        checked_mul(
+            rows,
+            cols,
+            &format!("CimArray: cells of a {rows}×{cols} array"),
+        )?;
         Ok(CimArray { rows, cols })
     }
-    /// Cells per array.
+    /// Cells per array (saturating at `usize::MAX` for an array built by hand with sizes
+    /// whose product overflows; [`new`](CimArray::new) rejects those).
     pub fn cells(&self) -> usize {
-        self.rows * self.cols
+        self.rows.saturating_mul(self.cols)
     }
+}
+
+/// `a·b`, or [`Error::TooLarge`] naming `ctx` if it overflows.
+fn checked_mul(a: usize, b: usize, ctx: &str) -> Result<usize> {
+    a.checked_mul(b).ok_or_else(|| Error::TooLarge {
+        context: format!("{ctx} ({a}·{b} overflows)"),
+        value: a.saturating_mul(b),
+        max: usize::MAX,
+    })
+}
+
+/// `Σ xs`, or [`Error::TooLarge`] naming `ctx` if it overflows.
+fn checked_sum(xs: impl IntoIterator<Item = usize>, ctx: &str) -> Result<usize> {
+    xs.into_iter().try_fold(0usize, |acc, x| {
+        acc.checked_add(x).ok_or_else(|| Error::TooLarge {
+            context: format!("{ctx} (sum overflows)"),
+            value: usize::MAX,
+            max: usize::MAX,
+        })
+    })
 }
 
 /// How blocks are placed in arrays (see the module docs).
@@ -94,7 +121,8 @@ pub struct Plan {
 ///
 /// # Errors
 /// [`Error::ZeroSize`] for an empty factor, [`Error::TooLarge`] if a block does not fit the
-/// array (its `cols` exceed the array's rows or its `rows` the array's columns).
+/// array (its `cols` exceed the array's rows or its `rows` the array's columns) or its entry or
+/// cell counts overflow `usize`.
 pub fn plan_factor(block: BlockShape, array: CimArray, packing: Packing) -> Result<FactorPlan> {
     let BlockShape {
         nblocks,
@@ -123,11 +151,13 @@ pub fn plan_factor(block: BlockShape, array: CimArray, packing: Packing) -> Resu
             max: array.cols,
         });
     }
+    let ctx = format!("plan_factor: {nblocks} blocks of {rows}×{cols}");
+    let params = checked_mul(checked_mul(nblocks, rows, &ctx)?, cols, &ctx)?;
     let (gr, gc) = (array.rows / cols, array.cols / rows);
     let per = match packing {
         Packing::Naive => 1,
         Packing::Diagonal => gr.min(gc),
-        Packing::Grid => gr * gc,
+        Packing::Grid => checked_mul(gr, gc, &ctx)?,
     };
     let arrays = nblocks.div_ceil(per);
     let rounds = match packing {
@@ -139,7 +169,7 @@ pub fn plan_factor(block: BlockShape, array: CimArray, packing: Packing) -> Resu
         blocks_per_array: per,
         arrays,
         rounds,
-        utilisation: block.params() as f64 / (arrays * array.cells()) as f64,
+        utilisation: params as f64 / checked_mul(arrays, array.cells(), &ctx)? as f64,
     })
 }
 
@@ -155,13 +185,16 @@ pub fn plan_blocks(factors: &[BlockShape], array: CimArray, packing: Packing) ->
         .iter()
         .map(|&b| plan_factor(b, array, packing))
         .collect::<Result<Vec<_>>>()?;
-    let arrays: usize = fp.iter().map(|f| f.arrays).sum();
-    let used: usize = factors.iter().map(|b| b.params()).sum();
-    let total = arrays * array.cells();
+    let arrays = checked_sum(fp.iter().map(|f| f.arrays), "plan_blocks: arrays")?;
+    let used = checked_sum(
+        factors.iter().map(|b| b.params()),
+        "plan_blocks: used cells",
+    )?;
+    let total = checked_mul(arrays, array.cells(), "plan_blocks: total cells")?;
     Ok(Plan {
         array,
         packing,
-        rounds: fp.iter().map(|f| f.rounds).sum(),
+        rounds: checked_sum(fp.iter().map(|f| f.rounds), "plan_blocks: rounds")?,
         factors: fp,
         arrays,
         used_cells: used,
@@ -185,7 +218,7 @@ pub fn plan_layer<L: StructuredLayer + ?Sized>(
 /// Arrays a dense `out × in` weight needs when tiled onto `array`s: `⌈in/R⌉·⌈out/C⌉`.
 ///
 /// # Errors
-/// [`Error::ZeroSize`] if a size is zero.
+/// [`Error::ZeroSize`] if a size is zero; [`Error::TooLarge`] if the count overflows `usize`.
 pub fn dense_arrays(in_features: usize, out_features: usize, array: CimArray) -> Result<usize> {
     if in_features == 0 || out_features == 0 || array.rows == 0 || array.cols == 0 {
         return Err(Error::zero(format!(
@@ -193,5 +226,9 @@ pub fn dense_arrays(in_features: usize, out_features: usize, array: CimArray) ->
             array.rows, array.cols
         )));
     }
-    Ok(in_features.div_ceil(array.rows) * out_features.div_ceil(array.cols))
+    checked_mul(
+        in_features.div_ceil(array.rows),
+        out_features.div_ceil(array.cols),
+        &format!("dense_arrays: {out_features}×{in_features} weight"),
+    )
 }

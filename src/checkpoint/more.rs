@@ -1,0 +1,198 @@
+//! Load/save of MoRe adapters: the frozen `weight`/`bias` and the factors `blkdiag1`,
+//! `blkdiag2` under one module prefix.
+
+use super::dtype::Dtype;
+use super::state_dict::{join_name, StateDict};
+use crate::error::{Error, Result};
+use crate::more::{Adapter, MoReAdapter};
+use crate::RealScalar;
+use ndarray::{Array1, Array2, Array3};
+use std::path::Path;
+
+/// The 2-D tensor `name`, whatever its sizes.
+pub(crate) fn array2_any<T: RealScalar>(sd: &StateDict<T>, name: &str) -> Result<Array2<T>> {
+    let a = sd.tensor(name)?;
+    if a.ndim() != 2 {
+        return Err(Error::ShapeMismatch {
+            context: format!("tensor \"{name}\": shape"),
+            expected: "2 dimensions".into(),
+            found: format!("{:?}", a.shape()),
+        });
+    }
+    a.clone()
+        .into_dimensionality()
+        .map_err(|e| Error::Format(format!("tensor \"{name}\": {e}")))
+}
+
+/// `Err` naming the tensor unless every value of `a` is finite.
+pub(crate) fn check_finite<'a, T: RealScalar + 'a>(
+    name: &str,
+    a: impl IntoIterator<Item = &'a T>,
+) -> Result<()> {
+    if a.into_iter().all(|v| v.is_finite()) {
+        Ok(())
+    } else {
+        Err(Error::NonFinite {
+            context: format!("tensor \"{name}\""),
+        })
+    }
+}
+
+/// The frozen base layer `{prefix}.weight` `(out, in)` and, if `bias`, `{prefix}.bias` `(out,)`.
+pub(crate) fn load_base<T: RealScalar>(
+    sd: &StateDict<T>,
+    prefix: &str,
+    bias: bool,
+) -> Result<(Array2<T>, Option<Array1<T>>)> {
+    let wn = join_name(prefix, "weight");
+    let bn = join_name(prefix, "bias");
+    let w = array2_any(sd, &wn)?;
+    if w.is_empty() {
+        return Err(Error::zero(format!(
+            "tensor \"{wn}\": shape {:?}",
+            w.shape()
+        )));
+    }
+    check_finite(&wn, w.iter())?;
+    let b = if bias {
+        let b = sd.array1(&bn, w.nrows())?;
+        check_finite(&bn, b.iter())?;
+        Some(b)
+    } else {
+        if sd.contains(&bn) {
+            return Err(Error::Format(format!(
+                "tensor \"{bn}\": present but the layer was requested without bias"
+            )));
+        }
+        None
+    };
+    Ok((w, b))
+}
+
+/// Prefixes a shape/size error's context with the names of the tensors involved.
+pub(crate) fn name_err(names: &str, e: Error) -> Error {
+    match e {
+        Error::ShapeMismatch {
+            context,
+            expected,
+            found,
+        } => Error::ShapeMismatch {
+            context: format!("{names}: {context}"),
+            expected,
+            found,
+        },
+        Error::ZeroSize { context } => Error::ZeroSize {
+            context: format!("{names}: {context}"),
+        },
+        Error::TooLarge {
+            context,
+            value,
+            max,
+        } => Error::TooLarge {
+            context: format!("{names}: {context}"),
+            value,
+            max,
+        },
+        Error::NonFinite { context } => Error::NonFinite {
+            context: format!("{names}: {context}"),
+        },
+        other => other,
+    }
+}
+
+impl<T: RealScalar> MoReAdapter<T> {
+    /// Loads a MoRe adapter from `sd`: the frozen `{prefix}.weight` `(out, in)` and, if `bias`,
+    /// `{prefix}.bias` `(out,)`, with the factors `{prefix}.blkdiag1` `(N, r, ib)` and
+    /// `{prefix}.blkdiag2` `(N, ob, r)` (MoRe's names, fly's layout; `N` and `r` are read from
+    /// `blkdiag1`). `dropout` is the training-mode probability (not stored in checkpoints).
+    /// See [`join_name`] for the prefix rule.
+    ///
+    /// # Errors
+    /// [`Error::Format`] naming a missing tensor (or a bias present when `bias == false`);
+    /// [`Error::ShapeMismatch`] naming a tensor of the wrong shape; [`Error::ZeroSize`],
+    /// [`Error::TooLarge`] for factor sizes no MoRe adapter of this weight has;
+    /// [`Error::NonFinite`] naming a tensor with NaN/Inf; [`Error::InvalidArgument`] for a bad
+    /// `dropout`.
+    pub fn from_state_dict(
+        sd: &StateDict<T>,
+        prefix: &str,
+        bias: bool,
+        dropout: f64,
+    ) -> Result<Self> {
+        let (w, b) = load_base(sd, prefix, bias)?;
+        let (out, inp) = w.dim();
+        let n1 = join_name(prefix, "blkdiag1");
+        let n2 = join_name(prefix, "blkdiag2");
+        let w1: Array3<T> = sd.array3_any(&n1)?;
+        let (nb, r, _) = w1.dim();
+        if nb == 0 || r == 0 {
+            return Err(Error::zero(format!(
+                "tensor \"{n1}\": shape {:?}",
+                w1.shape()
+            )));
+        }
+        let (s1, s2) =
+            Self::shapes(inp, out, nb, r).map_err(|e| name_err(&format!("tensor \"{n1}\""), e))?;
+        if w1.dim() != s1 {
+            return Err(Error::shape(
+                format!("tensor \"{n1}\": shape for a MoRe adapter of a {out}×{inp} weight with N={nb}, r={r}"),
+                [s1.0, s1.1, s1.2],
+                w1.shape(),
+            ));
+        }
+        let w2 = sd.array3(&n2, s2)?;
+        check_finite(&n1, w1.iter())?;
+        check_finite(&n2, w2.iter())?;
+        MoReAdapter::from_factors(w, b, w1, w2, dropout)
+            .map_err(|e| name_err(&format!("tensors under \"{prefix}\""), e))
+    }
+
+    /// Stores the adapter into `sd` as `weight`, `bias` (if any), `blkdiag1`, `blkdiag2`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] while merged: the weight then holds `W0 + ΔW`, and saving it
+    /// beside the factors would add `ΔW` twice on load. [`unmerge`](Adapter::unmerge) first.
+    pub fn to_state_dict(&self, sd: &mut StateDict<T>, prefix: &str) -> Result<()> {
+        if self.is_merged() {
+            return Err(Error::invalid(
+                "MoReAdapter::to_state_dict: the adapter is merged into the weight; unmerge before saving",
+            ));
+        }
+        sd.insert(join_name(prefix, "weight"), self.weight().clone());
+        if let Some(b) = self.bias() {
+            sd.insert(join_name(prefix, "bias"), b.clone());
+        }
+        sd.insert(join_name(prefix, "blkdiag1"), self.blkdiag1().clone());
+        sd.insert(join_name(prefix, "blkdiag2"), self.blkdiag2().clone());
+        Ok(())
+    }
+
+    /// Loads the adapter at `prefix` from a safetensors file, reading only that layer's tensors.
+    ///
+    /// # Errors
+    /// As [`StateDict::load_prefix`] and [`from_state_dict`](MoReAdapter::from_state_dict).
+    pub fn load_safetensors(
+        path: impl AsRef<Path>,
+        prefix: &str,
+        bias: bool,
+        dropout: f64,
+    ) -> Result<Self> {
+        let sd = StateDict::load_prefix(path, &join_name(prefix, ""))?;
+        Self::from_state_dict(&sd, prefix, bias, dropout)
+    }
+
+    /// Saves the adapter alone to a safetensors file with `dtype`.
+    ///
+    /// # Errors
+    /// As [`to_state_dict`](MoReAdapter::to_state_dict) and [`StateDict::save`].
+    pub fn save_safetensors(
+        &self,
+        path: impl AsRef<Path>,
+        prefix: &str,
+        dtype: Dtype,
+    ) -> Result<()> {
+        let mut sd = StateDict::new();
+        self.to_state_dict(&mut sd, prefix)?;
+        sd.save(path, dtype)
+    }
+}
