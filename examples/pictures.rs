@@ -14,7 +14,7 @@
 //! example builds without system fonts; the numbers are printed instead.
 //!
 //! Run: `cargo run --release --example finetune -- curves.csv` then
-//! `cargo run --release --example pictures -- curves.csv` (without a CSV only the attention
+//! `cargo run --release --features plots --example pictures -- curves.csv` (without a CSV only the attention
 //! picture is drawn).
 
 use monarch::attention::MonarchAttention;

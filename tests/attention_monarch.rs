@@ -469,3 +469,74 @@ fn f32_kernels_match_dense_reference_on_ragged_shapes() {
         assert!(err < 1e-4, "b={bsz} T={steps} pre={pre}: {err:e}");
     }
 }
+
+/// Regression (found by fuzzing): a query group whose L-weights underflow to a subnormal sum
+/// made `u = α_R / c_R` compute `0 · (1/c) = 0 · ∞ = NaN`. Finite inputs must give a finite,
+/// row-stochastic matrix and finite outputs.
+#[test]
+fn subnormal_group_weight_gives_finite_output() {
+    use monarch::ndarray::{Array2, Array4};
+    let q = [
+        0.9483666714935843,
+        5.453268361338107,
+        9.237584578318366,
+        -17.385769497493953,
+        15.18399245642588,
+        -12.809994365768993,
+        0.3518545637371453,
+        16.747700321019547,
+        8.873930047399263,
+        -7.547406675507954,
+    ];
+    let k = [
+        6.852308747172092,
+        -6.222775925387841,
+        -4.062252840304364,
+        -0.3770431972064934,
+        -7.8891022625607015,
+        14.05849747354753,
+        12.985333328294253,
+        0.645930898073324,
+        -9.3159332527613,
+        -16.279635296249413,
+    ];
+    let q = Array4::<f64>::from_shape_vec((1, 1, 10, 1), q.to_vec()).unwrap();
+    let k = Array4::<f64>::from_shape_vec((1, 1, 10, 1), k.to_vec()).unwrap();
+    let v = Array4::from_shape_fn((1, 1, 10, 2), |(_, _, t, c)| (t as f64) - 3.0 * c as f64);
+    let mask = Array2::from_shape_vec(
+        (1, 10),
+        vec![
+            true, true, false, true, false, false, true, false, false, true,
+        ],
+    )
+    .unwrap();
+    let ma = monarch::attention::MonarchAttention::new(2, 2).scale(-8.274520107209273);
+    let a = ma
+        .attention_matrix(q.view(), k.view(), Some(mask.view()))
+        .unwrap();
+    assert!(
+        a.iter().all(|x| x.is_finite()),
+        "non-finite attention matrix"
+    );
+    for row in a
+        .index_axis(monarch::ndarray::Axis(0), 0)
+        .index_axis(monarch::ndarray::Axis(0), 0)
+        .rows()
+    {
+        assert!((row.sum() - 1.0).abs() < 1e-12, "row sum {}", row.sum());
+    }
+    let o = ma
+        .forward(q.view(), k.view(), v.view(), Some(mask.view()))
+        .unwrap();
+    assert!(o.iter().all(|x| x.is_finite()), "non-finite output");
+    let g = ma
+        .vjp(q.view(), k.view(), v.view(), Some(mask.view()), o.view())
+        .unwrap();
+    assert!(
+        g.q.iter()
+            .chain(g.k.iter())
+            .chain(g.v.iter())
+            .all(|x| x.is_finite()),
+        "non-finite gradient"
+    );
+}

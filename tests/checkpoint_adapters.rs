@@ -3,9 +3,8 @@
 //! outputs; save → load round trips are bit-identical; wrong or missing tensors are errors
 //! naming the tensor.
 
-#[path = "common/checkpoint.rs"]
-mod ckpt;
-mod common;
+use crate::ckpt;
+use crate::common;
 
 use ckpt::*;
 use common::assert_close;

@@ -592,8 +592,9 @@ impl<'a, T: RealScalar> HeadCtx<'a, T> {
                 let c: T = ws.p.column(a).sum();
                 st.cr[a * bs + j] = c;
                 if c > T::zero() {
-                    let inv = T::one() / c;
-                    row.mapv_inplace(|x| x * inv);
+                    // Divide, not multiply by 1/c: c may be subnormal, where 1/c overflows to
+                    // infinity and an underflowed (zero) entry would turn into NaN.
+                    row.mapv_inplace(|x| x / c);
                 } else {
                     row.fill(T::zero());
                 }

@@ -246,15 +246,14 @@ fn head_vjp<T: RealScalar>(
                 let c = st.cr[p];
                 let mut garow = gar.row_mut(p);
                 if c > T::zero() {
-                    let inv = T::one() / c;
                     let dot: T = gu
                         .row(jj)
                         .iter()
                         .zip(ua.row(jj))
                         .map(|(&x, &y)| x * y)
                         .sum();
-                    garow.zip_mut_with(&gu.row(jj), |x, &y| *x = y * inv);
-                    gcr[p] = -dot * inv;
+                    garow.zip_mut_with(&gu.row(jj), |x, &y| *x = y / c);
+                    gcr[p] = -dot / c;
                 } else {
                     garow.fill(T::zero());
                     gcr[p] = T::zero();
