@@ -420,20 +420,32 @@ fn stage_outer<T: Scalar>(
     par: Par,
 ) -> Array3<T> {
     let split = par.should_split(g.nrows() * nb * rows * cols);
-    // Only the blocked layout: in the interleaved one a block's features sit `nb` apart, and
-    // packing such columns for a GEMM reads one element per cache line (measured: packing took
-    // 46% of the VJP at n = 4096), while the interleaved kernel below reads them as vectors.
-    if be != Backend::Portable && g.nrows() > 0 && kind == Kind::Blocked {
-        return stage_outer_gemm(kind, (nb, rows, cols), g, x, split);
-    }
     match kind {
         Kind::Blocked => {
             let mut out = Array3::zeros((nb, rows, cols));
             let flat = out.as_slice_mut().expect("fresh array");
+            // With `K = batch` long these are ordinary large-K GEMMs, where matrixmultiply's
+            // packed AVX-512 kernels (sequential, one block per task, so results do not depend
+            // on the thread count) beat the row-streaming micro-kernels: VJP/forward at batch
+            // 1024 went from 7–8× to 4.3–4.6× here. The interleaved layout below stays on its
+            // own kernel: there a block's features sit `nb` apart, and packing such columns for
+            // a GEMM reads one element per cache line (46% of the VJP at n = 4096, measured).
+            let gemm = be != Backend::Portable && g.nrows() > 0;
+            let (gd, xd, gld, xld, b) = (g.data(), x.data(), g.ld(), x.ld(), g.nrows());
             let body = |(a, o): (usize, &mut [T])| {
-                let gc = g.cols(a * rows..(a + 1) * rows);
-                let xc = x.cols(a * cols..(a + 1) * cols);
-                blocked_outer_into(be, (rows, cols), gc, xc, o);
+                if gemm {
+                    use ndarray::ShapeBuilder;
+                    let gv = ArrayView2::from_shape((b, rows).strides((gld, 1)), &gd[a * rows..])
+                        .expect("g block view");
+                    let xv = ArrayView2::from_shape((b, cols).strides((xld, 1)), &xd[a * cols..])
+                        .expect("x block view");
+                    let mut ov = ArrayViewMut2::from_shape((rows, cols), o).expect("block");
+                    ndarray::linalg::general_mat_mul(T::one(), &gv.t(), &xv, T::zero(), &mut ov);
+                } else {
+                    let gc = g.cols(a * rows..(a + 1) * rows);
+                    let xc = x.cols(a * cols..(a + 1) * cols);
+                    blocked_outer_into(be, (rows, cols), gc, xc, o);
+                }
             };
             if split {
                 flat.par_chunks_mut(rows * cols).enumerate().for_each(body);
@@ -474,51 +486,6 @@ fn stage_outer<T: Scalar>(
             })
         }
     }
-}
-
-/// The weight-gradient sums as one GEMM per block, `out[a] = G_aᵀ X_a` over the whole batch.
-///
-/// With `K = batch` long, these are ordinary large-K GEMMs, where matrixmultiply's packed
-/// AVX-512 kernels (sequential, one block per task, so results do not depend on the thread count)
-/// beat the row-streaming micro-kernels (with the interleaved kernel for stage 2, VJP/forward at
-/// batch 1024 went from 7–8× to 4.3–4.6× here).
-fn stage_outer_gemm<T: Scalar>(
-    kind: Kind,
-    (nb, rows, cols): (usize, usize, usize),
-    g: Rows<T>,
-    x: Rows<T>,
-    split: bool,
-) -> Array3<T> {
-    use ndarray::ShapeBuilder;
-    let b = g.nrows();
-    let mut out = Array3::zeros((nb, rows, cols));
-    // Column stride of a block's features in g and x, and the block's first column.
-    let stride = match kind {
-        Kind::Blocked => 1,
-        Kind::Inter => nb,
-    };
-    let first = |a: usize| match kind {
-        Kind::Blocked => (a * rows, a * cols),
-        Kind::Inter => (a, a),
-    };
-    let (gd, xd, gld, xld) = (g.data(), x.data(), g.ld(), x.ld());
-    let body = |(a, mut o): (usize, ndarray::ArrayViewMut2<T>)| {
-        let (goff, xoff) = first(a);
-        let gv = ArrayView2::from_shape((b, rows).strides((gld, stride)), &gd[goff..])
-            .expect("g block view");
-        let xv = ArrayView2::from_shape((b, cols).strides((xld, stride)), &xd[xoff..])
-            .expect("x block view");
-        ndarray::linalg::general_mat_mul(T::one(), &gv.t(), &xv, T::zero(), &mut o);
-    };
-    if split {
-        out.outer_iter_mut()
-            .into_par_iter()
-            .enumerate()
-            .for_each(body);
-    } else {
-        out.outer_iter_mut().enumerate().for_each(body);
-    }
-    out
 }
 
 /// Gradients of `sum(out ⊙ g)` for `out = M x`, with backend `be`.
