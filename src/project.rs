@@ -33,25 +33,32 @@ struct SliceFactor<T: Scalar> {
     tail: T::Real,
 }
 
-/// Truncated SVD of one slice: the certified power iteration for `ρ = 1` when it applies,
-/// else the full Jacobi SVD (run in `f64` for `f32` input, where Jacobi converges reliably).
-fn slice_factor<T: Scalar>(a: ArrayView2<T>, rho: usize) -> SliceFactor<T> {
-    // Row by row: a slice's rows are contiguous runs of the matrix (an element-wise strided
-    // copy costs as much as the power iteration).
+/// One slice's result: its factors, or `None` when it holds a NaN or an infinity; and its
+/// squared Frobenius norm.
+type SliceResult<T> = (Option<SliceFactor<T>>, <T as Scalar>::Real);
+
+/// Gathers slice `A[ai, c]` of `a` into `buf` (row by row: a slice's rows are contiguous runs of
+/// the matrix, and an element-wise strided copy costs as much as the power iteration), then
+/// factors it. Non-finite slices are reported, not factored.
+fn slice_factor<T: Scalar>(a: ArrayView2<T>, rho: usize, buf: &mut Vec<T>) -> SliceResult<T> {
     let (m, n) = a.dim();
-    let mut buf = Vec::with_capacity(m * n);
+    buf.clear();
     for row in a.rows() {
         match row.as_slice() {
             Some(sl) => buf.extend_from_slice(sl),
             None => buf.extend(row.iter().copied()),
         }
     }
-    let a = Array2::from_shape_vec((m, n), buf).expect("m·n elements");
+    if !buf.iter().all(|v| v.is_finite_val()) {
+        return (None, T::Real::zero());
+    }
+    let f = sum_sq(buf);
     if rho == 1 {
-        if let Some(f) = rank_one_certified(&a) {
-            return f;
+        if let Some(fac) = rank_one_certified(buf, m, n, f) {
+            return (Some(fac), f);
         }
     }
+    let a = ArrayView2::from_shape((m, n), &buf[..]).expect("m·n elements");
     let d = if TypeId::of::<T>() == TypeId::of::<f32>() {
         let d = svd(a.mapv(|v| v.re().to_f64_val()).view());
         crate::svd::Svd {
@@ -60,22 +67,72 @@ fn slice_factor<T: Scalar>(a: ArrayView2<T>, rho: usize) -> SliceFactor<T> {
             v: d.v.mapv(T::from_f64),
         }
     } else {
-        svd(a.view())
+        svd(a)
     };
     let tail =
         d.s.iter()
             .skip(rho)
             .fold(T::Real::zero(), |acc, &x| acc + x * x);
-    SliceFactor {
+    let fac = SliceFactor {
         u: d.u.slice(s![.., ..rho]).to_owned(),
         s: d.s.iter().take(rho).copied().collect(),
         v: d.v.slice(s![.., ..rho]).to_owned(),
         tail,
-    }
+    };
+    (Some(fac), f)
 }
 
-/// Top singular triplet by power iteration on `AᴴA`, returned only when certified optimal to
-/// rounding; `None` sends the slice to the exact SVD.
+/// Independent partial sums: a fixed number of them (so results do not depend on the CPU),
+/// enough that the compiler vectorises the loops below.
+const LANES: usize = 16;
+
+/// `Σ x_k · y_k` (no conjugation), by `LANES` interleaved partial sums.
+#[inline(always)]
+fn dot<T: Scalar>(x: &[T], y: &[T]) -> T {
+    let mut acc = [T::zero(); LANES];
+    let (xc, yc) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
+    let (xr, yr) = (xc.remainder(), yc.remainder());
+    for (a, b) in xc.zip(yc) {
+        for k in 0..LANES {
+            acc[k] += a[k] * b[k];
+        }
+    }
+    for (k, (&a, &b)) in xr.iter().zip(yr).enumerate() {
+        acc[k] += a * b;
+    }
+    acc.iter().fold(T::zero(), |s, &v| s + v)
+}
+
+/// `Σ |x_k|²`, by `LANES` interleaved partial sums.
+#[inline(always)]
+fn sum_sq<T: Scalar>(x: &[T]) -> T::Real {
+    let mut acc = [T::Real::zero(); LANES];
+    let xc = x.chunks_exact(LANES);
+    let xr = xc.remainder();
+    for a in xc {
+        for k in 0..LANES {
+            acc[k] += a[k].abs_sq();
+        }
+    }
+    for (k, &a) in xr.iter().enumerate() {
+        acc[k] += a.abs_sq();
+    }
+    acc.iter().fold(T::Real::zero(), |s, &v| s + v)
+}
+
+fn normalize<T: Scalar>(x: &mut [T]) -> Option<()> {
+    let nrm = sum_sq(x).sqrt();
+    if nrm.partial_cmp(&T::Real::zero()) != Some(std::cmp::Ordering::Greater) || !nrm.is_finite() {
+        return None;
+    }
+    let inv = T::from_real(T::Real::one() / nrm);
+    x.iter_mut().for_each(|v| *v *= inv);
+    Some(())
+}
+
+/// Top singular triplet of the row-major `m × n` slice `data` (`‖data‖² = f`) by power
+/// iteration on `AᴴA`, returned only when certified optimal to rounding; `None` sends the slice
+/// to the exact SVD.
 ///
 /// For a unit `v` with Rayleigh quotient `θ = ‖Av‖²` and residual `r = AᴴAv − θv`, and
 /// `F = ‖A‖²_F = Σ λ`: every other eigenvalue is at most `F − θ`, so if `2θ > F` the gap is at
@@ -83,65 +140,110 @@ fn slice_factor<T: Scalar>(a: ArrayView2<T>, rho: usize) -> SliceFactor<T> {
 /// (Davis–Kahan) and `λ₁ − θ ≤ ‖r‖²/δ` (Kato–Temple). The rank-one approximation `(Av)vᴴ` has
 /// squared error `F − θ` in exact arithmetic. The result is accepted when the angle bound is at the
 /// rounding floor of computing `r` (`16·√n·eps`), so factors match the exact SVD's to rounding.
-fn rank_one_certified<T: Scalar>(a: &Array2<T>) -> Option<SliceFactor<T>> {
-    let (m, n) = a.dim();
-    let data = a.as_slice()?;
-    let f: T::Real = data.iter().fold(T::Real::zero(), |acc, v| acc + v.abs_sq());
-    if f <= T::Real::zero() {
+fn rank_one_certified<T: Scalar>(
+    data: &[T],
+    m: usize,
+    n: usize,
+    f: T::Real,
+) -> Option<SliceFactor<T>> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") {
+            // SAFETY: the instruction set was detected just above.
+            return unsafe { rank_one_avx512(data, m, n, f) };
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: the instruction set was detected just above.
+            return unsafe { rank_one_avx2(data, m, n, f) };
+        }
+    }
+    rank_one_body(data, m, n, f)
+}
+
+/// [`rank_one_body`] compiled for AVX-512: the same operations in the same order (the compiler
+/// only widens the vectors), so results match the portable build bit for bit.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn rank_one_avx512<T: Scalar>(
+    data: &[T],
+    m: usize,
+    n: usize,
+    f: T::Real,
+) -> Option<SliceFactor<T>> {
+    rank_one_body(data, m, n, f)
+}
+
+/// [`rank_one_body`] compiled for AVX2.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn rank_one_avx2<T: Scalar>(
+    data: &[T],
+    m: usize,
+    n: usize,
+    f: T::Real,
+) -> Option<SliceFactor<T>> {
+    rank_one_body(data, m, n, f)
+}
+
+#[inline(always)]
+fn rank_one_body<T: Scalar>(data: &[T], m: usize, n: usize, f: T::Real) -> Option<SliceFactor<T>> {
+    if f.partial_cmp(&T::Real::zero()) != Some(std::cmp::Ordering::Greater) {
         return None;
     }
-    // Angle bound ‖r‖/δ at the rounding floor of computing r (about eps·√n·θ).
     let angle =
         <T::Real as RealScalar>::eps() * <T::Real as Scalar>::from_f64(16.0 * (n as f64).sqrt());
-    // Start from the row of largest norm (conjugated): close to the top right vector when one
-    // direction dominates.
-    let best = (0..m)
-        .max_by(|&x, &y| {
-            let nx = row_sq(&data[x * n..(x + 1) * n]);
-            let ny = row_sq(&data[y * n..(y + 1) * n]);
-            nx.partial_cmp(&ny).unwrap_or(std::cmp::Ordering::Equal)
-        })
-        .unwrap_or(0);
-    let mut v: Vec<T> = data[best * n..(best + 1) * n]
-        .iter()
-        .map(|x| x.conj_val())
-        .collect();
+    let row = |i: usize| &data[i * n..(i + 1) * n];
+    // Start from the conjugate of the largest row: never orthogonal to the top vector.
+    let mut best = (0, T::Real::zero());
+    for i in 0..m {
+        let ni = sum_sq(row(i));
+        if ni > best.1 {
+            best = (i, ni);
+        }
+    }
+    let mut v: Vec<T> = row(best.0).iter().map(|x| x.conj_val()).collect();
     normalize(&mut v)?;
     let mut w = vec![T::zero(); m];
     let mut z = vec![T::zero(); n];
+    let two = <T::Real as Scalar>::from_f64(2.0);
     for _ in 0..40 {
-        // w = A v, θ = ‖w‖², z = Aᴴ w = AᴴA v.
         for (i, wi) in w.iter_mut().enumerate() {
-            *wi = data[i * n..(i + 1) * n]
-                .iter()
-                .zip(&v)
-                .map(|(&x, &y)| x * y)
-                .sum();
+            *wi = dot(row(i), &v);
         }
-        let theta = row_sq(&w);
+        let theta = sum_sq(&w);
         z.fill(T::zero());
         for (i, &wi) in w.iter().enumerate() {
-            for (zj, &x) in z.iter_mut().zip(&data[i * n..(i + 1) * n]) {
+            for (zj, &x) in z.iter_mut().zip(row(i)) {
                 *zj += x.conj_val() * wi;
             }
         }
-        let two = <T::Real as Scalar>::from_f64(2.0);
         let delta = two * theta - f;
-        let res: T::Real = z.iter().zip(&v).fold(T::Real::zero(), |acc, (&zj, &vj)| {
-            acc + (zj - vj * T::from_real(theta)).abs_sq()
-        });
+        let th = T::from_real(theta);
+        let mut res = T::Real::zero();
+        for (&zj, &vj) in z.iter().zip(&v) {
+            res += (zj - vj * th).abs_sq();
+        }
         if delta > T::Real::zero() && res <= angle * angle * delta * delta {
             let sigma = theta.sqrt();
             let inv = T::from_real(T::Real::one() / sigma);
             let u = Array2::from_shape_fn((m, 1), |(i, _)| w[i] * inv);
             let vv = Array2::from_shape_fn((n, 1), |(j, _)| v[j]);
-            // The error of the returned approximation `(Av)vᴴ`, summed directly: `F − θ` would
-            // lose it to cancellation when the slice is (nearly) rank one.
+            // The error is summed explicitly: `F − θ` cancels catastrophically when the slice
+            // is nearly rank one.
+            let vc: Vec<T> = v.iter().map(|x| x.conj_val()).collect();
             let mut tail = T::Real::zero();
+            let mut diff = vec![T::zero(); n];
             for (i, &wi) in w.iter().enumerate() {
-                for (&x, &vj) in data[i * n..(i + 1) * n].iter().zip(&v) {
-                    tail += (x - wi * vj.conj_val()).abs_sq();
+                for ((d, &x), &vj) in diff.iter_mut().zip(row(i)).zip(&vc) {
+                    *d = x - wi * vj;
                 }
+                tail += sum_sq(&diff);
             }
             return Some(SliceFactor {
                 u,
@@ -154,20 +256,6 @@ fn rank_one_certified<T: Scalar>(a: &Array2<T>) -> Option<SliceFactor<T>> {
         normalize(&mut v)?;
     }
     None
-}
-
-fn row_sq<T: Scalar>(x: &[T]) -> T::Real {
-    x.iter().fold(T::Real::zero(), |acc, v| acc + v.abs_sq())
-}
-
-fn normalize<T: Scalar>(x: &mut [T]) -> Option<()> {
-    let nrm = row_sq(x).sqrt();
-    if nrm.partial_cmp(&T::Real::zero()) != Some(std::cmp::Ordering::Greater) || !nrm.is_finite() {
-        return None;
-    }
-    let inv = T::from_real(T::Real::one() / nrm);
-    x.iter_mut().for_each(|v| *v *= inv);
-    Some(())
 }
 
 /// A projection together with its error.
@@ -224,24 +312,30 @@ impl<T: Scalar> Monarch<T> {
                 max: max_rank,
             });
         }
-        if a.iter().any(|v| !v.is_finite_val()) {
-            return Err(Error::NonFinite {
-                context: "Monarch::project: input matrix".into(),
-            });
-        }
         let rho = rank;
         let (q, r) = (rho * l, k * rho);
         let slices: Vec<(usize, usize)> =
             (0..k).flat_map(|ai| (0..l).map(move |c| (ai, c))).collect();
         // Each slice is independent; results are written back in a fixed order.
-        let results: Vec<SliceFactor<T>> = slices
+        // One pass: each slice is gathered once, checked for NaN/Inf, summed and factored.
+        let results: Vec<SliceResult<T>> = slices
             .par_iter()
-            .map(|&(ai, c)| slice_factor(a.slice(s![c..;l, ai * p..(ai + 1) * p]), rho))
+            .map_init(Vec::new, |buf, &(ai, c)| {
+                slice_factor(a.slice(s![c..;l, ai * p..(ai + 1) * p]), rho, buf)
+            })
             .collect();
+        if results.iter().any(|(f, _)| f.is_none()) {
+            return Err(Error::NonFinite {
+                context: "Monarch::project: input matrix".into(),
+            });
+        }
         let mut w1 = Array3::<T>::zeros((k, q, p));
         let mut w2 = Array3::<T>::zeros((l, s, r));
         let mut err2 = T::Real::zero();
-        for (&(ai, c), f) in slices.iter().zip(results) {
+        let mut total = T::Real::zero();
+        for (&(ai, c), (f, norm2)) in slices.iter().zip(results) {
+            let f = f.expect("non-finite slices returned above");
+            total += norm2;
             err2 += f.tail;
             for t in 0..rho {
                 let sq = T::from_real(f.s[t].sqrt());
@@ -253,7 +347,6 @@ impl<T: Scalar> Monarch<T> {
                 }
             }
         }
-        let total = a.iter().fold(T::Real::zero(), |acc, v| acc + v.abs_sq());
         let error = err2.max(T::Real::zero()).sqrt();
         let relative_error = if total > T::Real::zero() {
             error / total.sqrt()

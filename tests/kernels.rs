@@ -516,3 +516,85 @@ fn blockdiag_paths_match_dense() {
     )
     .is_err());
 }
+
+/// Output-feature windows (`irange` not starting at 0) and reductions longer than one slice of
+/// the interleaved kernel (65 inputs per block), with row counts that leave partial row tiles.
+fn check_interleaved_windows<T: Scalar>() {
+    for &(nb, rows, cols, batch) in &[
+        (33usize, 9usize, 65usize, 29usize),
+        (16, 5, 70, 13),
+        (3, 7, 40, 25),
+    ] {
+        let w = rand3::<T>((nb, rows, cols), (nb * 7 + rows) as u64);
+        let x = rand2::<T>((batch, cols * nb), 11 + cols as u64);
+        let pw = PackedInterleaved::pack(w.view());
+        for irange in [0..rows, 1..rows - 1, 2..3] {
+            let ni = irange.len();
+            let mut naive = Array2::<T>::zeros((batch, ni * nb));
+            for b in 0..batch {
+                for c in 0..nb {
+                    for (ii, i) in irange.clone().enumerate() {
+                        naive[[b, ii * nb + c]] =
+                            (0..cols).map(|t| w[[c, i, t]] * x[[b, t * nb + c]]).sum();
+                    }
+                }
+            }
+            for be in std::iter::once(Backend::Portable).chain(backends()) {
+                let mut y = vec![T::zero(); batch * ni * nb];
+                interleaved_into(
+                    be,
+                    &pw,
+                    irange.clone(),
+                    Rows::new(x.as_slice().unwrap(), cols * nb, batch, cols * nb),
+                    RowsMut::new(&mut y, ni * nb, batch, ni * nb),
+                );
+                let what = format!(
+                    "interleaved window {irange:?} nb={nb} {rows}x{cols} batch={batch} {be:?}"
+                );
+                assert_close(&y, naive.as_slice().unwrap(), tol::<T>(), &what);
+            }
+        }
+    }
+}
+
+#[test]
+fn interleaved_windows_every_backend() {
+    check_interleaved_windows::<f32>();
+    check_interleaved_windows::<f64>();
+}
+
+/// Wide blocks (256 inputs: the kernel's copied input panel gets a padded stride) read from a
+/// strided window of a wider buffer, against the naive formula.
+fn check_blocked_wide<T: Scalar>() {
+    let (nb, rows, cols, batch, ld) = (2usize, 20usize, 256usize, 13usize, 600usize);
+    let w = rand3::<T>((nb, rows, cols), 99);
+    let x = rand2::<T>((batch, ld), 98);
+    let pw = PackedBlocked::pack(w.view());
+    let mut naive = Array2::<T>::zeros((batch, nb * rows));
+    for b in 0..batch {
+        for a in 0..nb {
+            for i in 0..rows {
+                naive[[b, a * rows + i]] =
+                    (0..cols).map(|j| w[[a, i, j]] * x[[b, a * cols + j]]).sum();
+            }
+        }
+    }
+    for be in std::iter::once(Backend::Portable).chain(backends()) {
+        let mut y = vec![T::zero(); batch * nb * rows];
+        blocked_into(
+            be,
+            &pw,
+            0..nb,
+            Rows::new(x.as_slice().unwrap(), ld, batch, nb * cols),
+            RowsMut::new(&mut y, nb * rows, batch, nb * rows),
+        );
+        let what = format!("blocked wide {rows}x{cols} ld={ld} {be:?}");
+        assert_close(&y, naive.as_slice().unwrap(), tol::<T>(), &what);
+    }
+}
+
+#[test]
+fn blocked_wide_blocks_every_backend() {
+    check_blocked_wide::<f32>();
+    check_blocked_wide::<f64>();
+}

@@ -66,8 +66,8 @@ impl Simd for Avx512F32 {
     const MR: usize = 12;
     // Many rows, few features: the rows' vectors stay in L1 while the weights stream from
     // L2, once per `IR` rows.
-    const IR: usize = 6;
-    const IN: usize = 4;
+    const IR: usize = 12;
+    const IN: usize = 2;
     const OT: usize = 4;
     #[inline(always)]
     unsafe fn zero() -> __m512 {
@@ -106,8 +106,8 @@ impl Simd for Avx512F64 {
     const MR: usize = 12;
     // Many rows, few features: the rows' vectors stay in L1 while the weights stream from
     // L2, once per `IR` rows.
-    const IR: usize = 6;
-    const IN: usize = 4;
+    const IR: usize = 12;
+    const IN: usize = 2;
     const OT: usize = 4;
     #[inline(always)]
     unsafe fn zero() -> __m512d {
@@ -310,60 +310,6 @@ unsafe fn mk_gemm<S: Simd, const MR: usize, const NV: usize>(
     }
 }
 
-/// Interleaved micro-kernel: for `MR` rows and `NI` output features, one vector of block
-/// indices `c`: `y[r, i·nb + c] = Σ_t w[i·ldwi + t·ldwt + c] · x[r·ldx + t·nb + c]`.
-///
-/// # Safety
-/// `x` rows valid for `tcount·nb` elements from the pointer (`nvalid` lanes of the last
-/// vector read), `w` valid for full vectors at every `(i, t)`, `y` valid for `nvalid` lanes per
-/// `(r, i)`; the CPU must support `S`.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn mk_inter<S: Simd, const MR: usize, const NI: usize>(
-    tcount: usize,
-    x: *const S::E,
-    ldx: usize,
-    nb: usize,
-    w: *const S::E,
-    ldwi: usize,
-    ldwt: usize,
-    y: *mut S::E,
-    ldy: usize,
-    nvalid: usize,
-) {
-    let full = nvalid >= S::LANES;
-    let mut acc = [[S::zero(); NI]; MR];
-    for t in 0..tcount {
-        // The weight vectors of this `t` first, then one row vector at a time: `NI` weight
-        // registers and one row register besides the accumulators.
-        let mut wv = [S::zero(); NI];
-        for (i, wi) in wv.iter_mut().enumerate() {
-            *wi = S::load(w.add(i * ldwi + t * ldwt));
-        }
-        for (r, accr) in acc.iter_mut().enumerate() {
-            let p = x.add(r * ldx + t * nb);
-            let xv = if full {
-                S::load(p)
-            } else {
-                S::load_part(p, nvalid)
-            };
-            for (a, &wi) in accr.iter_mut().zip(&wv) {
-                *a = S::fma(wi, xv, *a);
-            }
-        }
-    }
-    for (r, accr) in acc.iter().enumerate() {
-        for (i, &val) in accr.iter().enumerate() {
-            let p = y.add(r * ldy + i * nb);
-            if full {
-                S::store(p, val);
-            } else {
-                S::store_part(p, val, nvalid);
-            }
-        }
-    }
-}
-
 /// Interleaved outer-sum micro-kernel over `nrows` rows:
 /// `out[i·ldoi + t·nbo + c] = Σ_b g[b·ldg + i·nb + c] · x[b·ldx + t·nb + c]` for `NI × NT` pairs.
 ///
@@ -513,10 +459,23 @@ unsafe fn drv_blocked<S: Simd>(
     let l = S::LANES;
     let (ldx, ldy, nrows) = (x.ld, y.ld, x.nrows);
     let (wp, xp, yp) = (w.as_ptr(), x.data.as_ptr(), y.data.as_mut_ptr());
+    // A block's input columns are copied into a contiguous panel first: read in place, rows a
+    // power-of-two stride apart (`ld = 4096`, say) share L1 sets and evict each other before
+    // the next feature tile reuses them. The copy is a few percent of the block's FMAs.
+    let lda = if sh.cols >= 256 && sh.cols % 64 == 0 {
+        sh.cols + PAD
+    } else {
+        sh.cols
+    };
+    let mut apanel: Vec<S::E> = Vec::with_capacity(nrows * lda);
+    let ap = apanel.as_mut_ptr();
     for a in 0..sh.nb {
         let wa = wp.add(a * sh.cols * sh.rpad);
         let xa = xp.add(a * sh.cols);
         let ya = yp.add(a * sh.rows);
+        for r in 0..nrows {
+            std::ptr::copy_nonoverlapping(xa.add(r * ldx), ap.add(r * lda), sh.cols);
+        }
         let mut i0 = 0;
         while i0 < sh.rows {
             let rem = sh.rows - i0;
@@ -525,15 +484,15 @@ unsafe fn drv_blocked<S: Simd>(
             let mut r0 = 0;
             while r0 < nrows {
                 let mr = S::MR.min(nrows - r0);
-                let (ar, cr) = (xa.add(r0 * ldx), ya.add(r0 * ldy + i0));
+                let (ar, cr) = (ap.add(r0 * lda) as *const S::E, ya.add(r0 * ldy + i0));
                 let bw = wa.add(i0);
                 if two {
                     const_n!(mr, M in [1 2 3 4 5 6 7 8 9 10 11 12] => mk_gemm::<S, M, 2>(
-                        sh.cols, ar, ldx, 1, bw, sh.rpad, 2 * l, cr, ldy, cvalid, false
+                        sh.cols, ar, lda, 1, bw, sh.rpad, 2 * l, cr, ldy, cvalid, false
                     ));
                 } else {
                     const_n!(mr, M in [1 2 3 4 5 6 7 8 9 10 11 12] => mk_gemm::<S, M, 1>(
-                        sh.cols, ar, ldx, 1, bw, sh.rpad, l, cr, ldy, cvalid, false
+                        sh.cols, ar, lda, 1, bw, sh.rpad, l, cr, ldy, cvalid, false
                     ));
                 }
                 r0 += mr;
@@ -542,6 +501,70 @@ unsafe fn drv_blocked<S: Simd>(
         }
     }
 }
+
+/// Interleaved micro-kernel on a packed row tile: for `MR` rows and `NI` output features, one
+/// vector of block indices: `y[r, i·nb] (+)= Σ_t w[i·ldwi + t·ldwt] · xp[(t·MR + r)·L]`.
+///
+/// # Safety
+/// `xp` valid for `tcount·MR` full vectors, `w` for full vectors at every `(i, t)`, `y` valid
+/// for `nvalid` lanes per `(r, i)` (read first when `accumulate`); the CPU must support `S`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn mk_inter_packed<S: Simd, const MR: usize, const NI: usize>(
+    tcount: usize,
+    xp: *const S::E,
+    w: *const S::E,
+    ldwi: usize,
+    ldwt: usize,
+    y: *mut S::E,
+    ldy: usize,
+    nb: usize,
+    nvalid: usize,
+    accumulate: bool,
+) {
+    let l = S::LANES;
+    let full = nvalid >= l;
+    let mut acc = [[S::zero(); NI]; MR];
+    if accumulate {
+        for (r, accr) in acc.iter_mut().enumerate() {
+            for (i, a) in accr.iter_mut().enumerate() {
+                let p = y.add(r * ldy + i * nb);
+                *a = if full {
+                    S::load(p)
+                } else {
+                    S::load_part(p, nvalid)
+                };
+            }
+        }
+    }
+    for t in 0..tcount {
+        let mut wv = [S::zero(); NI];
+        for (i, wi) in wv.iter_mut().enumerate() {
+            *wi = S::load(w.add(i * ldwi + t * ldwt));
+        }
+        let xt = xp.add(t * MR * l);
+        for (r, accr) in acc.iter_mut().enumerate() {
+            let xv = S::load(xt.add(r * l));
+            for (a, &wi) in accr.iter_mut().zip(&wv) {
+                *a = S::fma(wi, xv, *a);
+            }
+        }
+    }
+    for (r, accr) in acc.iter().enumerate() {
+        for (i, &val) in accr.iter().enumerate() {
+            let p = y.add(r * ldy + i * nb);
+            if full {
+                S::store(p, val);
+            } else {
+                S::store_part(p, val, nvalid);
+            }
+        }
+    }
+}
+
+/// Inputs per slice of the interleaved kernel's reduction: a packed row tile's slice
+/// (`IR · INTER_KT` vectors) stays in L1 while every feature tile sweeps it.
+const INTER_KT: usize = 32;
 
 /// Interleaved product over the output features `ioff..ioff + rows` of the packed factor.
 ///
@@ -555,24 +578,43 @@ unsafe fn drv_inter<S: Simd>(sh: InterShape, w: &[S::E], x: &Rows<S::E>, y: &mut
     let (wp, xp, yp) = (w.as_ptr(), x.data.as_ptr(), y.data.as_mut_ptr());
     // Packed as [c / 16][i][t][c % 16]: consecutive `t` are consecutive 16-element groups.
     let ldwi = sh.cols * PAD;
-    // A register tile of rows (one cache line per row and `t`) stays in L1 while every
-    // feature tile sweeps it; the weights of one block-index chunk stream from L2.
+    // The rows' vectors of one block-index chunk are copied into a contiguous tile `[t][r]`:
+    // read in place they sit a power-of-two row stride apart and evict each other from L1.
+    let mut tile: Vec<S::V> = vec![S::zero(); sh.cols * S::IR];
+    let tp = tile.as_mut_ptr() as *mut S::E;
     let mut c0 = 0;
     while c0 < nb {
         let nvalid = l.min(nb - c0);
         let mut r0 = 0;
         while r0 < nrows {
             let mr = S::IR.min(nrows - r0);
-            let mut i0 = 0;
-            while i0 < sh.rows {
-                let ni = S::IN.min(sh.rows - i0);
-                let wr = wp.add(((c0 / PAD) * sh.wrows + sh.ioff + i0) * ldwi + c0 % PAD);
-                let xr = xp.add(r0 * ldx + c0);
-                let yr = yp.add(r0 * ldy + i0 * nb + c0);
-                const_n!(mr, M in [1 2 3 4 5 6] => const_n!(ni, N in [1 2 3 4] => mk_inter::<S, M, N>(
-                    sh.cols, xr, ldx, nb, wr, ldwi, PAD, yr, ldy, nvalid
-                )));
-                i0 += ni;
+            for t in 0..sh.cols {
+                for r in 0..mr {
+                    let p = xp.add((r0 + r) * ldx + t * nb + c0);
+                    let v = if nvalid >= l {
+                        S::load(p)
+                    } else {
+                        S::load_part(p, nvalid)
+                    };
+                    S::store(tp.add((t * mr + r) * l), v);
+                }
+            }
+            let mut t0 = 0;
+            while t0 < sh.cols {
+                let kt = INTER_KT.min(sh.cols - t0);
+                let mut i0 = 0;
+                while i0 < sh.rows {
+                    let ni = S::IN.min(sh.rows - i0);
+                    let wr =
+                        wp.add(((c0 / PAD) * sh.wrows + sh.ioff + i0) * ldwi + t0 * PAD + c0 % PAD);
+                    let xr = tp.add(t0 * mr * l) as *const S::E;
+                    let yr = yp.add(r0 * ldy + i0 * nb + c0);
+                    const_n!(mr, M in [1 2 3 4 5 6 7 8 9 10 11 12] => const_n!(ni, N in [1 2 3 4] => mk_inter_packed::<S, M, N>(
+                        kt, xr, wr, ldwi, PAD, yr, ldy, nb, nvalid, t0 > 0
+                    )));
+                    i0 += ni;
+                }
+                t0 += kt;
             }
             r0 += mr;
         }
