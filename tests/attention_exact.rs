@@ -255,3 +255,62 @@ fn f32_kernels_match_naive_on_ragged_shapes() {
         assert!(max_abs(&o.mapv(|x| x as f64), &eo) < 2e-5);
     }
 }
+
+/// Finite inputs whose scores leave the float range are reported as errors, never NaN; scores
+/// that are huge but finite still work (checked above).
+#[test]
+fn overflowing_scores_are_an_error_not_nan() {
+    use monarch::attention::MonarchAttention;
+    let (n, d) = (16, 4);
+    // f64: q·k ≈ 4·(1e160)² = 4e320 > f64::MAX.
+    let q = gauss4((1, 2, n, d), 1).mapv(|x| 1e160 * (1.0 + x.abs()));
+    let k = gauss4((1, 2, n, d), 2).mapv(|x| 1e160 * (1.0 + x.abs()));
+    let v = gauss4((1, 2, n, 3), 3);
+    let is_overflow = |e: Error| match e {
+        Error::NonFinite { context } => context.contains("overflowed"),
+        _ => false,
+    };
+    let e = softmax_attention(q.view(), k.view(), v.view(), None).unwrap_err();
+    assert!(is_overflow(e));
+    let e = ExactAttention::new()
+        .forward_with_lse(q.view(), k.view(), v.view(), None)
+        .unwrap_err();
+    assert!(is_overflow(e));
+    let ma = MonarchAttention::new(4, 2);
+    assert!(is_overflow(
+        ma.forward(q.view(), k.view(), v.view(), None).unwrap_err()
+    ));
+    assert!(is_overflow(
+        ma.forward_with_objective(q.view(), k.view(), v.view(), None)
+            .unwrap_err()
+    ));
+    assert!(is_overflow(
+        ma.attention_matrix(q.view(), k.view(), None).unwrap_err()
+    ));
+    let g = gauss4((1, 2, n, 3), 4);
+    assert!(is_overflow(
+        ma.vjp(q.view(), k.view(), v.view(), None, g.view())
+            .unwrap_err()
+    ));
+    // f32: q·k ≈ 4e40 > f32::MAX.
+    let (q32, k32, v32) = (
+        q.mapv(|x| (x / 1e160 * 1e20) as f32),
+        k.mapv(|x| (x / 1e160 * 1e20) as f32),
+        v.mapv(|x| x as f32),
+    );
+    let e = softmax_attention(q32.view(), k32.view(), v32.view(), None).unwrap_err();
+    assert!(is_overflow(e));
+    assert!(is_overflow(
+        ma.forward(q32.view(), k32.view(), v32.view(), None)
+            .unwrap_err()
+    ));
+    // The same inputs scaled into range work.
+    let small = q32.mapv(|x| x * 1e-20);
+    assert!(softmax_attention(
+        small.view(),
+        k32.mapv(|x| x * 1e-20).view(),
+        v32.view(),
+        None
+    )
+    .is_ok());
+}

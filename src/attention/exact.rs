@@ -161,63 +161,71 @@ impl ExactAttention {
             .map(|b| KeyInfo::new(mask.as_ref().map(|m| m.row(b)), nk, kt, n_ktiles))
             .collect();
 
-        let mut lse_heads: Vec<Option<ArrayViewMut1<T>>> = match lse.take() {
-            Some(l) => l
-                .into_outer_iter_mut()
-                .flat_map(|lb| lb.into_outer_iter_mut())
-                .map(Some)
-                .collect(),
-            None => (0..nb * nh).map(|_| None).collect(),
-        };
-        let mut lse_heads = lse_heads.drain(..);
-        let mut heads = Vec::with_capacity(nb * nh);
-        for (b, ob) in out.outer_iter_mut().enumerate() {
-            for (h, oh) in ob.into_outer_iter_mut().enumerate() {
-                let lh = lse_heads.next().flatten();
-                let mut lchunks = lh.map(|l| l.into_axis_chunks_iter_mut(Axis(0), qt));
-                let mut tasks = Vec::with_capacity(nq.div_ceil(qt));
-                for (t, ot) in oh.into_axis_chunks_iter_mut(Axis(0), qt).enumerate() {
-                    let lt = lchunks.as_mut().and_then(|it| it.next());
-                    tasks.push(Task {
-                        row0: t * qt,
-                        out: ot,
-                        lse: lt,
-                    });
+        // The head views borrow `out` and `lse` until the scope ends.
+        {
+            let mut lse_heads: Vec<Option<ArrayViewMut1<T>>> = match lse.as_mut() {
+                Some(l) => l
+                    .view_mut()
+                    .into_outer_iter_mut()
+                    .flat_map(|lb| lb.into_outer_iter_mut())
+                    .map(Some)
+                    .collect(),
+                None => (0..nb * nh).map(|_| None).collect(),
+            };
+            let mut lse_heads = lse_heads.drain(..);
+            let mut heads = Vec::with_capacity(nb * nh);
+            for (b, ob) in out.outer_iter_mut().enumerate() {
+                for (h, oh) in ob.into_outer_iter_mut().enumerate() {
+                    let lh = lse_heads.next().flatten();
+                    let mut lchunks = lh.map(|l| l.into_axis_chunks_iter_mut(Axis(0), qt));
+                    let mut tasks = Vec::with_capacity(nq.div_ceil(qt));
+                    for (t, ot) in oh.into_axis_chunks_iter_mut(Axis(0), qt).enumerate() {
+                        let lt = lchunks.as_mut().and_then(|it| it.next());
+                        tasks.push(Task {
+                            row0: t * qt,
+                            out: ot,
+                            lse: lt,
+                        });
+                    }
+                    heads.push((b, h, tasks));
                 }
-                heads.push((b, h, tasks));
+            }
+
+            let work = nb * nh * nq * nk * (d + dv);
+            let split = self.par.should_split(work);
+            let run_head = |(b, h, tasks): (usize, usize, Vec<Task<T>>)| {
+                let kv = k.slice(s![b, h, .., ..]);
+                let vv = v.slice(s![b, h, .., ..]);
+                // Kᵀ packed once per head for the f32 kernels, shared by all query tiles.
+                let packed = pack_kt(&kv);
+                let one = |task: Task<T>, ws: &mut Workspace<T>| {
+                    let rows = task.out.nrows();
+                    let qv = q.slice(s![b, h, task.row0..task.row0 + rows, ..]);
+                    let kt_packed = packed.as_deref();
+                    stream_tile(
+                        qv, kv, vv, kt_packed, &keys[b], scale, kt, ws, task.out, task.lse,
+                    );
+                };
+                if split && tasks.len() > 1 {
+                    tasks
+                        .into_par_iter()
+                        .for_each_init(|| Workspace::new(qt, kt, dv), |ws, t| one(t, ws));
+                } else {
+                    let mut ws = Workspace::new(qt, kt, dv);
+                    for t in tasks {
+                        one(t, &mut ws);
+                    }
+                }
+            };
+            if split && heads.len() > 1 {
+                heads.into_par_iter().for_each(run_head);
+            } else {
+                heads.into_iter().for_each(run_head);
             }
         }
-
-        let work = nb * nh * nq * nk * (d + dv);
-        let split = self.par.should_split(work);
-        let run_head = |(b, h, tasks): (usize, usize, Vec<Task<T>>)| {
-            let kv = k.slice(s![b, h, .., ..]);
-            let vv = v.slice(s![b, h, .., ..]);
-            // Kᵀ packed once per head for the f32 kernels, shared by all query tiles.
-            let packed = pack_kt(&kv);
-            let one = |task: Task<T>, ws: &mut Workspace<T>| {
-                let rows = task.out.nrows();
-                let qv = q.slice(s![b, h, task.row0..task.row0 + rows, ..]);
-                let kt_packed = packed.as_deref();
-                stream_tile(
-                    qv, kv, vv, kt_packed, &keys[b], scale, kt, ws, task.out, task.lse,
-                );
-            };
-            if split && tasks.len() > 1 {
-                tasks
-                    .into_par_iter()
-                    .for_each_init(|| Workspace::new(qt, kt, dv), |ws, t| one(t, ws));
-            } else {
-                let mut ws = Workspace::new(qt, kt, dv);
-                for t in tasks {
-                    one(t, &mut ws);
-                }
-            }
-        };
-        if split && heads.len() > 1 {
-            heads.into_par_iter().for_each(run_head);
-        } else {
-            heads.into_iter().for_each(run_head);
+        super::check_overflow("softmax attention", &[out.view()])?;
+        if let Some(l) = &lse {
+            super::check_overflow("softmax attention: log-sum-exp", &[l.view()])?;
         }
         Ok(())
     }

@@ -125,6 +125,24 @@ pub(crate) fn resolve_scale<T: RealScalar>(explicit: Option<f64>, d: usize) -> R
     }
 }
 
+/// Inputs were finite, so a NaN or ±∞ in a result means a score `scale·q·k` left the float
+/// range (an overflowing score makes its row's softmax `∞ − ∞`): report it instead of
+/// returning NaN. One pass over outputs that are `O(N·d)`, small next to the attention itself.
+pub(crate) fn check_overflow<T: RealScalar, D: ndarray::Dimension>(
+    ctx: &str,
+    results: &[ndarray::ArrayView<T, D>],
+) -> Result<()> {
+    if results.iter().all(all_finite) {
+        Ok(())
+    } else {
+        Err(Error::NonFinite {
+            context: format!(
+                "{ctx}: attention scores overflowed the float type (|scale·q·k| too large); rescale q or k, or use f64"
+            ),
+        })
+    }
+}
+
 /// True if no entry is NaN or ±∞. `x·0` is `0` for finite `x` and NaN otherwise; summing it in
 /// 16 independent lanes lets the compiler vectorise the scan.
 pub(crate) fn all_finite<T: RealScalar, D: ndarray::Dimension>(

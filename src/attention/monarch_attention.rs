@@ -202,6 +202,7 @@ impl MonarchAttention {
         } else {
             items.into_iter().for_each(run);
         }
+        super::check_overflow("MonarchAttention::attention_matrix", &[out.view()])?;
         Ok(out)
     }
 
@@ -249,6 +250,10 @@ impl MonarchAttention {
             items.into_par_iter().for_each(run);
         } else {
             items.into_iter().for_each(run);
+        }
+        super::check_overflow("MonarchAttention", &[out.view()])?;
+        if let Some(o) = &obj {
+            super::check_overflow("MonarchAttention: objective", &[o.view()])?;
         }
         Ok((out, obj))
     }

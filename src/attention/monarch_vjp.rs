@@ -106,6 +106,7 @@ impl MonarchAttention {
         } else {
             items.into_iter().for_each(run);
         }
+        super::check_overflow("MonarchAttention::vjp", &[gq.view(), gk.view(), gv.view()])?;
         Ok(MonarchAttentionGrad {
             q: gq,
             k: gk,
