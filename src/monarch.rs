@@ -45,6 +45,18 @@ pub struct MonarchGrad<T> {
     pub w2: Array3<T>,
 }
 
+impl<T: Scalar> MonarchGrad<T> {
+    /// Zero gradients shaped for `m` and a batch of `batch` rows, for
+    /// [`Monarch::vjp_into`].
+    pub fn zeros(m: &Monarch<T>, batch: usize) -> Self {
+        MonarchGrad {
+            x: Array2::zeros((batch, m.in_features())),
+            w1: Array3::zeros(m.w1.weights().dim()),
+            w2: Array3::zeros(m.w2.weights().dim()),
+        }
+    }
+}
+
 impl<T: Scalar> Monarch<T> {
     /// Builds a Monarch from the reference layout: `w1` `(k, q, p)`, `w2` `(l, s, r)`, blocks
     /// stored out×in, with `k·q == l·r`.
@@ -317,6 +329,56 @@ impl<T: Scalar> Monarch<T> {
             Par::Rayon,
             Backend::detect(),
         ))
+    }
+
+    /// [`vjp`](Self::vjp) into a caller's gradients, for training loops: the input gradient
+    /// is written into `grads.x`, whose buffer is reused; `grads.w1` and `grads.w2` are
+    /// replaced. Start from [`MonarchGrad::zeros`] or the result of an earlier call.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] if `x`, `grad_out` or `grads.x` has the wrong shape.
+    ///
+    /// ```
+    /// use monarch::{Monarch, MonarchGrad};
+    /// use monarch::ndarray::Array2;
+    /// let m = Monarch::<f32>::random(16, 4, 1).unwrap();
+    /// let x = Array2::<f32>::ones((3, 16));
+    /// let mut grads = MonarchGrad::zeros(&m, 3);
+    /// m.vjp_into(x.view(), x.view(), &mut grads).unwrap();
+    /// assert_eq!(grads, m.vjp(x.view(), x.view()).unwrap());
+    /// ```
+    pub fn vjp_into(
+        &self,
+        x: ArrayView2<T>,
+        grad_out: ArrayView2<T>,
+        grads: &mut MonarchGrad<T>,
+    ) -> Result<()> {
+        self.check_input(x, "Monarch::vjp_into")?;
+        let expect = (x.nrows(), self.out_features());
+        if grad_out.dim() != expect {
+            return Err(Error::shape(
+                "Monarch::vjp_into: grad_out shape (batch, out_features)",
+                expect,
+                grad_out.dim(),
+            ));
+        }
+        let expect = (x.nrows(), self.in_features());
+        if grads.x.dim() != expect {
+            return Err(Error::shape(
+                "Monarch::vjp_into: grads.x shape (batch, in_features)",
+                expect,
+                grads.x.dim(),
+            ));
+        }
+        crate::kernels::pipeline::monarch_vjp_into(
+            self,
+            x,
+            grad_out,
+            grads,
+            Par::Rayon,
+            Backend::detect(),
+        );
+        Ok(())
     }
 
     /// Converts every entry with `f` (e.g. `f64 → f32`), keeping the structure.

@@ -451,3 +451,42 @@ fn thread_count_does_not_change_results() {
     let gb = pool3.install(|| m.vjp(x.view(), g.view()).unwrap());
     assert_eq!(ga, gb);
 }
+
+/// `vjp_into` writes the same gradients as `vjp`, for every layout of the Monarch (reference,
+/// transposed, general permutations) and of the caller's `grads.x`, reusing its buffers; and
+/// it rejects a wrongly shaped `grads.x`.
+#[test]
+fn vjp_into_matches_vjp_and_reuses_buffers() {
+    use monarch::ndarray::ShapeBuilder;
+    use monarch::MonarchGrad;
+    for (i, &(s1, s2)) in SHAPES.iter().enumerate() {
+        let (w1, w2) = factors::<f64>(s1, s2, 40 + i as u64);
+        let m = Monarch::from_factors(w1, w2).unwrap();
+        for mm in [m.clone(), m.transpose()] {
+            for batch in [0usize, 1, 5, 37] {
+                let x = normal_matrix::<f64>((batch, mm.in_features()), 1.0, 3 + batch as u64);
+                let g = normal_matrix::<f64>((batch, mm.out_features()), 1.0, 4);
+                let want = mm.vjp(x.view(), g.view()).unwrap();
+                let mut grads = MonarchGrad::zeros(&mm, batch);
+                // Twice: the second call must overwrite, not accumulate.
+                mm.vjp_into(x.view(), g.view(), &mut grads).unwrap();
+                mm.vjp_into(x.view(), g.view(), &mut grads).unwrap();
+                assert_eq!(grads, want, "shape {i}, batch {batch}");
+                // A column-major gradient buffer.
+                let mut fgrads = MonarchGrad::zeros(&mm, batch);
+                fgrads.x = Array2::zeros((batch, mm.in_features()).f());
+                mm.vjp_into(x.view(), g.view(), &mut fgrads).unwrap();
+                assert_eq!(fgrads.x, want.x);
+                assert_eq!(fgrads.w1, want.w1);
+            }
+        }
+        let mut bad = MonarchGrad::zeros(&m, 3);
+        bad.x = Array2::zeros((3, m.in_features() + 1));
+        let x = Array2::<f64>::zeros((3, m.in_features()));
+        let g = Array2::<f64>::zeros((3, m.out_features()));
+        assert!(matches!(
+            m.vjp_into(x.view(), g.view(), &mut bad),
+            Err(Error::ShapeMismatch { .. })
+        ));
+    }
+}

@@ -424,28 +424,13 @@ fn stage_outer<T: Scalar>(
         Kind::Blocked => {
             let mut out = Array3::zeros((nb, rows, cols));
             let flat = out.as_slice_mut().expect("fresh array");
-            // With `K = batch` long these are ordinary large-K GEMMs, where matrixmultiply's
-            // packed AVX-512 kernels (sequential, one block per task, so results do not depend
-            // on the thread count) beat the row-streaming micro-kernels: VJP/forward at batch
-            // 1024 went from 7–8× to 4.3–4.6× here. The interleaved layout below stays on its
-            // own kernel: there a block's features sit `nb` apart, and packing such columns for
-            // a GEMM reads one element per cache line (46% of the VJP at n = 4096, measured).
-            let gemm = be != Backend::Portable && g.nrows() > 0;
-            let (gd, xd, gld, xld, b) = (g.data(), x.data(), g.ld(), x.ld(), g.nrows());
+            // One block per task, each summed over the rows in a fixed order, so results do not
+            // depend on the thread count. (A library GEMM per block was measured slower here:
+            // packing columns that sit a 16 KB row stride apart misses the TLB on every row.)
             let body = |(a, o): (usize, &mut [T])| {
-                if gemm {
-                    use ndarray::ShapeBuilder;
-                    let gv = ArrayView2::from_shape((b, rows).strides((gld, 1)), &gd[a * rows..])
-                        .expect("g block view");
-                    let xv = ArrayView2::from_shape((b, cols).strides((xld, 1)), &xd[a * cols..])
-                        .expect("x block view");
-                    let mut ov = ArrayViewMut2::from_shape((rows, cols), o).expect("block");
-                    ndarray::linalg::general_mat_mul(T::one(), &gv.t(), &xv, T::zero(), &mut ov);
-                } else {
-                    let gc = g.cols(a * rows..(a + 1) * rows);
-                    let xc = x.cols(a * cols..(a + 1) * cols);
-                    blocked_outer_into(be, (rows, cols), gc, xc, o);
-                }
+                let gc = g.cols(a * rows..(a + 1) * rows);
+                let xc = x.cols(a * cols..(a + 1) * cols);
+                blocked_outer_into(be, (rows, cols), gc, xc, o);
             };
             if split {
                 flat.par_chunks_mut(rows * cols).enumerate().for_each(body);
@@ -496,6 +481,26 @@ pub(crate) fn monarch_vjp<T: Scalar>(
     par: Par,
     be: Backend,
 ) -> MonarchGrad<T> {
+    let mut grads = MonarchGrad {
+        x: Array2::zeros((x.nrows(), m.in_features())),
+        w1: Array3::zeros((0, 0, 0)),
+        w2: Array3::zeros((0, 0, 0)),
+    };
+    monarch_vjp_into(m, x, g, &mut grads, par, be);
+    grads
+}
+
+/// [`monarch_vjp`] into `grads`: the input gradient is written into `grads.x` (shape
+/// `(batch, in_features)`, checked by the caller), the weight gradients replace `grads.w1`,
+/// `grads.w2`.
+pub(crate) fn monarch_vjp_into<T: Scalar>(
+    m: &Monarch<T>,
+    x: ArrayView2<T>,
+    g: ArrayView2<T>,
+    grads: &mut MonarchGrad<T>,
+    par: Par,
+    be: Backend,
+) {
     let rows = x.nrows();
     let (k1, k2, general) = kinds(m);
     let (n, h, mo) = (m.in_features(), m.w1.out_features(), m.out_features());
@@ -516,18 +521,26 @@ pub(crate) fn monarch_vjp<T: Scalar>(
     let xin = xin_v.as_deref().map_or(xr, |v| Rows::new(v, n, rows, n));
     let mut y1 = vec![T::zero(); rows * h];
     s1.apply_all(be, xin, &mut y1, split);
-    let z_v = if general && !m.p_mid.is_identity() {
+    let mut z_v = if general && !m.p_mid.is_identity() {
         gather_rows(Rows::new(&y1, h, rows, h), &m.p_mid)
     } else {
         y1
     };
-    let z = Rows::new(&z_v, h, rows, h);
     // Backward.
     let g2_v = (general && !m.p_out.is_identity()).then(|| gather_rows(gr0, &m.p_out.inverse()));
     let g2 = g2_v.as_deref().map_or(gr0, |v| Rows::new(v, mo, rows, mo));
-    let gw2 = stage_outer(be, k2, m.w2.weights().dim(), g2, z, par);
+    grads.w2 = stage_outer(
+        be,
+        k2,
+        m.w2.weights().dim(),
+        g2,
+        Rows::new(&z_v, h, rows, h),
+        par,
+    );
+    // `z` is dead now: its buffer takes the gradient at the middle (a fresh 16 MB buffer at
+    // n = 4096, batch 1024, costs thousands of page faults).
     let s2t = Packed::new(k2, m.w2.weights(), true);
-    let mut gz = vec![T::zero(); rows * h];
+    let mut gz = std::mem::take(&mut z_v);
     s2t.apply_all(be, g2, &mut gz, split);
     drop(s2t);
     let g1_v = if general && !m.p_mid.is_identity() {
@@ -536,19 +549,22 @@ pub(crate) fn monarch_vjp<T: Scalar>(
         gz
     };
     let g1 = Rows::new(&g1_v, h, rows, h);
-    let gw1 = stage_outer(be, k1, m.w1.weights().dim(), g1, xin, par);
+    grads.w1 = stage_outer(be, k1, m.w1.weights().dim(), g1, xin, par);
     let s1t = Packed::new(k1, m.w1.weights(), true);
-    let mut gxin = vec![T::zero(); rows * n];
-    s1t.apply_all(be, g1, &mut gxin, split);
-    let gx_v = if general && !m.p_in.is_identity() {
-        gather_rows(Rows::new(&gxin, n, rows, n), &m.p_in.inverse())
-    } else {
-        gxin
-    };
-    MonarchGrad {
-        x: Array2::from_shape_vec((rows, n), gx_v).expect("shape"),
-        w1: gw1,
-        w2: gw2,
+    let permute_in = general && !m.p_in.is_identity();
+    match (permute_in, grads.x.as_slice_mut()) {
+        (false, Some(dst)) => s1t.apply_all(be, g1, dst, split),
+        (permute_in, _) => {
+            let mut gxin = vec![T::zero(); rows * n];
+            s1t.apply_all(be, g1, &mut gxin, split);
+            let gx = if permute_in {
+                gather_rows(Rows::new(&gxin, n, rows, n), &m.p_in.inverse())
+            } else {
+                gxin
+            };
+            let gx = ArrayView2::from_shape((rows, n), &gx).expect("shape");
+            grads.x.assign(&gx);
+        }
     }
 }
 

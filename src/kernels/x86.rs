@@ -28,7 +28,8 @@ pub(super) trait Simd: Copy {
     /// Row tile and feature tile of the interleaved kernel.
     const IR: usize;
     const IN: usize;
-    /// Square tile of the interleaved outer sum.
+    /// Tile of the interleaved outer sum: `OI` gradient features × `OT` inputs.
+    const OI: usize;
     const OT: usize;
     unsafe fn zero() -> Self::V;
     unsafe fn splat(p: *const Self::E) -> Self::V;
@@ -68,7 +69,8 @@ impl Simd for Avx512F32 {
     // L2, once per `IR` rows.
     const IR: usize = 12;
     const IN: usize = 2;
-    const OT: usize = 4;
+    const OI: usize = 4;
+    const OT: usize = 6;
     #[inline(always)]
     unsafe fn zero() -> __m512 {
         _mm512_setzero_ps()
@@ -108,7 +110,8 @@ impl Simd for Avx512F64 {
     // L2, once per `IR` rows.
     const IR: usize = 12;
     const IN: usize = 2;
-    const OT: usize = 4;
+    const OI: usize = 4;
+    const OT: usize = 6;
     #[inline(always)]
     unsafe fn zero() -> __m512d {
         _mm512_setzero_pd()
@@ -153,6 +156,7 @@ impl Simd for Avx2F32 {
     const MR: usize = 6;
     const IR: usize = 4;
     const IN: usize = 3;
+    const OI: usize = 3;
     const OT: usize = 3;
     #[inline(always)]
     unsafe fn zero() -> __m256 {
@@ -193,6 +197,7 @@ impl Simd for Avx2F64 {
     const MR: usize = 6;
     const IR: usize = 4;
     const IN: usize = 3;
+    const OI: usize = 3;
     const OT: usize = 3;
     #[inline(always)]
     unsafe fn zero() -> __m256d {
@@ -310,73 +315,6 @@ unsafe fn mk_gemm<S: Simd, const MR: usize, const NV: usize>(
     }
 }
 
-/// Interleaved outer-sum micro-kernel over `nrows` rows:
-/// `out[i·ldoi + t·nbo + c] = Σ_b g[b·ldg + i·nb + c] · x[b·ldx + t·nb + c]` for `NI × NT` pairs.
-///
-/// # Safety
-/// As [`mk_inter`] for the pointers named; the CPU must support `S`.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn mk_outer_inter<S: Simd, const NI: usize, const NT: usize>(
-    nrows: usize,
-    g: *const S::E,
-    ldg: usize,
-    x: *const S::E,
-    ldx: usize,
-    nb: usize,
-    out: *mut S::E,
-    ldoi: usize,
-    nvalid: usize,
-    accumulate: bool,
-) {
-    let full = nvalid >= S::LANES;
-    let mut acc = [[S::zero(); NT]; NI];
-    if accumulate {
-        for (i, acci) in acc.iter_mut().enumerate() {
-            for (t, val) in acci.iter_mut().enumerate() {
-                let p = out.add(i * ldoi + t * nb);
-                *val = if full {
-                    S::load(p)
-                } else {
-                    S::load_part(p, nvalid)
-                };
-            }
-        }
-    }
-    for b in 0..nrows {
-        let mut xv = [S::zero(); NT];
-        for (t, xt) in xv.iter_mut().enumerate() {
-            let p = x.add(b * ldx + t * nb);
-            *xt = if full {
-                S::load(p)
-            } else {
-                S::load_part(p, nvalid)
-            };
-        }
-        for (i, acci) in acc.iter_mut().enumerate() {
-            let p = g.add(b * ldg + i * nb);
-            let gv = if full {
-                S::load(p)
-            } else {
-                S::load_part(p, nvalid)
-            };
-            for t in 0..NT {
-                acci[t] = S::fma(gv, xv[t], acci[t]);
-            }
-        }
-    }
-    for (i, acci) in acc.iter().enumerate() {
-        for (t, &val) in acci.iter().enumerate() {
-            let p = out.add(i * ldoi + t * nb);
-            if full {
-                S::store(p, val);
-            } else {
-                S::store_part(p, val, nvalid);
-            }
-        }
-    }
-}
-
 /// Dot-form micro-kernel on unpacked weights: `out[b·ldo] = Σ_j w[j] · x[b·ldx + j]` for
 /// `MB` rows, `j < k`.
 ///
@@ -462,7 +400,7 @@ unsafe fn drv_blocked<S: Simd>(
     // A block's input columns are copied into a contiguous panel first: read in place, rows a
     // power-of-two stride apart (`ld = 4096`, say) share L1 sets and evict each other before
     // the next feature tile reuses them. The copy is a few percent of the block's FMAs.
-    let lda = if sh.cols >= 256 && sh.cols % 64 == 0 {
+    let lda = if sh.cols >= 256 && sh.cols.is_multiple_of(64) {
         sh.cols + PAD
     } else {
         sh.cols
@@ -473,9 +411,7 @@ unsafe fn drv_blocked<S: Simd>(
         let wa = wp.add(a * sh.cols * sh.rpad);
         let xa = xp.add(a * sh.cols);
         let ya = yp.add(a * sh.rows);
-        for r in 0..nrows {
-            std::ptr::copy_nonoverlapping(xa.add(r * ldx), ap.add(r * lda), sh.cols);
-        }
+        copy_rows::<S>(xa, ldx, sh.cols, nrows, ap, lda);
         let mut i0 = 0;
         while i0 < sh.rows {
             let rem = sh.rows - i0;
@@ -641,13 +577,35 @@ unsafe fn drv_blocked_outer<S: Simd>(
         out.iter_mut().for_each(|v| *v = std::mem::zeroed());
         return;
     }
-    // Rows are taken in fixed chunks so a chunk's block windows stay in cache while every
-    // register tile of the block sweeps them; the sums continue through `out` in row order.
+    // Rows are taken in fixed chunks; a chunk's block windows are copied into contiguous
+    // panels (in place they sit a power-of-two stride apart and evict each other from L1)
+    // that every register tile of the block sweeps; the sums continue through `out` in row
+    // order.
+    let kmax = OUTER_ROWS.min(nrows);
+    let mut gpanel: Vec<S::E> = Vec::with_capacity(kmax * sh.rows);
+    let mut xpanel: Vec<S::E> = Vec::with_capacity(kmax * sh.cols);
+    let (gk, xk) = (gpanel.as_mut_ptr(), xpanel.as_mut_ptr());
     let mut k0 = 0;
     while k0 < nrows {
         let kb = OUTER_ROWS.min(nrows - k0);
         let acc = k0 > 0;
         for a in 0..sh.nb {
+            copy_rows::<S>(
+                gp.add(k0 * ldg + a * sh.rows),
+                ldg,
+                sh.rows,
+                kb,
+                gk,
+                sh.rows,
+            );
+            copy_rows::<S>(
+                xp.add(k0 * ldx + a * sh.cols),
+                ldx,
+                sh.cols,
+                kb,
+                xk,
+                sh.cols,
+            );
             let mut j0 = 0;
             while j0 < sh.cols {
                 let rem = sh.cols - j0;
@@ -656,16 +614,16 @@ unsafe fn drv_blocked_outer<S: Simd>(
                 let mut i0 = 0;
                 while i0 < sh.rows {
                     let mi = S::MR.min(sh.rows - i0);
-                    let ga = gp.add(k0 * ldg + a * sh.rows + i0);
-                    let xa = xp.add(k0 * ldx + a * sh.cols + j0);
+                    let ga = gk.add(i0) as *const S::E;
+                    let xa = xk.add(j0) as *const S::E;
                     let oa = op.add((a * sh.rows + i0) * sh.cols + j0);
                     if two {
                         const_n!(mi, M in [1 2 3 4 5 6 7 8 9 10 11 12] => mk_gemm::<S, M, 2>(
-                            kb, ga, 1, ldg, xa, ldx, valid, oa, sh.cols, valid, acc
+                            kb, ga, 1, sh.rows, xa, sh.cols, valid, oa, sh.cols, valid, acc
                         ));
                     } else {
                         const_n!(mi, M in [1 2 3 4 5 6 7 8 9 10 11 12] => mk_gemm::<S, M, 1>(
-                            kb, ga, 1, ldg, xa, ldx, valid, oa, sh.cols, valid, acc
+                            kb, ga, 1, sh.rows, xa, sh.cols, valid, oa, sh.cols, valid, acc
                         ));
                     }
                     i0 += mi;
@@ -674,6 +632,125 @@ unsafe fn drv_blocked_outer<S: Simd>(
             }
         }
         k0 += kb;
+    }
+}
+
+/// Copies `nrows` rows of `ncols` elements, `src[b·lds + j] → dst[b·ldd + j]`, with vector
+/// loads and stores (a `memcpy` call per short row costs more than the copy).
+///
+/// # Safety
+/// Both regions valid for the elements named, not overlapping; the CPU must support `S`.
+#[inline(always)]
+unsafe fn copy_rows<S: Simd>(
+    src: *const S::E,
+    lds: usize,
+    ncols: usize,
+    nrows: usize,
+    dst: *mut S::E,
+    ldd: usize,
+) {
+    let l = S::LANES;
+    for b in 0..nrows {
+        let (s, d) = (src.add(b * lds), dst.add(b * ldd));
+        let mut j = 0;
+        while j + l <= ncols {
+            S::store(d.add(j), S::load(s.add(j)));
+            j += l;
+        }
+        if j < ncols {
+            S::store_part(d.add(j), S::load_part(s.add(j), ncols - j), ncols - j);
+        }
+    }
+}
+
+/// Interleaved outer-sum micro-kernel on packed stripes, over `nrows` rows:
+/// `out[i·ldoi + t·ldot] (+)= Σ_b gp[(i·nrows + b)·L] · xp[(t·nrows + b)·L]` for `NI × NT` pairs.
+///
+/// # Safety
+/// `gp`, `xp` valid for `NI`, `NT` stripes of `nrows` full vectors; `out` valid for `nvalid`
+/// lanes at every `(i, t)` (read first when `accumulate`); the CPU must support `S`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn mk_outer_packed<S: Simd, const NI: usize, const NT: usize>(
+    nrows: usize,
+    gp: *const S::E,
+    xp: *const S::E,
+    out: *mut S::E,
+    ldoi: usize,
+    ldot: usize,
+    nvalid: usize,
+    accumulate: bool,
+) {
+    let l = S::LANES;
+    let full = nvalid >= l;
+    let mut acc = [[S::zero(); NT]; NI];
+    if accumulate {
+        for (i, acci) in acc.iter_mut().enumerate() {
+            for (t, val) in acci.iter_mut().enumerate() {
+                let p = out.add(i * ldoi + t * ldot);
+                *val = if full {
+                    S::load(p)
+                } else {
+                    S::load_part(p, nvalid)
+                };
+            }
+        }
+    }
+    let stripe = nrows * l;
+    for b in 0..nrows {
+        let mut xv = [S::zero(); NT];
+        for (t, xt) in xv.iter_mut().enumerate() {
+            *xt = S::load(xp.add(t * stripe + b * l));
+        }
+        for (i, acci) in acc.iter_mut().enumerate() {
+            let gv = S::load(gp.add(i * stripe + b * l));
+            for t in 0..NT {
+                acci[t] = S::fma(gv, xv[t], acci[t]);
+            }
+        }
+    }
+    for (i, acci) in acc.iter().enumerate() {
+        for (t, &val) in acci.iter().enumerate() {
+            let p = out.add(i * ldoi + t * ldot);
+            if full {
+                S::store(p, val);
+            } else {
+                S::store_part(p, val, nvalid);
+            }
+        }
+    }
+}
+
+/// Copies, for rows `0..nrows` and the block-index chunk at `c0` (`nvalid` lanes), the vectors
+/// `src[b·ld + f·nb + c0]` of features `f < nf` into stripes `dst[(f·nrows + b)·L]`
+/// (masked-off lanes zero).
+///
+/// # Safety
+/// `src` valid for those lanes, `dst` for `nf·nrows` vectors; the CPU must support `S`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn pack_stripes<S: Simd>(
+    src: *const S::E,
+    ld: usize,
+    nb: usize,
+    c0: usize,
+    nvalid: usize,
+    nf: usize,
+    nrows: usize,
+    dst: *mut S::E,
+) {
+    let l = S::LANES;
+    for b in 0..nrows {
+        let row = src.add(b * ld + c0);
+        for f in 0..nf {
+            let p = row.add(f * nb);
+            let v = if nvalid >= l {
+                S::load(p)
+            } else {
+                S::load_part(p, nvalid)
+            };
+            S::store(dst.add((f * nrows + b) * l), v);
+        }
     }
 }
 
@@ -697,6 +774,16 @@ unsafe fn drv_inter_outer<S: Simd>(
         return;
     }
     let ldoi = sh.cols * nb;
+    // A chunk of rows of one block-index chunk is copied into contiguous per-feature stripes:
+    // in place, the rows sit a power-of-two stride apart and evict each other from L1, and
+    // every register tile would reload them from L2.
+    let kmax = OUTER_ROWS.min(nrows);
+    let mut gbuf: Vec<S::V> = vec![S::zero(); sh.rows * kmax];
+    let mut xbuf: Vec<S::V> = vec![S::zero(); sh.cols * kmax];
+    let (gk, xk) = (
+        gbuf.as_mut_ptr() as *mut S::E,
+        xbuf.as_mut_ptr() as *mut S::E,
+    );
     let mut k0 = 0;
     while k0 < nrows {
         let kb = OUTER_ROWS.min(nrows - k0);
@@ -704,17 +791,19 @@ unsafe fn drv_inter_outer<S: Simd>(
         let mut c0 = 0;
         while c0 < nb {
             let nvalid = l.min(nb - c0);
+            pack_stripes::<S>(gp.add(k0 * ldg), ldg, nb, c0, nvalid, sh.rows, kb, gk);
+            pack_stripes::<S>(xp.add(k0 * ldx), ldx, nb, c0, nvalid, sh.cols, kb, xk);
             let mut i0 = 0;
             while i0 < sh.rows {
-                let ni = S::OT.min(sh.rows - i0);
+                let ni = S::OI.min(sh.rows - i0);
                 let mut t0 = 0;
                 while t0 < sh.cols {
                     let nt = S::OT.min(sh.cols - t0);
-                    let gr = gp.add(k0 * ldg + i0 * nb + c0);
-                    let xr = xp.add(k0 * ldx + t0 * nb + c0);
+                    let gr = gk.add(i0 * kb * l) as *const S::E;
+                    let xr = xk.add(t0 * kb * l) as *const S::E;
                     let or = op.add(i0 * ldoi + t0 * nb + c0);
-                    const_n!(ni, M in [1 2 3 4] => const_n!(nt, N in [1 2 3 4] => mk_outer_inter::<S, M, N>(
-                        kb, gr, ldg, xr, ldx, nb, or, ldoi, nvalid, acc
+                    const_n!(ni, M in [1 2 3 4] => const_n!(nt, N in [1 2 3 4 5 6] => mk_outer_packed::<S, M, N>(
+                        kb, gr, xr, or, ldoi, nb, nvalid, acc
                     )));
                     t0 += nt;
                 }
