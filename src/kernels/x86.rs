@@ -25,6 +25,8 @@ pub(super) trait Simd: Copy {
     const LANES: usize;
     /// Row tile of the blocked kernel (rows broadcast against two weight vectors).
     const MR: usize;
+    /// Row tile of the blocked kernel against four weight vectors (0: no such tile).
+    const MR4: usize;
     /// Row tile and feature tile of the interleaved kernel.
     const IR: usize;
     const IN: usize;
@@ -65,10 +67,11 @@ impl Simd for Avx512F32 {
     type V = __m512;
     const LANES: usize = 16;
     const MR: usize = 12;
+    const MR4: usize = 6;
     // Many rows, few features: the rows' vectors stay in L1 while the weights stream from
     // L2, once per `IR` rows.
-    const IR: usize = 12;
-    const IN: usize = 2;
+    const IR: usize = 8;
+    const IN: usize = 3;
     const OI: usize = 4;
     const OT: usize = 6;
     #[inline(always)]
@@ -106,6 +109,7 @@ impl Simd for Avx512F64 {
     type V = __m512d;
     const LANES: usize = 8;
     const MR: usize = 12;
+    const MR4: usize = 6;
     // Many rows, few features: the rows' vectors stay in L1 while the weights stream from
     // L2, once per `IR` rows.
     const IR: usize = 12;
@@ -154,6 +158,7 @@ impl Simd for Avx2F32 {
     type V = __m256;
     const LANES: usize = 8;
     const MR: usize = 6;
+    const MR4: usize = 0;
     const IR: usize = 4;
     const IN: usize = 3;
     const OI: usize = 3;
@@ -195,6 +200,7 @@ impl Simd for Avx2F64 {
     type V = __m256d;
     const LANES: usize = 4;
     const MR: usize = 6;
+    const MR4: usize = 0;
     const IR: usize = 4;
     const IN: usize = 3;
     const OI: usize = 3;
@@ -415,6 +421,22 @@ unsafe fn drv_blocked<S: Simd>(
         let mut i0 = 0;
         while i0 < sh.rows {
             let rem = sh.rows - i0;
+            // Four weight vectors against six rows load 10 vectors per 24 FMAs, two against
+            // twelve load 14: the wide tile where the block has the features for it.
+            if S::MR4 > 0 && rem > 3 * l {
+                let cvalid = rem.min(4 * l);
+                let mut r0 = 0;
+                while r0 < nrows {
+                    let mr = S::MR4.min(nrows - r0);
+                    let (ar, cr) = (ap.add(r0 * lda) as *const S::E, ya.add(r0 * ldy + i0));
+                    const_n!(mr, M in [1 2 3 4 5 6] => mk_gemm::<S, M, 4>(
+                        sh.cols, ar, lda, 1, wa.add(i0), sh.rpad, 4 * l, cr, ldy, cvalid, false
+                    ));
+                    r0 += mr;
+                }
+                i0 += 4 * l;
+                continue;
+            }
             let two = rem > l;
             let cvalid = rem.min(if two { 2 * l } else { l });
             let mut r0 = 0;
