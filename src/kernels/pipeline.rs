@@ -29,6 +29,42 @@ use std::ops::Range;
 /// Smallest row panel worth giving to a thread (one register tile of the blocked kernel).
 const MIN_PANEL: usize = 12;
 
+/// Largest intermediate buffer a thread keeps between calls (bytes).
+const SCRATCH_KEEP: usize = 32 << 20;
+
+thread_local! {
+    /// Per-thread intermediate buffers, one per scalar type, reused across calls: a fresh
+    /// megabyte-sized buffer per call costs a page fault per 4 KB, as much as a tenth of a
+    /// Monarch product at n = 1024..4096.
+    static SCRATCH: std::cell::RefCell<Vec<Box<dyn std::any::Any>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's scratch `Vec<T>` (any length, any contents), and keeps it for
+/// the next call unless it grew past [`SCRATCH_KEEP`]. Nested calls get a fresh buffer.
+fn with_scratch<T: Scalar, R>(f: impl FnOnce(&mut Vec<T>) -> R) -> R {
+    let taken = SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        let i = s.iter().position(|b| b.is::<Vec<T>>())?;
+        s.swap_remove(i).downcast::<Vec<T>>().ok()
+    });
+    let mut buf = taken.map(|b| *b).unwrap_or_default();
+    let r = f(&mut buf);
+    if buf.capacity() * std::mem::size_of::<T>() <= SCRATCH_KEEP {
+        SCRATCH.with(|s| s.borrow_mut().push(Box::new(buf)));
+    }
+    r
+}
+
+/// The first `len` elements of `buf`, grown with zeros if needed (existing contents are left:
+/// every user overwrites them).
+fn scratch_slice<T: Scalar>(buf: &mut Vec<T>, len: usize) -> &mut [T] {
+    if buf.len() < len {
+        buf.resize(len, T::zero());
+    }
+    &mut buf[..len]
+}
+
 /// True if `p` equals `Perm::stride(rows, cols)`.
 fn is_stride(p: &Perm, rows: usize, cols: usize) -> bool {
     p.len() == rows * cols
@@ -391,16 +427,18 @@ pub(crate) fn monarch_forward<T: Scalar>(
             dst.par_chunks_mut(group * chunk * mo)
                 .enumerate()
                 .for_each(|(gi, gc)| {
-                    let mut y1 = Vec::new();
-                    gc.chunks_mut(chunk * mo)
-                        .enumerate()
-                        .for_each(|(ci, oc)| body(&mut y1, (gi * group + ci, oc)));
+                    with_scratch(|y1| {
+                        gc.chunks_mut(chunk * mo)
+                            .enumerate()
+                            .for_each(|(ci, oc)| body(y1, (gi * group + ci, oc)))
+                    })
                 });
         } else {
-            let mut y1 = Vec::new();
-            dst.chunks_mut(chunk * mo)
-                .enumerate()
-                .for_each(|c| body(&mut y1, c));
+            with_scratch(|y1| {
+                dst.chunks_mut(chunk * mo)
+                    .enumerate()
+                    .for_each(|c| body(y1, c))
+            });
         }
     }
     if !direct {
@@ -519,53 +557,44 @@ pub(crate) fn monarch_vjp_into<T: Scalar>(
     // Forward intermediates.
     let xin_v = (general && !m.p_in.is_identity()).then(|| gather_rows(xr, &m.p_in));
     let xin = xin_v.as_deref().map_or(xr, |v| Rows::new(v, n, rows, n));
-    let mut y1 = vec![T::zero(); rows * h];
-    s1.apply_all(be, xin, &mut y1, split);
-    let mut z_v = if general && !m.p_mid.is_identity() {
-        gather_rows(Rows::new(&y1, h, rows, h), &m.p_mid)
-    } else {
-        y1
-    };
-    // Backward.
     let g2_v = (general && !m.p_out.is_identity()).then(|| gather_rows(gr0, &m.p_out.inverse()));
     let g2 = g2_v.as_deref().map_or(gr0, |v| Rows::new(v, mo, rows, mo));
-    grads.w2 = stage_outer(
-        be,
-        k2,
-        m.w2.weights().dim(),
-        g2,
-        Rows::new(&z_v, h, rows, h),
-        par,
-    );
-    // `z` is dead now: its buffer takes the gradient at the middle (a fresh 16 MB buffer at
-    // n = 4096, batch 1024, costs thousands of page faults).
-    let s2t = Packed::new(k2, m.w2.weights(), true);
-    let mut gz = std::mem::take(&mut z_v);
-    s2t.apply_all(be, g2, &mut gz, split);
-    drop(s2t);
-    let g1_v = if general && !m.p_mid.is_identity() {
-        gather_rows(Rows::new(&gz, h, rows, h), &m.p_mid.inverse())
-    } else {
-        gz
-    };
-    let g1 = Rows::new(&g1_v, h, rows, h);
-    grads.w1 = stage_outer(be, k1, m.w1.weights().dim(), g1, xin, par);
-    let s1t = Packed::new(k1, m.w1.weights(), true);
-    let permute_in = general && !m.p_in.is_identity();
-    match (permute_in, grads.x.as_slice_mut()) {
-        (false, Some(dst)) => s1t.apply_all(be, g1, dst, split),
-        (permute_in, _) => {
-            let mut gxin = vec![T::zero(); rows * n];
-            s1t.apply_all(be, g1, &mut gxin, split);
-            let gx = if permute_in {
-                gather_rows(Rows::new(&gxin, n, rows, n), &m.p_in.inverse())
-            } else {
-                gxin
-            };
-            let gx = ArrayView2::from_shape((rows, n), &gx).expect("shape");
-            grads.x.assign(&gx);
+    with_scratch(|buf: &mut Vec<T>| {
+        let y1 = scratch_slice(buf, rows * h);
+        s1.apply_all(be, xin, y1, split);
+        {
+            let z_v = (general && !m.p_mid.is_identity())
+                .then(|| gather_rows(Rows::new(y1, h, rows, h), &m.p_mid));
+            let z = Rows::new(z_v.as_deref().unwrap_or(y1), h, rows, h);
+            // Backward.
+            grads.w2 = stage_outer(be, k2, m.w2.weights().dim(), g2, z, par);
         }
-    }
+        // The intermediate is dead now: its buffer takes the gradient at the middle.
+        let gz = y1;
+        let s2t = Packed::new(k2, m.w2.weights(), true);
+        s2t.apply_all(be, g2, gz, split);
+        drop(s2t);
+        let g1_v = (general && !m.p_mid.is_identity())
+            .then(|| gather_rows(Rows::new(gz, h, rows, h), &m.p_mid.inverse()));
+        let g1 = Rows::new(g1_v.as_deref().unwrap_or(gz), h, rows, h);
+        grads.w1 = stage_outer(be, k1, m.w1.weights().dim(), g1, xin, par);
+        let s1t = Packed::new(k1, m.w1.weights(), true);
+        let permute_in = general && !m.p_in.is_identity();
+        match (permute_in, grads.x.as_slice_mut()) {
+            (false, Some(dst)) => s1t.apply_all(be, g1, dst, split),
+            (permute_in, _) => {
+                let mut gxin = vec![T::zero(); rows * n];
+                s1t.apply_all(be, g1, &mut gxin, split);
+                let gx = if permute_in {
+                    gather_rows(Rows::new(&gxin, n, rows, n), &m.p_in.inverse())
+                } else {
+                    gxin
+                };
+                let gx = ArrayView2::from_shape((rows, n), &gx).expect("shape");
+                grads.x.assign(&gx);
+            }
+        }
+    });
 }
 
 /// `y = BD(w) x` row by row with backend `be`.
