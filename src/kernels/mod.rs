@@ -594,7 +594,7 @@ struct InterShape {
 /// Rows processed together by one task: large enough to amortise the per-task set-up, small
 /// enough that a chunk's intermediates stay in L2.
 pub(crate) fn row_chunk(width: usize) -> usize {
-    let target = (256 * 1024) / width.max(1);
+    let target = (128 * 1024) / width.max(1);
     target.clamp(1, 256)
 }
 
