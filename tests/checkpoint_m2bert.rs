@@ -400,6 +400,22 @@ fn m2bert_missing_misshapen_or_nonfinite_tensors_are_errors_naming_them() {
     let e =
         M2BertEncoder::from_state_dict(&sd, "roberta.encoder", &Default::default()).unwrap_err();
     assert!(e.to_string().contains("roberta.encoder.layer.0"), "{e}");
+    // Indices near usize::MAX in names (a layer number, a filter layer) are errors, not
+    // overflows or huge allocations.
+    let huge = format!(
+        "bert.encoder.layer.{}.attention.in_linear.weight",
+        usize::MAX
+    );
+    let mut s = sd.clone();
+    replace(&mut s, &huge, &[24, 8]);
+    let e = load_main(&s).unwrap_err();
+    assert!(e.to_string().contains("bert.encoder.layer.2"), "{e}");
+    for idx in [usize::MAX - 1, usize::MAX] {
+        let name = format!("{a}.filter_fn.implicit_filter.{idx}.weight");
+        let mut s = sd.clone();
+        replace(&mut s, &name, &[1]);
+        assert!(load_main(&s).is_err(), "{name}");
+    }
     // Bad configuration values are errors, not panics.
     for cfg in [
         M2BertConfig {

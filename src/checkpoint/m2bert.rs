@@ -232,7 +232,8 @@ fn load_filter_mlp<T: RealScalar>(
     }
     let first = join_name(seq, "0.weight");
     let order = tensor_nd(sd, &first, 2)?.shape()[0];
-    let mut layers = Vec::with_capacity(n);
+    // `n` comes from a name in the file and may be huge: no capacity from it.
+    let mut layers = Vec::new();
     for i in 0..n {
         let p = join_name(seq, &(2 * i).to_string());
         if i + 1 < n {
@@ -749,9 +750,21 @@ where
     /// beyond `cfg.num_hidden_layers` (naming the first extra one).
     pub fn from_state_dict(sd: &StateDict<R>, prefix: &str, cfg: &M2BertConfig) -> Result<Self> {
         let found = layer_indices(sd, prefix);
+        // Layers 0, 1, … present without a gap.
+        let contiguous = found
+            .iter()
+            .enumerate()
+            .take_while(|(i, &j)| *i == j)
+            .count();
         let n = match cfg.num_hidden_layers {
             Some(n) => n,
-            None => found.last().map_or(0, |&m| m + 1),
+            None if contiguous < found.len() => {
+                return Err(Error::Format(format!(
+                    "tensors \"{}.*\": layer {contiguous} missing from the checkpoint (found layers {found:?})",
+                    join_name(prefix, &format!("layer.{contiguous}"))
+                )));
+            }
+            None => contiguous,
         };
         if n == 0 {
             return Err(Error::Format(format!(
