@@ -250,7 +250,9 @@ fn main() {
     // Gradient, timed beside a fresh forward run on the same data (ratios drift less than
     // times). `vjp_into` reuses the caller's gradient buffers, as a training loop would, and is
     // compared with `matmul_into`; the allocating `vjp` pays page faults for a new input gradient.
-    println!("| case | forward ms | VJP (`vjp_into`) ms | ratio | VJP (`vjp`, allocating) ms | ratio |");
+    println!(
+        "| case | forward ms | VJP (`vjp_into`) ms | ratio | VJP (`vjp`, allocating) ms | ratio |"
+    );
     println!("|---|---|---|---|---|---|");
     for &(n, b, batch, _) in &fwd_times {
         let m = Monarch::<f32>::random(n, b, 1).unwrap();

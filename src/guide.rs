@@ -83,6 +83,47 @@
 //! | the paper's M2 layer | [`mixer::M2Layer`](crate::mixer::M2Layer) |
 //! | MLP-Mixer token / channel MLPs as `(I ⊗ W)` | [`pk::PkLayer`](crate::pk::PkLayer), [`pk::MlpMixerBlock`](crate::pk::MlpMixerBlock) |
 //!
+//! Loading a released M2-BERT checkpoint (`BertForMaskedLM` / `BertModel` of
+//! `bert/src/bert_layers.py`, its `state_dict()` saved with safetensors): the encoder's tensors
+//! are read under their module names, every size from the tensors, and the options that are not
+//! stored come from [`M2BertConfig`](crate::checkpoint::M2BertConfig) (its default is the
+//! released configuration: `bidirectional`, `residual_long_conv`, `hyena_w_mod = 1`,
+//! `layer_norm_eps = 1e-12`). Embeddings, pooler and heads are not part of the encoder.
+//!
+//! ```text
+//! # PyTorch (HazyResearch/m2)
+//! model = BertForMaskedLM(config); model.load_state_dict(sd)
+//! h = model.bert.encoder(embeddings, attention_mask)[-1]          # (B, L, H)
+//! ```
+//!
+//! ```no_run
+//! # use monarch::{checkpoint::M2BertConfig, mixer::M2BertEncoder, ndarray::Array3};
+//! # let embeddings = Array3::<f32>::zeros((1, 128, 768));
+//! let enc = M2BertEncoder::<f32>::load_safetensors("m2-bert.safetensors", "bert.encoder", &M2BertConfig::default())?;
+//! let h = enc.forward(embeddings.view())?;                         // (B, L, H)
+//! # drop(h);
+//! # Ok::<(), monarch::Error>(())
+//! ```
+//!
+//! | released name (under `bert.encoder.layer.{i}.`) | monarch ([`M2BertLayer`](crate::mixer::M2BertLayer)) | conversion |
+//! |---|---|---|
+//! | `attention.in_linear.{weight,bias}`, `attention.out_linear.{weight,bias}` | `mixer.in_linear`, `mixer.out_linear` ([`Linear`](crate::mixer::nn::Linear), weight `(out, in)`) | none |
+//! | `attention.short_filter.weight` `(3H, 1, 3)`, `.bias` | `mixer.short_conv_weight` `(3H, 3)`, `mixer.short_conv_bias` | middle axis dropped |
+//! | `attention.filter_fn.bias` | `mixer.filter.bias` (the skip weight `D`) | none |
+//! | `attention.filter_fn.pos_emb.z` `(1, l_max, emb)`, `.pos_emb.t` `(1, l_max, 1)` | `mixer.filter.z` `(l_max, emb)`, `mixer.filter.t` `(l_max,)` | unit axes dropped |
+//! | `attention.filter_fn.modulation.deltas` `(1, 1, H)` | `mixer.filter.deltas` `(H,)` | unit axes dropped |
+//! | `attention.filter_fn.implicit_filter.{0,2,4,6}.{weight,bias}` | `mixer.filter.mlp_fwd.layers[0..4]` (last without bias) | none |
+//! | `attention.filter_fn.implicit_filter_rev.*` | `mixer.filter.mlp_rev` | none |
+//! | `attention.filter_fn.implicit_filter{,_rev}.{1,3,5}.freq` `(1, order)` (one shared `Sin`) | `mixer.filter.freq` `(order,)` | any copy; all present must agree |
+//! | `attention.filter_fn2.*` (residual long conv) | `mixer.filter2` | as `filter_fn` |
+//! | `mlp.gated_layers.weight` `(nb, 2I/nb, H/nb)` (`BlockdiagLinear`, no bias) | `mlp.gated` ([`BlockDiag`](crate::BlockDiag), same layout) | none (`nn.Linear` `(2I, H)` is read as one block) |
+//! | `mlp.wo.weight` `(nb, H/nb, I/nb)`, `mlp.wo.bias` | `mlp.wo`, `mlp.wo_bias` | as above |
+//! | `mlp.layernorm.{weight,bias}` | `mlp.ln` | eps from the config |
+//!
+//! Not loaded (an error names the tensor): `hyena_training_additions` (`attention.layernorm`),
+//! the Flash inference modules (`attention.fast_filter`, `attention.k`), the non-gated
+//! `BertMLP`. The full table and the rules are in [`checkpoint::m2bert`](crate::checkpoint::m2bert).
+//!
 //! ## MoRe and LoRA
 //!
 //! | PyTorch (MoRe / PEFT) | monarch |

@@ -18,6 +18,7 @@ mod attention_monarch;
 mod checkpoint_adapters;
 mod checkpoint_hostile;
 mod checkpoint_load;
+mod checkpoint_m2bert;
 mod cim_plan;
 mod circuit_chain;
 mod circuit_hmm;

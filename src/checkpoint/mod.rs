@@ -7,7 +7,10 @@
 //! [`MonarchLinear`](crate::MonarchLinear) uses fly's names `blkdiag1`, `blkdiag2`, `bias`;
 //! a bare [`Monarch`](crate::Monarch) uses `w1`, `w2`; a [`MoReAdapter`](crate::more::MoReAdapter)
 //! stores `weight`, `bias`, `blkdiag1`, `blkdiag2`; a [`GsoftLinear`](crate::gs::GsoftLinear)
-//! stores `weight`, `bias`, `gsoft_R`, `gsoft_L`, `gsoft_scale`.
+//! stores `weight`, `bias`, `gsoft_R`, `gsoft_L`, `gsoft_scale`. The M2-BERT encoder, its
+//! layers, sequence mixers, implicit filters and gated MLPs load from and save to the names of
+//! the released M2-BERT checkpoints (`bert.encoder.layer.{i}.attention.in_linear.weight`, …):
+//! see [`m2bert`] for the table of names and what is not supported.
 //!
 //! The reader trusts nothing in the file: every size and offset the header declares is checked
 //! against the bytes that exist before a tensor is allocated, and every failure is an
@@ -34,9 +37,11 @@ mod dtype;
 mod format;
 mod gs;
 mod layers;
+pub mod m2bert;
 mod more;
 mod state_dict;
 
 pub use dtype::Dtype;
 pub use format::{parse_header, Header, TensorInfo, MAX_HEADER_LEN};
+pub use m2bert::M2BertConfig;
 pub use state_dict::{join_name, StateDict};
