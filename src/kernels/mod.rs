@@ -47,11 +47,15 @@ mod x86;
 use crate::error::{Error, Result};
 use crate::{BlockDiag, Monarch, MonarchGrad, Par, Scalar};
 use ndarray::{Array3, ArrayView2, ArrayView3, ArrayViewMut2};
+use rayon::prelude::*;
 use std::any::TypeId;
 use std::ops::Range;
 
 /// Padding of packed weights: a multiple of every vector width (16 `f32` lanes).
 pub(crate) const PAD: usize = 16;
+
+/// Packed factors of at least this many elements are packed by several threads.
+const PACK_PAR_MIN: usize = 1 << 16;
 
 fn round_up(n: usize) -> usize {
     n.div_ceil(PAD) * PAD
@@ -256,30 +260,53 @@ impl<T: Scalar> PackedBlocked<T> {
     /// Packs blocks `w` of shape `(nb, rows, cols)` (stored out×in).
     pub fn pack(w: ArrayView3<T>) -> Self {
         let (nb, rows, cols) = w.dim();
-        Self::pack_with(nb, rows, cols, |a, i, j| w[[a, i, j]])
+        let src = w.as_standard_layout();
+        let src = src.as_slice().expect("standard layout");
+        // Block `a` row `i` (contiguous in `src`) becomes column `i` of the packed block.
+        Self::pack_blocks(nb, rows, cols, |a, dst, rpad| {
+            let blk = &src[a * rows * cols..(a + 1) * rows * cols];
+            for (i, row) in blk.chunks_exact(cols).enumerate() {
+                for (d, &v) in dst[i..].iter_mut().step_by(rpad).zip(row) {
+                    *d = v;
+                }
+            }
+        })
     }
 
     /// Packs the blockwise transpose of `w` (`(nb, rows, cols)` → blocks `cols × rows`).
     pub fn pack_transposed(w: ArrayView3<T>) -> Self {
         let (nb, rows, cols) = w.dim();
-        Self::pack_with(nb, cols, rows, |a, i, j| w[[a, j, i]])
+        let src = w.as_standard_layout();
+        let src = src.as_slice().expect("standard layout");
+        // Block `a` row `i` becomes packed row `i`: a plain copy.
+        Self::pack_blocks(nb, cols, rows, |a, dst, rpad| {
+            let blk = &src[a * rows * cols..(a + 1) * rows * cols];
+            for (d, row) in dst.chunks_mut(rpad).zip(blk.chunks_exact(cols)) {
+                d[..cols].copy_from_slice(row);
+            }
+        })
     }
 
-    fn pack_with(
+    /// Packed blocks of `rows × cols` (out×in), each filled by `fill(a, block, rpad)` into its
+    /// zeroed `cols × rpad` slot; large factors are filled in parallel (packing is a pass
+    /// over all weights on every product, as large as the product itself at a few rows).
+    fn pack_blocks(
         nb: usize,
         rows: usize,
         cols: usize,
-        f: impl Fn(usize, usize, usize) -> T,
+        fill: impl Fn(usize, &mut [T], usize) + Sync,
     ) -> Self {
         let rpad = round_up(rows);
         let mut w = vec![T::zero(); nb * cols * rpad];
-        for a in 0..nb {
-            for j in 0..cols {
-                let dst = &mut w[(a * cols + j) * rpad..][..rows];
-                for (i, d) in dst.iter_mut().enumerate() {
-                    *d = f(a, i, j);
-                }
-            }
+        let blk = (cols * rpad).max(1);
+        if w.len() >= PACK_PAR_MIN {
+            w.par_chunks_mut(blk)
+                .enumerate()
+                .for_each(|(a, d)| fill(a, d, rpad));
+        } else {
+            w.chunks_mut(blk)
+                .enumerate()
+                .for_each(|(a, d)| fill(a, d, rpad));
         }
         PackedBlocked {
             w,
@@ -333,19 +360,30 @@ impl<T: Scalar> PackedInterleaved<T> {
         Self::pack_with(nb, cols, rows, src, 1, cols)
     }
 
-    /// Packs block element `(c, i, t) = src[c·rows·cols + i·si + t·sj]`.
+    /// Packs block element `(c, i, t) = src[c·rows·cols + i·si + t·sj]`: one chunk of 16
+    /// blocks at a time, writing its slot in order (in parallel for large factors).
     fn pack_with(nb: usize, rows: usize, cols: usize, src: &[T], si: usize, sj: usize) -> Self {
         let nbpad = round_up(nb);
         let mut w = vec![T::zero(); rows * cols * nbpad];
         let blk = rows * cols;
-        for c in 0..nb {
-            let sc = &src[c * blk..(c + 1) * blk];
-            let base = (c / PAD) * rows * cols * PAD + c % PAD;
+        let chunk = (blk * PAD).max(1);
+        let fill = |(ci, dst): (usize, &mut [T])| {
+            let c0 = ci * PAD;
+            let lanes = PAD.min(nb - c0);
             for i in 0..rows {
                 for t in 0..cols {
-                    w[base + (i * cols + t) * PAD] = sc[i * si + t * sj];
+                    let d = &mut dst[(i * cols + t) * PAD..][..lanes];
+                    let off = c0 * blk + i * si + t * sj;
+                    for (lane, v) in d.iter_mut().enumerate() {
+                        *v = src[off + lane * blk];
+                    }
                 }
             }
+        };
+        if w.len() >= PACK_PAR_MIN {
+            w.par_chunks_mut(chunk).enumerate().for_each(fill);
+        } else {
+            w.chunks_mut(chunk).enumerate().for_each(fill);
         }
         PackedInterleaved {
             w,
