@@ -55,7 +55,7 @@ use std::ops::Range;
 pub(crate) const PAD: usize = 16;
 
 /// Packed factors of at least this many elements are packed by several threads.
-const PACK_PAR_MIN: usize = 1 << 16;
+const PACK_PAR_MIN: usize = 1 << 13;
 
 fn round_up(n: usize) -> usize {
     n.div_ceil(PAD) * PAD
