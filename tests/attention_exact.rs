@@ -267,7 +267,7 @@ fn overflowing_scores_are_an_error_not_nan() {
     let k = gauss4((1, 2, n, d), 2).mapv(|x| 1e160 * (1.0 + x.abs()));
     let v = gauss4((1, 2, n, 3), 3);
     let is_overflow = |e: Error| match e {
-        Error::NonFinite { context } => context.contains("overflowed"),
+        Error::NonFinite { context } => context.contains("overflow"),
         _ => false,
     };
     let e = softmax_attention(q.view(), k.view(), v.view(), None).unwrap_err();
@@ -313,4 +313,48 @@ fn overflowing_scores_are_an_error_not_nan() {
         None
     )
     .is_ok());
+    // A huge scale on tame inputs (the fuzzer's case: MonarchAttention used to return all-zero
+    // rows here, exact attention NaN).
+    let (qt, kt) = (gauss4((1, 2, n, d), 5), gauss4((1, 2, n, d), 6));
+    let e = ExactAttention::new()
+        .scale(-1.03e308)
+        .forward(qt.view(), kt.view(), v.view(), None)
+        .unwrap_err();
+    assert!(is_overflow(e));
+    let e = MonarchAttention::new(4, 2)
+        .scale(-1.03e308)
+        .forward(qt.view(), kt.view(), v.view(), None)
+        .unwrap_err();
+    assert!(is_overflow(e));
+    // The fuzzer's second case: the scaled scores fit (≈1.6e176) but the products q·k formed
+    // before scaling do not (≈3.7e324); both attentions must refuse rather than disagree.
+    let q1 = Array4::from_shape_vec(
+        (1, 1, 2, 1),
+        vec![4.186341030828635e-149, 6.499370198085938e82],
+    )
+    .unwrap();
+    let k1 = Array4::from_shape_vec((1, 1, 2, 1), vec![5.71095824369004e241, -5.23]).unwrap();
+    let v1 = Array4::from_shape_vec(
+        (1, 1, 2, 2),
+        vec![-5.5721805224841576e250, -0.87, -0.65, -0.65],
+    )
+    .unwrap();
+    let sc = 4.186341030828676e-149;
+    let e = ExactAttention::new()
+        .scale(sc)
+        .forward(q1.view(), k1.view(), v1.view(), None);
+    assert!(is_overflow(e.unwrap_err()));
+    let e = MonarchAttention::new(7, 4)
+        .scale(sc)
+        .forward(q1.view(), k1.view(), v1.view(), None);
+    assert!(is_overflow(e.unwrap_err()));
+    // Huge q against tiny k: every score is moderate, so both run, and exact attention matches
+    // the naive computation on the rescaled inputs.
+    let (qb, ks) = (qt.mapv(|x| x * 1e200), kt.mapv(|x| x * 1e-200));
+    let o = softmax_attention(qb.view(), ks.view(), v.view(), None).unwrap();
+    let (eo, _) = naive_attention(&qt, &kt, &v, None, 1.0 / (d as f64).sqrt());
+    assert!(max_abs(&o, &eo) < 1e-9);
+    assert!(MonarchAttention::new(4, 2)
+        .forward(qb.view(), ks.view(), v.view(), None)
+        .is_ok());
 }

@@ -153,6 +153,7 @@ impl ExactAttention {
             }
         }
         let scale: T = resolve_scale(self.scale, d)?;
+        super::check_score_range("softmax attention", &q, &k, scale)?;
         let (qt, kt) = (self.q_tile, self.k_tile);
         let n_ktiles = nk.div_ceil(kt);
 

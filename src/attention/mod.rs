@@ -125,6 +125,49 @@ pub(crate) fn resolve_scale<T: RealScalar>(explicit: Option<f64>, d: usize) -> R
     }
 }
 
+/// Rejects inputs whose scores can leave the float range: per (batch, head),
+/// `max(|scale|, 1)·max‖q_i‖·max‖k_j‖` — a Cauchy–Schwarz bound on every score `scale·q·k` and
+/// on the unscaled dot product `q·k` the products form first — must not exceed the largest
+/// finite `T`. Exact attention would return ∞ − ∞ = NaN for such rows, and MonarchAttention,
+/// whose partial scores stay below the bound, would give wrong finite weights. Computed in
+/// logarithms, so the check itself cannot overflow.
+pub(crate) fn check_score_range<T: RealScalar>(
+    ctx: &str,
+    q: &ndarray::ArrayView4<T>,
+    k: &ndarray::ArrayView4<T>,
+    scale: T,
+) -> Result<()> {
+    let ln_max = T::max_value().to_f64_val().ln();
+    let ln_scale = scale.to_f64_val().abs().ln().max(0.0);
+    // ln ‖x‖ without overflow: ln m + ½ ln Σ (x/m)² with m = max |x|.
+    let ln_norm = |row: ndarray::ArrayView1<T>| -> f64 {
+        let m = row.iter().fold(0.0f64, |a, &x| a.max(x.to_f64_val().abs()));
+        if m == 0.0 {
+            return f64::NEG_INFINITY;
+        }
+        let s: f64 = row.iter().map(|&x| (x.to_f64_val() / m).powi(2)).sum();
+        m.ln() + 0.5 * s.ln()
+    };
+    let ln_max_norm = |a: ndarray::ArrayView2<T>| {
+        a.outer_iter()
+            .map(ln_norm)
+            .fold(f64::NEG_INFINITY, f64::max)
+    };
+    for (qb, kb) in q.outer_iter().zip(k.outer_iter()) {
+        for (qh, kh) in qb.outer_iter().zip(kb.outer_iter()) {
+            let bound = ln_scale + ln_max_norm(qh) + ln_max_norm(kh);
+            if bound > ln_max {
+                return Err(Error::NonFinite {
+                    context: format!(
+                        "{ctx}: attention scores can overflow the float type (max(|scale|, 1)·max‖q‖·max‖k‖ = e^{bound:.1} > e^{ln_max:.1}); rescale q or k, or use f64"
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Inputs were finite, so a NaN or ±∞ in a result means a score `scale·q·k` left the float
 /// range (an overflowing score makes its row's softmax `∞ − ∞`): report it instead of
 /// returning NaN. One pass over outputs that are `O(N·d)`, small next to the attention itself.

@@ -277,6 +277,7 @@ impl MonarchAttention {
             ));
         }
         let scale: T = resolve_scale(self.scale, d)?;
+        super::check_score_range("MonarchAttention", q, k, scale)?;
         let geo = Geometry::new(nq, self.block_size, self.padding);
         let keys = (0..nb)
             .map(|b| BatchKeys::new(&geo, mask.map(|m| m.row(b))))
