@@ -87,7 +87,8 @@ impl ExactAttention {
     ///
     /// # Errors
     /// [`Error::ZeroSize`] for an empty dimension, [`Error::ShapeMismatch`] when `q`, `k`, `v`
-    /// or `mask` disagree, [`Error::NonFinite`] for NaN/∞ inputs or scale,
+    /// or `mask` disagree, [`Error::NonFinite`] for NaN/∞ inputs or scale, and for scores that
+    /// can overflow the float type (`max(|scale|, 1)·max‖q‖·max‖k‖` per head above its range),
     /// [`Error::InvalidArgument`] when all keys of a batch element are masked.
     pub fn forward<T: RealScalar>(
         &self,

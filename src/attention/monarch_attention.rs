@@ -103,7 +103,8 @@ impl MonarchAttention {
     /// # Errors
     /// [`Error::ZeroSize`] for `b = 0`, `T = 0` or an empty dimension;
     /// [`Error::ShapeMismatch`] when `q`, `k`, `v` (all with the same `N`) or the `(batch, N)`
-    /// mask disagree; [`Error::NonFinite`] for NaN/∞ inputs or scale;
+    /// mask disagree; [`Error::NonFinite`] for NaN/∞ inputs or scale, and for scores that can
+    /// overflow the float type (`max(|scale|, 1)·max‖q‖·max‖k‖` per head above its range);
     /// [`Error::InvalidArgument`] when every key of a batch element is masked.
     pub fn forward<T: RealScalar>(
         &self,
