@@ -478,15 +478,16 @@ fn stage_outer<T: Scalar>(
             out
         }
         Kind::Inter => {
-            // packed[i][t][c] = Σ_b g[b, i·nb + c] · x[b, t·nb + c], windows of output
-            // features (several per task, so each task reuses the rows it streams).
+            // packed[i][t][c] = Σ_b g[b, i·nb + c] · x[b, t·nb + c], one window of output
+            // features per thread: every window packs the same input stripes, so fewer, wider
+            // windows pack less (VJP 3.2× → 3.0× the forward at n = 1024, 3.6× → 3.3× at 256).
             let mut packed = vec![T::zero(); rows * cols * nb];
             let threads = if split {
                 rayon::current_num_threads()
             } else {
                 1
             };
-            let win = rows.div_ceil(2 * threads).max(4).min(rows);
+            let win = rows.div_ceil(threads).max(4).min(rows);
             let body = |(wi, o): (usize, &mut [T])| {
                 let i0 = wi * win;
                 let ni = o.len() / (cols * nb);
