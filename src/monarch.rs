@@ -332,8 +332,9 @@ impl<T: Scalar> Monarch<T> {
     }
 
     /// [`vjp`](Self::vjp) into a caller's gradients, for training loops: the input gradient
-    /// is written into `grads.x`, whose buffer is reused; `grads.w1` and `grads.w2` are
-    /// replaced. Start from [`MonarchGrad::zeros`] or the result of an earlier call.
+    /// is written into `grads.x`, and the weight gradients into `grads.w1` and `grads.w2`, whose
+    /// buffers are reused when they have the right shapes (else they are replaced). Start from
+    /// [`MonarchGrad::zeros`] or the result of an earlier call.
     ///
     /// # Errors
     /// [`Error::ShapeMismatch`] if `x`, `grad_out` or `grads.x` has the wrong shape.
