@@ -5,7 +5,7 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use monarch::ndarray::Array2;
 use monarch::random::normal_matrix;
-use monarch::{Monarch, Par};
+use monarch::{Monarch, MonarchGrad, Par};
 use std::time::Duration;
 
 fn sizes() -> Vec<(usize, usize)> {
@@ -59,6 +59,12 @@ fn bench_vjp(c: &mut Criterion) {
             g.bench_function(
                 BenchmarkId::new("vjp", format!("n{n}_b{b}_batch{batch}")),
                 |bch| bch.iter(|| m.vjp(x.view(), gr.view()).unwrap()),
+            );
+            // The training-loop form: gradients written into buffers reused across calls.
+            let mut grads = MonarchGrad::zeros(&m, batch);
+            g.bench_function(
+                BenchmarkId::new("vjp_into", format!("n{n}_b{b}_batch{batch}")),
+                |bch| bch.iter(|| m.vjp_into(x.view(), gr.view(), &mut grads).unwrap()),
             );
         }
     }
