@@ -146,18 +146,16 @@ fn rank_one_certified<T: Scalar>(
     n: usize,
     f: T::Real,
 ) -> Option<SliceFactor<T>> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") {
-            // SAFETY: the instruction set was detected just above.
-            return unsafe { rank_one_avx512(data, m, n, f) };
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            // SAFETY: the instruction set was detected just above.
-            return unsafe { rank_one_avx2(data, m, n, f) };
-        }
+    match crate::kernels::Backend::detect() {
+        // SAFETY: `detect` returns a SIMD backend only after run-time detection of its
+        // instruction set.
+        #[cfg(target_arch = "x86_64")]
+        crate::kernels::Backend::Avx512 => unsafe { rank_one_avx512(data, m, n, f) },
+        // SAFETY: as above (AVX2 and FMA detected).
+        #[cfg(target_arch = "x86_64")]
+        crate::kernels::Backend::Avx2 => unsafe { rank_one_avx2(data, m, n, f) },
+        _ => rank_one_body(data, m, n, f),
     }
-    rank_one_body(data, m, n, f)
 }
 
 /// [`rank_one_body`] compiled for AVX-512: the same operations in the same order (the compiler

@@ -168,9 +168,10 @@ pub(crate) fn check_score_range<T: RealScalar>(
     Ok(())
 }
 
-/// Inputs were finite, so a NaN or ±∞ in a result means a score `scale·q·k` left the float
-/// range (an overflowing score makes its row's softmax `∞ − ∞`): report it instead of
-/// returning NaN. One pass over outputs that are `O(N·d)`, small next to the attention itself.
+/// Inputs were finite and their scores fit the float range ([`check_score_range`]), so a NaN
+/// or ±∞ in a result means a sum of values or gradients overflowed (values near the float
+/// maximum): report it instead of returning NaN. One pass over outputs that are `O(N·d)`,
+/// small next to the attention itself.
 pub(crate) fn check_overflow<T: RealScalar, D: ndarray::Dimension>(
     ctx: &str,
     results: &[ndarray::ArrayView<T, D>],
@@ -180,7 +181,7 @@ pub(crate) fn check_overflow<T: RealScalar, D: ndarray::Dimension>(
     } else {
         Err(Error::NonFinite {
             context: format!(
-                "{ctx}: attention scores overflowed the float type (|scale·q·k| too large); rescale q or k, or use f64"
+                "{ctx}: the result overflowed the float type (values or gradients too large); rescale v or the upstream gradient, or use f64"
             ),
         })
     }

@@ -57,6 +57,23 @@ pub(crate) const PAD: usize = 16;
 /// Packed factors of at least this many elements are packed by several threads.
 const PACK_PAR_MIN: usize = 1 << 13;
 
+/// Runs `f(index, chunk)` on the `chunk`-sized pieces of `data`, on the rayon pool when
+/// `parallel`. Each piece is processed by the same call either way, so results do not depend
+/// on the choice.
+pub(crate) fn for_each_chunk<T: Send>(
+    data: &mut [T],
+    chunk: usize,
+    parallel: bool,
+    f: impl Fn((usize, &mut [T])) + Sync + Send,
+) {
+    let chunk = chunk.max(1);
+    if parallel {
+        data.par_chunks_mut(chunk).enumerate().for_each(f);
+    } else {
+        data.chunks_mut(chunk).enumerate().for_each(f);
+    }
+}
+
 fn round_up(n: usize) -> usize {
     n.div_ceil(PAD) * PAD
 }
@@ -298,16 +315,8 @@ impl<T: Scalar> PackedBlocked<T> {
     ) -> Self {
         let rpad = round_up(rows);
         let mut w = vec![T::zero(); nb * cols * rpad];
-        let blk = (cols * rpad).max(1);
-        if w.len() >= PACK_PAR_MIN {
-            w.par_chunks_mut(blk)
-                .enumerate()
-                .for_each(|(a, d)| fill(a, d, rpad));
-        } else {
-            w.chunks_mut(blk)
-                .enumerate()
-                .for_each(|(a, d)| fill(a, d, rpad));
-        }
+        let par = w.len() >= PACK_PAR_MIN;
+        for_each_chunk(&mut w, cols * rpad, par, |(a, d)| fill(a, d, rpad));
         PackedBlocked {
             w,
             nb,
@@ -366,7 +375,6 @@ impl<T: Scalar> PackedInterleaved<T> {
         let nbpad = round_up(nb);
         let mut w = vec![T::zero(); rows * cols * nbpad];
         let blk = rows * cols;
-        let chunk = (blk * PAD).max(1);
         let fill = |(ci, dst): (usize, &mut [T])| {
             let c0 = ci * PAD;
             let lanes = PAD.min(nb - c0);
@@ -380,11 +388,8 @@ impl<T: Scalar> PackedInterleaved<T> {
                 }
             }
         };
-        if w.len() >= PACK_PAR_MIN {
-            w.par_chunks_mut(chunk).enumerate().for_each(fill);
-        } else {
-            w.chunks_mut(chunk).enumerate().for_each(fill);
-        }
+        let par = w.len() >= PACK_PAR_MIN;
+        for_each_chunk(&mut w, blk * PAD, par, fill);
         PackedInterleaved {
             w,
             nb,

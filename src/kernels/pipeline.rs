@@ -16,8 +16,8 @@
 //! sequence whatever the split, so results do not depend on the thread count.
 
 use super::{
-    blocked_dot_into, blocked_into, blocked_outer_into, interleaved_into, interleaved_outer_into,
-    row_chunk, Backend, PackedBlocked, PackedInterleaved, Rows, RowsMut,
+    blocked_dot_into, blocked_into, blocked_outer_into, for_each_chunk, interleaved_into,
+    interleaved_outer_into, row_chunk, Backend, PackedBlocked, PackedInterleaved, Rows, RowsMut,
 };
 use crate::blockdiag::BlockDiag;
 use crate::monarch::{Monarch, MonarchGrad};
@@ -368,20 +368,18 @@ impl<'a, T: Scalar> Plan<'a, T> {
             None => x,
         };
         // The intermediate buffer is reused across the panels a thread runs.
-        if y1.len() < rows * h {
-            y1.resize(rows * h, T::zero());
-        }
-        self.s1.apply_all(be, xin, &mut y1[..rows * h], split);
+        let y1 = scratch_slice(y1, rows * h);
+        self.s1.apply_all(be, xin, y1, split);
         drop(xin_buf);
         let zbuf;
         let z: &[T] = match &self.p_mid {
             Some(p) => {
                 let mut zz = vec![T::zero(); rows * h];
-                gather(&y1[..rows * h], p, &mut zz, rows);
+                gather(y1, p, &mut zz, rows);
                 zbuf = zz;
                 &zbuf
             }
-            None => &y1[..rows * h],
+            None => y1,
         };
         let zr = Rows::new(z, h, rows, h);
         match &self.p_out {
@@ -505,11 +503,7 @@ fn stage_outer_into<T: Scalar>(
                 let xc = x.cols(a * cols..(a + 1) * cols);
                 blocked_outer_into(be, (rows, cols), gc, xc, o);
             };
-            if split {
-                flat.par_chunks_mut(rows * cols).enumerate().for_each(body);
-            } else {
-                flat.chunks_mut(rows * cols).enumerate().for_each(body);
-            }
+            for_each_chunk(flat, rows * cols, split, body);
         }
         Kind::Inter => {
             // packed[i][t][c] = Σ_b g[b, i·nb + c] · x[b, t·nb + c], one window of output
@@ -529,17 +523,7 @@ fn stage_outer_into<T: Scalar>(
                     let gc = g.cols(i0 * nb..(i0 + ni) * nb);
                     interleaved_outer_into(be, nb, gc, x, o);
                 };
-                if split {
-                    packed
-                        .par_chunks_mut(win * cols * nb)
-                        .enumerate()
-                        .for_each(body);
-                } else {
-                    packed
-                        .chunks_mut(win * cols * nb)
-                        .enumerate()
-                        .for_each(body);
-                }
+                for_each_chunk(packed, win * cols * nb, split, body);
                 // [i][t][c] → (c, i, t).
                 for (c, blk) in flat.chunks_mut(rows * cols).enumerate() {
                     for (it, v) in blk.iter_mut().enumerate() {
@@ -569,8 +553,8 @@ pub(crate) fn monarch_vjp<T: Scalar>(
 }
 
 /// [`monarch_vjp`] into `grads`: the input gradient is written into `grads.x` (shape
-/// `(batch, in_features)`, checked by the caller), the weight gradients replace `grads.w1`,
-/// `grads.w2`.
+/// `(batch, in_features)`, checked by the caller), the weight gradients into `grads.w1` and
+/// `grads.w2` (reallocated only when their shapes or layouts do not fit).
 pub(crate) fn monarch_vjp_into<T: Scalar>(
     m: &Monarch<T>,
     x: ArrayView2<T>,

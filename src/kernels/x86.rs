@@ -546,17 +546,8 @@ unsafe fn drv_inter<S: Simd>(sh: InterShape, w: &[S::E], x: &Rows<S::E>, y: &mut
         let mut r0 = 0;
         while r0 < nrows {
             let mr = S::IR.min(nrows - r0);
-            for t in 0..sh.cols {
-                for r in 0..mr {
-                    let p = xp.add((r0 + r) * ldx + t * nb + c0);
-                    let v = if nvalid >= l {
-                        S::load(p)
-                    } else {
-                        S::load_part(p, nvalid)
-                    };
-                    S::store(tp.add((t * mr + r) * l), v);
-                }
-            }
+            // Stripe `t` of the tile holds the `mr` rows' vectors at input `t`.
+            pack_stripes::<S>(xp.add(r0 * ldx), ldx, nb, c0, nvalid, sh.cols, mr, tp);
             let mut t0 = 0;
             while t0 < sh.cols {
                 let kt = INTER_KT.min(sh.cols - t0);

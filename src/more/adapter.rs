@@ -1,6 +1,6 @@
 //! The MoRe adapter: a rectangular Monarch `ΔW` added to a frozen linear layer.
 
-use super::{check_base, check_cols, check_grad, dense_rows, dropout_mask, Adapter};
+use super::{check_base, check_cols, check_grad, dropout_mask, frozen_plus_adapter, Adapter};
 use crate::error::{check_nonzero, Error, Result};
 use crate::random::uniform_array3;
 use crate::{Monarch, RealScalar};
@@ -230,16 +230,13 @@ impl<T: RealScalar> MoReAdapter<T> {
 
     fn forward_masked(&self, x: ArrayView2<T>, seed: Option<u64>) -> Result<Array2<T>> {
         check_cols(x, self.in_features(), "MoReAdapter::forward")?;
-        let mut y = dense_rows(x, &self.weight, self.bias.as_ref());
-        if self.merged {
-            return Ok(y);
-        }
-        let mut a = self.adapter_output(x)?;
-        if let Some(seed) = seed {
-            a *= &dropout_mask::<T>(a.dim(), self.dropout, seed)?;
-        }
-        y += &a;
-        Ok(y)
+        frozen_plus_adapter(
+            x,
+            (&self.weight, self.bias.as_ref()),
+            self.merged,
+            (self.dropout, seed),
+            || self.adapter_output(x),
+        )
     }
 
     /// Gradients of `sum(forward(x) ⊙ grad_out)` in evaluation mode (no dropout). Works merged

@@ -142,3 +142,25 @@ pub(crate) fn dense_rows<T: RealScalar>(
     }
     y
 }
+
+/// The adapted layer's forward pass: the frozen `x · wᵀ (+ bias)` plus, unless the adapter is
+/// merged into `w`, its output (from `adapter`), under the dropout mask of `seed` if given.
+/// Shared by every adapter so train and eval modes mean the same thing for each.
+pub(crate) fn frozen_plus_adapter<T: RealScalar>(
+    x: ArrayView2<T>,
+    (w, bias): (&Array2<T>, Option<&Array1<T>>),
+    merged: bool,
+    dropout: (f64, Option<u64>),
+    adapter: impl FnOnce() -> Result<Array2<T>>,
+) -> Result<Array2<T>> {
+    let mut y = dense_rows(x, w, bias);
+    if merged {
+        return Ok(y);
+    }
+    let mut a = adapter()?;
+    if let (p, Some(seed)) = dropout {
+        a *= &dropout_mask::<T>(a.dim(), p, seed)?;
+    }
+    y += &a;
+    Ok(y)
+}
