@@ -57,6 +57,20 @@ fn monarch_matmul_and_vjp() {
 }
 
 #[test]
+fn monarch_vjp_32_blocks() {
+    // 32 block indices: the interleaved weight gradient splits over the two 16-lane chunks on
+    // 2 threads and over output-feature windows on 1 and 8; the blocked one over block ranges.
+    let m = Monarch::<f64>::random(1024, 32, 7).unwrap();
+    let x = normal_matrix::<f64>((96, 1024), 1.0, 8);
+    let g = normal_matrix::<f64>((96, 1024), 1.0, 9);
+    assert!(96 * m.num_params() > 4 * Par::MIN_PARALLEL_WORK);
+    same_across_pools("Monarch::vjp (32 blocks)", || {
+        let v = m.vjp(x.view(), g.view()).unwrap();
+        (bits2(&v.x), bits3(&v.w1), bits3(&v.w2))
+    });
+}
+
+#[test]
 fn monarch_f32_matmul() {
     let m = Monarch::<f32>::random(256, 16, 9).unwrap();
     let x = normal_matrix::<f32>((257, 256), 1.0, 10);

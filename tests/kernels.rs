@@ -7,8 +7,9 @@ use crate::common;
 use common::{assert_close, naive_dense};
 use monarch::kernels::{
     blockdiag_matmul_with, blocked_dot_into, blocked_into, blocked_outer_into,
-    blocks_outer_sum_with, interleaved_into, interleaved_outer_into, monarch_matmul_with,
-    monarch_vjp_with, Backend, PackedBlocked, PackedInterleaved, Rows, RowsMut,
+    blocks_outer_sum_with, interleaved_into, interleaved_outer_chunks_into, interleaved_outer_into,
+    monarch_matmul_with, monarch_vjp_with, Backend, PackedBlocked, PackedInterleaved, Rows,
+    RowsMut,
 };
 use monarch::ndarray::{s, Array2, Array3};
 use monarch::num_complex::Complex;
@@ -202,6 +203,29 @@ fn check_outer<T: Scalar>() {
                     t,
                     &format!("{what} inter {be:?}"),
                 );
+                // Chunked layout, every contiguous run of chunks: out[k−k0][i][t][c mod 16],
+                // lanes past nb zero.
+                let nch = nb.div_ceil(16);
+                for k0 in 0..nch {
+                    for k1 in k0 + 1..=nch {
+                        let blk = rows * cols * 16;
+                        let mut oc = vec![T::from_f64(7.0); (k1 - k0) * blk];
+                        interleaved_outer_chunks_into(be, nb, k0..k1, gr, xr, &mut oc);
+                        let want: Vec<T> = (0..(k1 - k0) * blk)
+                            .map(|e| {
+                                let (k, it, lane) = (k0 + e / blk, (e % blk) / 16, e % 16);
+                                let c = k * 16 + lane;
+                                if c < nb {
+                                    naive_i[[it / cols, it % cols, c]]
+                                } else {
+                                    T::zero()
+                                }
+                            })
+                            .collect();
+                        let w = format!("{what} inter chunks {k0}..{k1} {be:?}");
+                        assert_close(&oc, &want, t, &w);
+                    }
+                }
             }
         }
     }

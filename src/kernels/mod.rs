@@ -585,21 +585,93 @@ pub fn interleaved_outer_into<T: Scalar>(
     x: Rows<T>,
     out: &mut [T],
 ) {
-    assert_eq!(g.nrows, x.nrows, "interleaved_outer_into: row counts");
-    assert!(nb > 0);
-    let ni = g.ncols / nb;
-    let cols = x.ncols / nb;
-    assert_eq!(g.ncols, ni * nb, "interleaved_outer_into: gradient width");
-    assert_eq!(x.ncols, cols * nb, "interleaved_outer_into: input width");
+    let (ni, cols) = outer_dims("interleaved_outer_into", nb, &g, &x);
     assert_eq!(
         out.len(),
         ni * cols * nb,
         "interleaved_outer_into: output length"
     );
+    let lay = OuterLayout {
+        c0: 0,
+        c1: nb,
+        cw: nb,
+        ldi: cols * nb,
+        ldt: nb,
+        ldch: 0,
+    };
+    run_interleaved_outer(backend, nb, lay, &g, &x, out);
+}
+
+/// Interleaved outer sum over the block-index chunks `chunks` (chunk `k` holds the block
+/// indices `16k .. 16k + 16`), in chunked layout: `out[k−k0][i][t][c mod 16] =
+/// Σ_b g[b, i·NB + c] · x[b, t·NB + c]` for `c` in chunk `k`, `out` of length
+/// `|chunks| · I · C · 16`; lanes past `NB` in the last chunk are set to zero. Overwrites `out`.
+///
+/// Threads that split the block indices this way read disjoint parts of every row and pack
+/// nothing twice (a split over output features makes every thread pack all of `x`).
+///
+/// # Panics
+/// If the shapes do not fit, the chunks are not within `0..⌈NB/16⌉`, or `backend` is not
+/// available.
+pub fn interleaved_outer_chunks_into<T: Scalar>(
+    backend: Backend,
+    nb: usize,
+    chunks: Range<usize>,
+    g: Rows<T>,
+    x: Rows<T>,
+    out: &mut [T],
+) {
+    let (ni, cols) = outer_dims("interleaved_outer_chunks_into", nb, &g, &x);
+    assert!(
+        chunks.start < chunks.end && chunks.end <= nb.div_ceil(PAD),
+        "interleaved_outer_chunks_into: chunks {chunks:?} of {nb} block indices"
+    );
+    let blk = ni * cols * PAD;
+    assert_eq!(
+        out.len(),
+        chunks.len() * blk,
+        "interleaved_outer_chunks_into: output length"
+    );
+    let lay = OuterLayout {
+        c0: chunks.start * PAD,
+        c1: (chunks.end * PAD).min(nb),
+        cw: PAD,
+        ldi: cols * PAD,
+        ldt: PAD,
+        ldch: blk,
+    };
+    let pad = chunks.end * PAD - lay.c1;
+    if pad > 0 {
+        let last = &mut out[(chunks.len() - 1) * blk..];
+        for v in last.chunks_mut(PAD) {
+            v[PAD - pad..].fill(T::zero());
+        }
+    }
+    run_interleaved_outer(backend, nb, lay, &g, &x, out);
+}
+
+/// Checks the operands of an interleaved outer sum; returns `(I, C)`.
+fn outer_dims<T>(ctx: &str, nb: usize, g: &Rows<T>, x: &Rows<T>) -> (usize, usize) {
+    assert_eq!(g.nrows, x.nrows, "{ctx}: row counts");
+    assert!(nb > 0, "{ctx}: no blocks");
+    let (ni, cols) = (g.ncols / nb, x.ncols / nb);
+    assert_eq!(g.ncols, ni * nb, "{ctx}: gradient width");
+    assert_eq!(x.ncols, cols * nb, "{ctx}: input width");
+    (ni, cols)
+}
+
+fn run_interleaved_outer<T: Scalar>(
+    backend: Backend,
+    nb: usize,
+    lay: OuterLayout,
+    g: &Rows<T>,
+    x: &Rows<T>,
+    out: &mut [T],
+) {
     let shape = InterShape {
         nb,
-        rows: ni,
-        cols,
+        rows: g.ncols / nb,
+        cols: x.ncols / nb,
         nbpad: 0,
         ioff: 0,
         wrows: 0,
@@ -607,9 +679,35 @@ pub fn interleaved_outer_into<T: Scalar>(
     match backend.resolve::<T>() {
         #[cfg(target_arch = "x86_64")]
         b @ (Backend::Avx2 | Backend::Avx512) => {
-            x86::dispatch_interleaved_outer(b, shape, &g, &x, out);
+            x86::dispatch_interleaved_outer(b, shape, lay, g, x, out);
         }
-        _ => portable::interleaved_outer(shape, &g, &x, out),
+        _ => portable::interleaved_outer(shape, lay, g, x, out),
+    }
+}
+
+/// Where an interleaved outer sum writes `(i, t, c)`, for block indices `c ∈ c0..c1`:
+/// `i·ldi + t·ldt + (c/cw − c0/cw)·ldch + c mod cw` (`cw` a multiple of every vector width).
+#[derive(Debug, Clone, Copy)]
+struct OuterLayout {
+    c0: usize,
+    c1: usize,
+    cw: usize,
+    ldi: usize,
+    ldt: usize,
+    ldch: usize,
+}
+
+impl OuterLayout {
+    fn at(&self, i: usize, t: usize, c: usize) -> usize {
+        i * self.ldi + t * self.ldt + (c / self.cw - self.c0 / self.cw) * self.ldch + c % self.cw
+    }
+
+    /// Elements `out` must hold.
+    fn len(&self, rows: usize, cols: usize) -> usize {
+        if rows == 0 || cols == 0 || self.c0 == self.c1 {
+            return 0;
+        }
+        self.at(rows - 1, cols - 1, self.c1 - 1) + 1
     }
 }
 

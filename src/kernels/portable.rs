@@ -3,7 +3,7 @@
 //! Inner loops run over contiguous memory (a block's output features, or the block index of
 //! the interleaved layout) so compilers vectorise them without fast-math.
 
-use super::{BlockedShape, InterShape, Rows, RowsMut, PAD};
+use super::{BlockedShape, InterShape, OuterLayout, Rows, RowsMut, PAD};
 use crate::Scalar;
 
 pub(super) fn blocked<T: Scalar>(sh: BlockedShape, w: &[T], x: &Rows<T>, y: &mut RowsMut<T>) {
@@ -66,25 +66,36 @@ pub(super) fn blocked_outer<T: Scalar>(sh: BlockedShape, g: &Rows<T>, x: &Rows<T
 
 pub(super) fn interleaved_outer<T: Scalar>(
     sh: InterShape,
+    lay: OuterLayout,
     g: &Rows<T>,
     x: &Rows<T>,
     out: &mut [T],
 ) {
     let nb = sh.nb;
-    out.fill(T::zero());
-    for b in 0..g.nrows {
-        let gr = &g.data[b * g.ld..][..sh.rows * nb];
-        let xr = &x.data[b * x.ld..][..sh.cols * nb];
+    // Runs of block indices that are contiguous in `out`.
+    let mut c = lay.c0;
+    while c < lay.c1 {
+        let len = (lay.cw - c % lay.cw).min(lay.c1 - c);
         for i in 0..sh.rows {
-            let gi = &gr[i * nb..][..nb];
             for t in 0..sh.cols {
-                let xt = &xr[t * nb..][..nb];
-                let o = &mut out[(i * sh.cols + t) * nb..][..nb];
-                for ((oc, &gc), &xc) in o.iter_mut().zip(gi).zip(xt) {
-                    *oc = gc.mul_add_val(xc, *oc);
+                out[lay.at(i, t, c)..][..len].fill(T::zero());
+            }
+        }
+        for b in 0..g.nrows {
+            let gr = &g.data[b * g.ld..][..sh.rows * nb];
+            let xr = &x.data[b * x.ld..][..sh.cols * nb];
+            for i in 0..sh.rows {
+                let gi = &gr[i * nb + c..][..len];
+                for t in 0..sh.cols {
+                    let xt = &xr[t * nb + c..][..len];
+                    let o = &mut out[lay.at(i, t, c)..][..len];
+                    for ((oc, &gc), &xc) in o.iter_mut().zip(gi).zip(xt) {
+                        *oc = gc.mul_add_val(xc, *oc);
+                    }
                 }
             }
         }
+        c += len;
     }
 }
 

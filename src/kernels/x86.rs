@@ -10,7 +10,7 @@
 //! full vectors; activations and outputs use masked loads and stores for partial vectors
 //! (masked-off lanes are never read from or written to memory, faults included).
 
-use super::{Backend, BlockedShape, InterShape, Rows, RowsMut, PAD};
+use super::{Backend, BlockedShape, InterShape, OuterLayout, Rows, RowsMut, PAD};
 use std::any::TypeId;
 use std::arch::x86_64::*;
 
@@ -767,14 +767,17 @@ unsafe fn pack_stripes<S: Simd>(
     }
 }
 
-/// Interleaved outer sum `out[i][t][c] = Σ_b g[b, i·NB + c] · x[b, t·NB + c]`.
+/// Interleaved outer sum `out[lay.at(i, t, c)] = Σ_b g[b, i·NB + c] · x[b, t·NB + c]` for the
+/// block indices `lay.c0..lay.c1`.
 ///
 /// # Safety
-/// `g`, `x` rows of `rows·nb`, `cols·nb` elements, `out` of `rows·cols·nb` (checked by the
-/// caller), and the CPU supports `S`.
+/// `g`, `x` rows of `rows·nb`, `cols·nb` elements, `out` valid for `lay.len(rows, cols)`,
+/// every run of `lay.cw` lanes a whole number of vectors or the whole block range (checked by
+/// the caller), and the CPU supports `S`.
 #[inline(always)]
 unsafe fn drv_inter_outer<S: Simd>(
     sh: InterShape,
+    lay: OuterLayout,
     g: &Rows<S::E>,
     x: &Rows<S::E>,
     out: &mut [S::E],
@@ -783,10 +786,20 @@ unsafe fn drv_inter_outer<S: Simd>(
     let (ldg, ldx, nrows, nb) = (g.ld, x.ld, g.nrows, sh.nb);
     let (gp, xp, op) = (g.data.as_ptr(), x.data.as_ptr(), out.as_mut_ptr());
     if nrows == 0 {
-        out.iter_mut().for_each(|v| *v = std::mem::zeroed());
+        let mut c0 = lay.c0;
+        while c0 < lay.c1 {
+            let len = (lay.cw - c0 % lay.cw).min(lay.c1 - c0);
+            for i in 0..sh.rows {
+                for t in 0..sh.cols {
+                    out[lay.at(i, t, c0)..][..len]
+                        .iter_mut()
+                        .for_each(|v| *v = std::mem::zeroed());
+                }
+            }
+            c0 += len;
+        }
         return;
     }
-    let ldoi = sh.cols * nb;
     // A chunk of rows of one block-index chunk is copied into contiguous per-feature stripes:
     // in place, the rows sit a power-of-two stride apart and evict each other from L1, and
     // every register tile would reload them from L2.
@@ -801,9 +814,9 @@ unsafe fn drv_inter_outer<S: Simd>(
     while k0 < nrows {
         let kb = OUTER_ROWS.min(nrows - k0);
         let acc = k0 > 0;
-        let mut c0 = 0;
-        while c0 < nb {
-            let nvalid = l.min(nb - c0);
+        let mut c0 = lay.c0;
+        while c0 < lay.c1 {
+            let nvalid = l.min(lay.c1 - c0);
             pack_stripes::<S>(gp.add(k0 * ldg), ldg, nb, c0, nvalid, sh.rows, kb, gk);
             pack_stripes::<S>(xp.add(k0 * ldx), ldx, nb, c0, nvalid, sh.cols, kb, xk);
             let mut i0 = 0;
@@ -814,9 +827,9 @@ unsafe fn drv_inter_outer<S: Simd>(
                     let nt = S::OT.min(sh.cols - t0);
                     let gr = gk.add(i0 * kb * l) as *const S::E;
                     let xr = xk.add(t0 * kb * l) as *const S::E;
-                    let or = op.add(i0 * ldoi + t0 * nb + c0);
+                    let or = op.add(lay.at(i0, t0, c0));
                     const_n!(ni, M in [1 2 3 4] => const_n!(nt, N in [1 2 3 4 5 6] => mk_outer_packed::<S, M, N>(
-                        kb, gr, xr, or, ldoi, nb, nvalid, acc
+                        kb, gr, xr, or, lay.ldi, lay.ldt, nvalid, acc
                     )));
                     t0 += nt;
                 }
@@ -877,11 +890,12 @@ macro_rules! entries {
         #[target_feature(enable = $feat)]
         unsafe fn $iouter<S: Simd>(
             sh: InterShape,
+            lay: OuterLayout,
             g: &Rows<S::E>,
             x: &Rows<S::E>,
             out: &mut [S::E],
         ) {
-            drv_inter_outer::<S>(sh, g, x, out)
+            drv_inter_outer::<S>(sh, lay, g, x, out)
         }
     };
 }
@@ -1110,6 +1124,7 @@ pub(super) fn dispatch_blocked_outer<T: 'static>(
 pub(super) fn dispatch_interleaved_outer<T: 'static>(
     b: Backend,
     sh: InterShape,
+    lay: OuterLayout,
     g: &Rows<T>,
     x: &Rows<T>,
     out: &mut [T],
@@ -1117,7 +1132,10 @@ pub(super) fn dispatch_interleaved_outer<T: 'static>(
     assert_eq!(g.ncols, sh.rows * sh.nb);
     assert_eq!(x.ncols, sh.cols * sh.nb);
     assert_eq!(g.nrows, x.nrows);
-    assert_eq!(out.len(), sh.rows * sh.cols * sh.nb);
+    // Every vector the kernel stores stays inside one run of `cw` lanes, and inside `out`.
+    assert!(lay.c0 < lay.c1 && lay.c1 <= sh.nb);
+    assert!(lay.cw.is_multiple_of(PAD) || (lay.c0 == 0 && lay.cw == sh.nb));
+    assert!(out.len() >= lay.len(sh.rows, sh.cols));
     if TypeId::of::<T>() == TypeId::of::<f32>() {
         let (g, x, out) = (
             cast_rows::<T, f32>(g),
@@ -1130,7 +1148,7 @@ pub(super) fn dispatch_interleaved_outer<T: 'static>(
             Avx2F32,
             iouter_512,
             iouter_256,
-            (sh, &g, &x, out)
+            (sh, lay, &g, &x, out)
         )
     } else {
         let (g, x, out) = (
@@ -1144,7 +1162,7 @@ pub(super) fn dispatch_interleaved_outer<T: 'static>(
             Avx2F64,
             iouter_512,
             iouter_256,
-            (sh, &g, &x, out)
+            (sh, lay, &g, &x, out)
         )
     }
 }
