@@ -6,10 +6,10 @@ use crate::common;
 
 use common::{assert_close, naive_dense};
 use monarch::kernels::{
-    blockdiag_matmul_with, blocked_dot_into, blocked_into, blocked_outer_into,
-    blocks_outer_sum_with, interleaved_into, interleaved_outer_chunks_into, interleaved_outer_into,
-    monarch_matmul_with, monarch_vjp_with, Backend, PackedBlocked, PackedInterleaved, Rows,
-    RowsMut,
+    blockdiag_matmul_with, blocked_backward_into, blocked_dot_into, blocked_into,
+    blocked_outer_into, blocks_outer_sum_with, interleaved_backward_into, interleaved_into,
+    interleaved_outer_chunks_into, interleaved_outer_into, monarch_matmul_with, monarch_vjp_with,
+    Backend, PackedBlocked, PackedInterleaved, Rows, RowsMut,
 };
 use monarch::ndarray::{s, Array2, Array3};
 use monarch::num_complex::Complex;
@@ -658,4 +658,78 @@ fn fused_vjp_matches_stagewise_bitwise() {
             );
         }
     }
+}
+
+/// The fused backward passes (one copy of each chunk of rows for the weight gradient and the
+/// input gradient) give bitwise the results of the separate outer sum and transposed product on
+/// the same backend — for the blocked one with 1, 2 and 3 tasks — and the portable passes'
+/// results match the naive sums.
+fn check_fused_backward<T: Scalar + PartialEq>() {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    for (si, &rows) in SIZES.iter().enumerate() {
+        let cols = SIZES[(si * 5 + 2) % SIZES.len()];
+        for &batch in &[1usize, 17, 70] {
+            let nb = [1, 3, 16, 17, 33][(si + batch) % 5];
+            let w = rand3::<T>((nb, rows, cols), (rows * 31 + batch) as u64);
+            // Blocked: g has nb·rows columns (the factor's output), x nb·cols.
+            let g = rand2::<T>((batch, nb * rows), 5 + si as u64);
+            let x = rand2::<T>((batch, nb * cols), 6 + batch as u64);
+            let gr = Rows::new(g.as_slice().unwrap(), nb * rows, batch, nb * rows);
+            let xr = Rows::new(x.as_slice().unwrap(), nb * cols, batch, nb * cols);
+            let wt = PackedBlocked::pack_transposed(w.view());
+            let what = format!("blocked backward nb={nb} {rows}x{cols} batch={batch}");
+            for be in std::iter::once(Backend::Portable).chain(backends()) {
+                let mut out = vec![T::zero(); nb * rows * cols];
+                blocked_outer_into(be, (rows, cols), gr, xr, &mut out);
+                let mut gx = vec![T::zero(); batch * nb * cols];
+                let gxm = RowsMut::new(&mut gx, nb * cols, batch, nb * cols);
+                blocked_into(be, &wt, 0..nb, gr, gxm);
+                for tasks in 1..=3 {
+                    let mut fo = vec![T::from_f64(9.0); nb * rows * cols];
+                    let mut fgx = vec![T::from_f64(9.0); batch * nb * cols];
+                    pool.install(|| {
+                        blocked_backward_into(be, &wt, gr, xr, &mut fo, &mut fgx, tasks)
+                    });
+                    assert!(fo == out, "{what} {be:?} tasks={tasks}: weight gradient");
+                    assert!(fgx == gx, "{what} {be:?} tasks={tasks}: input gradient");
+                }
+                if be == Backend::Portable {
+                    let naive = Array3::from_shape_fn((nb, rows, cols), |(a, i, j)| {
+                        (0..batch)
+                            .map(|b| g[[b, a * rows + i]] * x[[b, a * cols + j]])
+                            .sum::<T>()
+                    });
+                    let t = tol::<T>() * (batch as f64).sqrt();
+                    assert_close(&out, naive.as_slice().unwrap(), t, &what);
+                }
+            }
+            // Interleaved: g has rows·nb columns, x cols·nb.
+            let wi = PackedInterleaved::pack_transposed(w.view());
+            let gr = Rows::new(g.as_slice().unwrap(), nb * rows, batch, nb * rows);
+            let xr = Rows::new(x.as_slice().unwrap(), nb * cols, batch, nb * cols);
+            let nch = nb.div_ceil(16);
+            let what = format!("interleaved backward nb={nb} {rows}x{cols} batch={batch}");
+            for be in std::iter::once(Backend::Portable).chain(backends()) {
+                let mut out = vec![T::zero(); nch * rows * cols * 16];
+                interleaved_outer_chunks_into(be, nb, 0..nch, gr, xr, &mut out);
+                let mut gx = vec![T::zero(); batch * nb * cols];
+                let gxm = RowsMut::new(&mut gx, nb * cols, batch, nb * cols);
+                interleaved_into(be, &wi, 0..cols, gr, gxm);
+                let mut fo = vec![T::from_f64(9.0); nch * rows * cols * 16];
+                let mut fgx = vec![T::from_f64(9.0); batch * nb * cols];
+                interleaved_backward_into(be, &wi, gr, xr, &mut fo, &mut fgx);
+                assert!(fo == out, "{what} {be:?}: weight gradient");
+                assert!(fgx == gx, "{what} {be:?}: input gradient");
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_backward_matches_separate_passes() {
+    check_fused_backward::<f32>();
+    check_fused_backward::<f64>();
 }

@@ -626,12 +626,25 @@ pub fn interleaved_outer_chunks_into<T: Scalar>(
         chunks.start < chunks.end && chunks.end <= nb.div_ceil(PAD),
         "interleaved_outer_chunks_into: chunks {chunks:?} of {nb} block indices"
     );
-    let blk = ni * cols * PAD;
     assert_eq!(
         out.len(),
-        chunks.len() * blk,
+        chunks.len() * ni * cols * PAD,
         "interleaved_outer_chunks_into: output length"
     );
+    let lay = chunked_layout(nb, ni, cols, chunks, out);
+    run_interleaved_outer(backend, nb, lay, &g, &x, out);
+}
+
+/// The chunked layout of [`interleaved_outer_chunks_into`] for `chunks`, with the lanes past
+/// `nb` of `out`'s last chunk set to zero (no kernel writes them).
+fn chunked_layout<T: Scalar>(
+    nb: usize,
+    ni: usize,
+    cols: usize,
+    chunks: Range<usize>,
+    out: &mut [T],
+) -> OuterLayout {
+    let blk = ni * cols * PAD;
     let lay = OuterLayout {
         c0: chunks.start * PAD,
         c1: (chunks.end * PAD).min(nb),
@@ -647,7 +660,193 @@ pub fn interleaved_outer_chunks_into<T: Scalar>(
             v[PAD - pad..].fill(T::zero());
         }
     }
-    run_interleaved_outer(backend, nb, lay, &g, &x, out);
+    lay
+}
+
+/// A pointer shared by tasks that write disjoint parts of one buffer.
+#[derive(Clone, Copy)]
+struct SharedMut<T>(*mut T);
+// SAFETY: only handed to tasks that write disjoint elements (each use says which), while the
+// buffer is borrowed mutably by the function that spawned them.
+unsafe impl<T: Send> Send for SharedMut<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for SharedMut<T> {}
+impl<T> SharedMut<T> {
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+/// Fused backward of a blocked factor over all rows, one pass instead of an outer sum and a
+/// transposed product that each read the gradient: the weight gradient `out` (`(NB, R, C)`
+/// row-major, as [`blocked_outer_into`]) and the input gradient `gx` (`g.nrows × NB·C`,
+/// contiguous; `gx[b, a·C + j] = Σ_i W[a, i, j] · g[b, a·R + i]`), `wt` the transposed packing
+/// of `W` ([`PackedBlocked::pack_transposed`]). The blocks are cut into `tasks` contiguous
+/// ranges run in parallel; every sum runs in the same order as in the two separate passes,
+/// so results are bitwise theirs whatever `tasks` is.
+///
+/// The portable backend runs the two passes one after the other.
+///
+/// # Panics
+/// If the shapes do not fit, or `backend` is not available.
+pub fn blocked_backward_into<T: Scalar>(
+    backend: Backend,
+    wt: &PackedBlocked<T>,
+    g: Rows<T>,
+    x: Rows<T>,
+    out: &mut [T],
+    gx: &mut [T],
+    tasks: usize,
+) {
+    let (nb, r, c) = (wt.nb, wt.cols, wt.rows);
+    let nrows = g.nrows;
+    assert_eq!(g.ncols, nb * r, "blocked_backward: gradient width");
+    assert_eq!(x.ncols, nb * c, "blocked_backward: input width");
+    assert_eq!(x.nrows, nrows, "blocked_backward: row counts");
+    assert_eq!(
+        out.len(),
+        nb * r * c,
+        "blocked_backward: weight-gradient length"
+    );
+    assert_eq!(
+        gx.len(),
+        nrows * nb * c,
+        "blocked_backward: input-gradient length"
+    );
+    match backend.resolve::<T>() {
+        #[cfg(target_arch = "x86_64")]
+        b @ (Backend::Avx2 | Backend::Avx512) => {
+            let per = nb.div_ceil(tasks.max(1));
+            let gxp = SharedMut(gx.as_mut_ptr());
+            for_each_chunk(out, per * r * c, tasks > 1, |(wi, o)| {
+                let (a0, na) = (wi * per, o.len() / (r * c));
+                let sh = BlockedShape {
+                    nb: na,
+                    rows: r,
+                    cols: c,
+                    rpad: 0,
+                };
+                let wsh = BlockedShape {
+                    nb: na,
+                    rows: c,
+                    cols: r,
+                    rpad: wt.rpad,
+                };
+                let wsl = &wt.w[a0 * r * wt.rpad..];
+                let (gc, xc) = (g.cols(a0 * r..(a0 + na) * r), x.cols(a0 * c..(a0 + na) * c));
+                // SAFETY: task `wi` writes only the columns `a0·C .. (a0 + na)·C` of the
+                // `nrows` rows of `gx` (checked above to hold them), disjoint across tasks.
+                unsafe {
+                    x86::dispatch_blocked_backward(
+                        b,
+                        sh,
+                        wsh,
+                        wsl,
+                        &gc,
+                        &xc,
+                        o,
+                        gxp.get().add(a0 * c),
+                        nb * c,
+                    );
+                }
+            });
+        }
+        _ => {
+            blocked_outer_into(backend, (r, c), g, x, out);
+            blocked_into(
+                backend,
+                wt,
+                0..nb,
+                g,
+                RowsMut::new(gx, nb * c, nrows, nb * c),
+            );
+        }
+    }
+}
+
+/// Fused backward of an interleaved factor over the rows of `g` and `x`: the weight gradient in
+/// the chunked layout of [`interleaved_outer_chunks_into`] (all `⌈NB/16⌉` chunks) and the input
+/// gradient `gx` (`g.nrows × C·NB`, contiguous; `gx[b, t·NB + c] = Σ_i W[c, i, t] · g[b, i·NB + c]`),
+/// `wt` the transposed packing of `W` ([`PackedInterleaved::pack_transposed`]). One packing of
+/// each chunk of rows serves both; sums run in the order of the two separate passes, so results
+/// are bitwise theirs. Sequential: callers split the rows.
+///
+/// The portable backend runs the two passes one after the other.
+///
+/// # Panics
+/// If the shapes do not fit, or `backend` is not available.
+pub fn interleaved_backward_into<T: Scalar>(
+    backend: Backend,
+    wt: &PackedInterleaved<T>,
+    g: Rows<T>,
+    x: Rows<T>,
+    out: &mut [T],
+    gx: &mut [T],
+) {
+    let (nb, cols, ni) = (wt.nb, wt.rows, wt.cols);
+    let nrows = g.nrows;
+    let nch = nb.div_ceil(PAD);
+    assert_eq!(
+        g.ncols,
+        ni * nb,
+        "interleaved_backward_into: gradient width"
+    );
+    assert_eq!(x.ncols, cols * nb, "interleaved_backward_into: input width");
+    assert_eq!(x.nrows, nrows, "interleaved_backward_into: row counts");
+    let blk = ni * cols * PAD;
+    assert_eq!(
+        out.len(),
+        nch * blk,
+        "interleaved_backward_into: weight-gradient length"
+    );
+    assert_eq!(
+        gx.len(),
+        nrows * cols * nb,
+        "interleaved_backward_into: input-gradient length"
+    );
+    match backend.resolve::<T>() {
+        #[cfg(target_arch = "x86_64")]
+        b @ (Backend::Avx2 | Backend::Avx512) => {
+            let lay = chunked_layout(nb, ni, cols, 0..nch, out);
+            let sh = InterShape {
+                nb,
+                rows: ni,
+                cols,
+                nbpad: 0,
+                ioff: 0,
+                wrows: 0,
+            };
+            let wsh = InterShape {
+                nb,
+                rows: cols,
+                cols: ni,
+                nbpad: wt.nbpad,
+                ioff: 0,
+                wrows: cols,
+            };
+            // SAFETY: `gx` is borrowed mutably here and holds `nrows` rows of `C·NB` (checked
+            // above).
+            unsafe {
+                x86::dispatch_interleaved_backward(
+                    b,
+                    sh,
+                    lay,
+                    wsh,
+                    &wt.w,
+                    &g,
+                    &x,
+                    out,
+                    gx.as_mut_ptr(),
+                    cols * nb,
+                );
+            }
+        }
+        _ => {
+            interleaved_outer_chunks_into(backend, nb, 0..nch, g, x, out);
+            let y = RowsMut::new(gx, cols * nb, nrows, cols * nb);
+            interleaved_into(backend, wt, 0..cols, g, y);
+        }
+    }
 }
 
 /// Checks the operands of an interleaved outer sum; returns `(I, C)`.

@@ -16,9 +16,10 @@
 //! sequence whatever the split, so results do not depend on the thread count.
 
 use super::{
-    blocked_dot_into, blocked_into, blocked_outer_into, for_each_chunk, interleaved_into,
-    interleaved_outer_chunks_into, interleaved_outer_into, row_chunk, Backend, PackedBlocked,
-    PackedInterleaved, Rows, RowsMut, PAD,
+    blocked_backward_into, blocked_dot_into, blocked_into, blocked_outer_into, for_each_chunk,
+    interleaved_backward_into, interleaved_into, interleaved_outer_chunks_into,
+    interleaved_outer_into, row_chunk, Backend, PackedBlocked, PackedInterleaved, Rows, RowsMut,
+    PAD,
 };
 use crate::blockdiag::BlockDiag;
 use crate::monarch::{Monarch, MonarchGrad};
@@ -515,6 +516,13 @@ fn stage_outer_into<T: Scalar>(
             };
             for_each_chunk(flat, per * rows * cols, split, body);
         }
+        Kind::Inter if inter_parts(g.nrows()) > 1 => {
+            let nch = nb.div_ceil(PAD);
+            let part = |_: usize, r: Range<usize>, o: &mut [T], _: &mut [T]| {
+                interleaved_outer_chunks_into(be, nb, 0..nch, g.rows(r.clone()), x.rows(r), o);
+            };
+            inter_parts_sum((nb, rows, cols), g.nrows(), split, flat, &mut [], 0, part);
+        }
         Kind::Inter => {
             // packed[i][t][c] = Σ_b g[b, i·nb + c] · x[b, t·nb + c], one window of output
             // features per thread: every window packs the same input stripes, so fewer, wider
@@ -524,27 +532,6 @@ fn stage_outer_into<T: Scalar>(
             } else {
                 1
             };
-            let nch = nb.div_ceil(PAD);
-            if threads > 1 && nch % threads == 0 {
-                // Each thread takes whole chunks of block indices: it reads its own part of
-                // every row and packs nothing another thread packs.
-                let (per, blk) = (nch / threads, rows * cols * PAD);
-                with_scratch(|buf: &mut Vec<T>| {
-                    let packed = scratch_slice(buf, nch * blk);
-                    let body = |(wi, o): (usize, &mut [T])| {
-                        interleaved_outer_chunks_into(be, nb, wi * per..(wi + 1) * per, g, x, o);
-                    };
-                    for_each_chunk(packed, per * blk, split, body);
-                    // [k][i][t][c mod 16] → (c, i, t).
-                    for (c, dst) in flat.chunks_mut(rows * cols).enumerate() {
-                        let src = &packed[(c / PAD) * blk + c % PAD..];
-                        for (it, v) in dst.iter_mut().enumerate() {
-                            *v = src[it * PAD];
-                        }
-                    }
-                });
-                return;
-            }
             let win = rows.div_ceil(threads).max(4).min(rows);
             with_scratch(|buf: &mut Vec<T>| {
                 let packed = scratch_slice(buf, rows * cols * nb);
@@ -564,6 +551,110 @@ fn stage_outer_into<T: Scalar>(
             });
         }
     }
+}
+
+/// Parts the rows of an interleaved backward pass are cut into: a function of the row count
+/// only, so results do not depend on the thread count (each part's weight gradient is summed
+/// on its own and the parts are added in order). Splitting the 16-lane chunks of block
+/// indices among threads instead shares cache lines between them where a chunk is half a
+/// line pair (NB = 32), and splitting output features makes every thread pack all inputs.
+fn inter_parts(rows: usize) -> usize {
+    (rows / 64).clamp(1, 4)
+}
+
+/// Backward of one factor `w` (layout `kind`) whose input was `x` and whose output gradient
+/// is `g`: the weight gradient into `wgrad` (reallocated only when its shape or layout does not
+/// fit) and the input gradient into `gx` (rows of the factor's input width), in one fused pass
+/// over the rows that computes both from one copy of each chunk of rows.
+#[allow(clippy::too_many_arguments)]
+fn stage_backward_into<T: Scalar>(
+    be: Backend,
+    kind: Kind,
+    w: ArrayView3<T>,
+    g: Rows<T>,
+    x: Rows<T>,
+    par: Par,
+    wgrad: &mut Array3<T>,
+    gx: &mut [T],
+) {
+    let dims = w.dim();
+    let (nb, rows, cols) = dims;
+    if wgrad.dim() != dims || !wgrad.is_standard_layout() {
+        *wgrad = Array3::zeros(dims);
+    }
+    let nrows = g.nrows();
+    let split = par.should_split(nrows * nb * rows * cols);
+    let flat = wgrad.as_slice_mut().expect("standard layout");
+    match kind {
+        Kind::Blocked => {
+            // Contiguous block ranges per thread: no reduction, bitwise the separate passes.
+            let tasks = if split {
+                rayon::current_num_threads()
+            } else {
+                1
+            };
+            let wt = PackedBlocked::pack_transposed(w);
+            blocked_backward_into(be, &wt, g, x, flat, gx, tasks);
+        }
+        Kind::Inter if split && inter_parts(nrows) == 1 => {
+            // Too few rows to cut: the separate passes split rows and output features (one
+            // part is bitwise the fused pass, so `Par::Seq` agrees).
+            stage_outer_into(be, kind, dims, g, x, par, wgrad);
+            Packed::new(kind, w, true).apply_all(be, g, gx, split);
+        }
+        Kind::Inter => {
+            let wt = PackedInterleaved::pack_transposed(w);
+            let part = |_: usize, r: Range<usize>, o: &mut [T], gxp: &mut [T]| {
+                interleaved_backward_into(be, &wt, g.rows(r.clone()), x.rows(r), o, gxp);
+            };
+            inter_parts_sum(dims, nrows, split, flat, gx, cols * nb, part);
+        }
+    }
+}
+
+/// Runs `part(p, rows, out_p, gx_p)` for the [`inter_parts`] of `nrows` rows (in parallel when
+/// `split`), each part's interleaved weight gradient into its own buffer in the chunked layout
+/// `[c / 16][i][t][c mod 16]` (`dims = (NB, I, T)`) and its rows of `gx` (`width` per row;
+/// empty when `width == 0`), then adds the parts in order into `flat` as `(c, i, t)`.
+fn inter_parts_sum<T: Scalar>(
+    (nb, rows, cols): (usize, usize, usize),
+    nrows: usize,
+    split: bool,
+    flat: &mut [T],
+    gx: &mut [T],
+    width: usize,
+    part: impl Fn(usize, Range<usize>, &mut [T], &mut [T]) + Sync,
+) {
+    let parts = inter_parts(nrows);
+    let per = rows * cols;
+    let blk = nb.div_ceil(PAD) * per * PAD;
+    let bounds = |p: usize| p * nrows / parts..(p + 1) * nrows / parts;
+    let mut gxs: Vec<&mut [T]> = Vec::with_capacity(parts);
+    let mut rest = &mut gx[..nrows * width];
+    for p in 0..parts {
+        let (head, tail) = rest.split_at_mut(bounds(p).len() * width);
+        gxs.push(head);
+        rest = tail;
+    }
+    with_scratch(|buf: &mut Vec<T>| {
+        let packed = scratch_slice(buf, parts * blk);
+        let body = |(p, (o, gxp)): (usize, (&mut [T], &mut [T]))| part(p, bounds(p), o, gxp);
+        if split {
+            let tasks = packed.par_chunks_mut(blk).zip(gxs.into_par_iter());
+            tasks.enumerate().for_each(body);
+        } else {
+            packed.chunks_mut(blk).zip(gxs).enumerate().for_each(body);
+        }
+        // Parts added in order while the chunked layout becomes (c, i, t).
+        let packed = &*packed;
+        for_each_chunk(flat, per, split, |(c, dst)| {
+            let base = (c / PAD) * per * PAD + c % PAD;
+            for (it, v) in dst.iter_mut().enumerate() {
+                let at = base + it * PAD;
+                *v = (1..parts).fold(packed[at], |acc, p| acc + packed[p * blk + at]);
+            }
+        });
+    });
 }
 
 /// Gradients of `sum(out ⊙ g)` for `out = M x`, with backend `be`.
@@ -661,40 +752,36 @@ pub(crate) fn monarch_vjp_into<T: Scalar>(
     with_scratch(|buf: &mut Vec<T>| {
         let y1 = scratch_slice(buf, rows * h);
         s1.apply_all(be, xin, y1, split);
-        {
-            let z_v = (general && !m.p_mid.is_identity())
-                .then(|| gather_rows(Rows::new(y1, h, rows, h), &m.p_mid));
-            let z = Rows::new(z_v.as_deref().unwrap_or(y1), h, rows, h);
-            // Backward.
-            let dims = m.w2.weights().dim();
-            stage_outer_into(be, k2, dims, g2, z, par, &mut grads.w2);
-        }
-        // The intermediate is dead now: its buffer takes the gradient at the middle.
-        let gz = y1;
-        let s2t = Packed::new(k2, m.w2.weights(), true);
-        s2t.apply_all(be, g2, gz, split);
-        drop(s2t);
-        let g1_v = (general && !m.p_mid.is_identity())
-            .then(|| gather_rows(Rows::new(gz, h, rows, h), &m.p_mid.inverse()));
-        let g1 = Rows::new(g1_v.as_deref().unwrap_or(gz), h, rows, h);
-        let dims = m.w1.weights().dim();
-        stage_outer_into(be, k1, dims, g1, xin, par, &mut grads.w1);
-        let s1t = Packed::new(k1, m.w1.weights(), true);
-        let permute_in = general && !m.p_in.is_identity();
-        match (permute_in, grads.x.as_slice_mut()) {
-            (false, Some(dst)) => s1t.apply_all(be, g1, dst, split),
-            (permute_in, _) => {
-                let mut gxin = vec![T::zero(); rows * n];
-                s1t.apply_all(be, g1, &mut gxin, split);
-                let gx = if permute_in {
-                    gather_rows(Rows::new(&gxin, n, rows, n), &m.p_in.inverse())
-                } else {
-                    gxin
-                };
-                let gx = ArrayView2::from_shape((rows, n), &gx).expect("shape");
-                grads.x.assign(&gx);
+        drop(s1);
+        let z_v = (general && !m.p_mid.is_identity())
+            .then(|| gather_rows(Rows::new(y1, h, rows, h), &m.p_mid));
+        let z = Rows::new(z_v.as_deref().unwrap_or(y1), h, rows, h);
+        with_scratch(|gbuf: &mut Vec<T>| {
+            // Backward: each factor's weight gradient and input gradient in one pass.
+            let gz = scratch_slice(gbuf, rows * h);
+            stage_backward_into(be, k2, m.w2.weights(), g2, z, par, &mut grads.w2, gz);
+            let g1_v = (general && !m.p_mid.is_identity())
+                .then(|| gather_rows(Rows::new(gz, h, rows, h), &m.p_mid.inverse()));
+            let g1 = Rows::new(g1_v.as_deref().unwrap_or(gz), h, rows, h);
+            let w1 = m.w1.weights();
+            let permute_in = general && !m.p_in.is_identity();
+            match (permute_in, grads.x.as_slice_mut()) {
+                (false, Some(dst)) => {
+                    stage_backward_into(be, k1, w1, g1, xin, par, &mut grads.w1, dst);
+                }
+                (permute_in, _) => {
+                    let mut gxin = vec![T::zero(); rows * n];
+                    stage_backward_into(be, k1, w1, g1, xin, par, &mut grads.w1, &mut gxin);
+                    let gx = if permute_in {
+                        gather_rows(Rows::new(&gxin, n, rows, n), &m.p_in.inverse())
+                    } else {
+                        gxin
+                    };
+                    let gx = ArrayView2::from_shape((rows, n), &gx).expect("shape");
+                    grads.x.assign(&gx);
+                }
             }
-        }
+        });
     });
 }
 

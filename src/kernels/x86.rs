@@ -400,7 +400,6 @@ unsafe fn drv_blocked<S: Simd>(
     x: &Rows<S::E>,
     y: &mut RowsMut<S::E>,
 ) {
-    let l = S::LANES;
     let (ldx, ldy, nrows) = (x.ld, y.ld, x.nrows);
     let (wp, xp, yp) = (w.as_ptr(), x.data.as_ptr(), y.data.as_mut_ptr());
     // A block's input columns are copied into a contiguous panel first: read in place, rows a
@@ -418,59 +417,80 @@ unsafe fn drv_blocked<S: Simd>(
         let xa = xp.add(a * sh.cols);
         let ya = yp.add(a * sh.rows);
         copy_rows::<S>(xa, ldx, sh.cols, nrows, ap, lda);
-        let mut i0 = 0;
-        while i0 < sh.rows {
-            let rem = sh.rows - i0;
-            // Four weight vectors against six rows load 10 vectors per 24 FMAs, two against
-            // twelve load 14: the wide tile where the block has the features for it.
-            if S::MR4 > 0 && rem > 3 * l {
-                let cvalid = rem.min(4 * l);
-                let mut r0 = 0;
-                while r0 < nrows {
-                    let mr = S::MR4.min(nrows - r0);
-                    let (ar, cr) = (ap.add(r0 * lda) as *const S::E, ya.add(r0 * ldy + i0));
-                    const_n!(mr, M in [1 2 3 4 5 6] => mk_gemm::<S, M, 4>(
-                        sh.cols, ar, lda, 1, wa.add(i0), sh.rpad, 4 * l, cr, ldy, cvalid, false
-                    ));
-                    r0 += mr;
-                }
-                i0 += 4 * l;
-                continue;
-            }
-            let two = rem > l;
-            let cvalid = rem.min(if two { 2 * l } else { l });
-            let mut r0 = 0;
-            while r0 < nrows {
-                let mr = S::MR.min(nrows - r0);
-                let (ar, cr) = (ap.add(r0 * lda) as *const S::E, ya.add(r0 * ldy + i0));
-                let bw = wa.add(i0);
-                if two {
-                    const_n!(mr, M in [1 2 3 4 5 6 7 8 9 10 11 12] => mk_gemm::<S, M, 2>(
-                        sh.cols, ar, lda, 1, bw, sh.rpad, 2 * l, cr, ldy, cvalid, false
-                    ));
-                } else {
-                    const_n!(mr, M in [1 2 3 4 5 6 7 8 9 10 11 12] => mk_gemm::<S, M, 1>(
-                        sh.cols, ar, lda, 1, bw, sh.rpad, l, cr, ldy, cvalid, false
-                    ));
-                }
-                r0 += mr;
-            }
-            i0 += if two { 2 * l } else { l };
-        }
+        blocked_rows::<S>(sh, wa, ap, lda, nrows, ya, ldy);
     }
 }
 
-/// Interleaved micro-kernel on a packed row tile: for `MR` rows and `NI` output features, one
-/// vector of block indices: `y[r, i·nb] (+)= Σ_t w[i·ldwi + t·ldwt] · xp[(t·MR + r)·L]`.
+/// One block's product for `nrows` rows held in a panel (`ap + r·lda`): every output feature
+/// of the block, written at `ya + r·ldy`.
 ///
 /// # Safety
-/// `xp` valid for `tcount·MR` full vectors, `w` for full vectors at every `(i, t)`, `y` valid
+/// `wa` one block packed for `sh`, `ap` valid for `nrows` rows of `sh.cols`, `ya` for `nrows`
+/// rows of `sh.rows`; the CPU must support `S`.
+#[inline(always)]
+unsafe fn blocked_rows<S: Simd>(
+    sh: BlockedShape,
+    wa: *const S::E,
+    ap: *const S::E,
+    lda: usize,
+    nrows: usize,
+    ya: *mut S::E,
+    ldy: usize,
+) {
+    let l = S::LANES;
+    let mut i0 = 0;
+    while i0 < sh.rows {
+        let rem = sh.rows - i0;
+        // Four weight vectors against six rows load 10 vectors per 24 FMAs, two against
+        // twelve load 14: the wide tile where the block has the features for it.
+        if S::MR4 > 0 && rem > 3 * l {
+            let cvalid = rem.min(4 * l);
+            let mut r0 = 0;
+            while r0 < nrows {
+                let mr = S::MR4.min(nrows - r0);
+                let (ar, cr) = (ap.add(r0 * lda), ya.add(r0 * ldy + i0));
+                const_n!(mr, M in [1 2 3 4 5 6] => mk_gemm::<S, M, 4>(
+                    sh.cols, ar, lda, 1, wa.add(i0), sh.rpad, 4 * l, cr, ldy, cvalid, false
+                ));
+                r0 += mr;
+            }
+            i0 += 4 * l;
+            continue;
+        }
+        let two = rem > l;
+        let cvalid = rem.min(if two { 2 * l } else { l });
+        let mut r0 = 0;
+        while r0 < nrows {
+            let mr = S::MR.min(nrows - r0);
+            let (ar, cr) = (ap.add(r0 * lda), ya.add(r0 * ldy + i0));
+            let bw = wa.add(i0);
+            if two {
+                const_n!(mr, M in [1 2 3 4 5 6 7 8 9 10 11 12] => mk_gemm::<S, M, 2>(
+                    sh.cols, ar, lda, 1, bw, sh.rpad, 2 * l, cr, ldy, cvalid, false
+                ));
+            } else {
+                const_n!(mr, M in [1 2 3 4 5 6 7 8 9 10 11 12] => mk_gemm::<S, M, 1>(
+                    sh.cols, ar, lda, 1, bw, sh.rpad, l, cr, ldy, cvalid, false
+                ));
+            }
+            r0 += mr;
+        }
+        i0 += if two { 2 * l } else { l };
+    }
+}
+
+/// Interleaved micro-kernel on packed stripes: for `MR` rows and `NI` output features, one
+/// vector of block indices: `y[r, i·nb] (+)= Σ_t w[i·ldwi + t·ldwt] · xp[t·lds + r·L]`.
+///
+/// # Safety
+/// `xp` valid for `MR` full vectors at each of the `tcount` stripes, `w` for full vectors at every `(i, t)`, `y` valid
 /// for `nvalid` lanes per `(r, i)` (read first when `accumulate`); the CPU must support `S`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn mk_inter_packed<S: Simd, const MR: usize, const NI: usize>(
     tcount: usize,
     xp: *const S::E,
+    lds: usize,
     w: *const S::E,
     ldwi: usize,
     ldwt: usize,
@@ -500,7 +520,7 @@ unsafe fn mk_inter_packed<S: Simd, const MR: usize, const NI: usize>(
         for (i, wi) in wv.iter_mut().enumerate() {
             *wi = S::load(w.add(i * ldwi + t * ldwt));
         }
-        let xt = xp.add(t * MR * l);
+        let xt = xp.add(t * lds);
         for (r, accr) in acc.iter_mut().enumerate() {
             let xv = S::load(xt.add(r * l));
             for (a, &wi) in accr.iter_mut().zip(&wv) {
@@ -534,8 +554,6 @@ unsafe fn drv_inter<S: Simd>(sh: InterShape, w: &[S::E], x: &Rows<S::E>, y: &mut
     let l = S::LANES;
     let (ldx, ldy, nrows, nb) = (x.ld, y.ld, x.nrows, sh.nb);
     let (wp, xp, yp) = (w.as_ptr(), x.data.as_ptr(), y.data.as_mut_ptr());
-    // Packed as [c / 16][i][t][c % 16]: consecutive `t` are consecutive 16-element groups.
-    let ldwi = sh.cols * PAD;
     // The rows' vectors of one block-index chunk are copied into a contiguous tile `[t][r]`:
     // read in place they sit a power-of-two row stride apart and evict each other from L1.
     let mut tile: Vec<S::V> = vec![S::zero(); sh.cols * S::IR];
@@ -548,26 +566,51 @@ unsafe fn drv_inter<S: Simd>(sh: InterShape, w: &[S::E], x: &Rows<S::E>, y: &mut
             let mr = S::IR.min(nrows - r0);
             // Stripe `t` of the tile holds the `mr` rows' vectors at input `t`.
             pack_stripes::<S>(xp.add(r0 * ldx), ldx, nb, c0, nvalid, sh.cols, mr, tp);
-            let mut t0 = 0;
-            while t0 < sh.cols {
-                let kt = INTER_KT.min(sh.cols - t0);
-                let mut i0 = 0;
-                while i0 < sh.rows {
-                    let ni = S::IN.min(sh.rows - i0);
-                    let wr =
-                        wp.add(((c0 / PAD) * sh.wrows + sh.ioff + i0) * ldwi + t0 * PAD + c0 % PAD);
-                    let xr = tp.add(t0 * mr * l) as *const S::E;
-                    let yr = yp.add(r0 * ldy + i0 * nb + c0);
-                    const_n!(mr, M in [1 2 3 4 5 6 7 8 9 10 11 12] => const_n!(ni, N in [1 2 3 4] => mk_inter_packed::<S, M, N>(
-                        kt, xr, wr, ldwi, PAD, yr, ldy, nb, nvalid, t0 > 0
-                    )));
-                    i0 += ni;
-                }
-                t0 += kt;
-            }
+            inter_rows::<S>(sh, wp, tp, mr * l, mr, c0, nvalid, yp.add(r0 * ldy), ldy);
             r0 += mr;
         }
         c0 += l;
+    }
+}
+
+/// The interleaved product of `mr ≤ IR` rows held as stripes (`tp + t·lds` the rows' vectors
+/// at input `t`) for the block indices `c0..c0 + nvalid`: every output feature of `sh`, written
+/// at `y + r·ldy + i·nb + c0`.
+///
+/// # Safety
+/// `w` packed for `sh`, `tp` valid for `mr` vectors at each of the `sh.cols` stripes, `y` for
+/// `nvalid` lanes at every `(r, i)`; the CPU must support `S`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn inter_rows<S: Simd>(
+    sh: InterShape,
+    wp: *const S::E,
+    tp: *const S::E,
+    lds: usize,
+    mr: usize,
+    c0: usize,
+    nvalid: usize,
+    y: *mut S::E,
+    ldy: usize,
+) {
+    let nb = sh.nb;
+    // Packed as [c / 16][i][t][c % 16]: consecutive `t` are consecutive 16-element groups.
+    let ldwi = sh.cols * PAD;
+    let mut t0 = 0;
+    while t0 < sh.cols {
+        let kt = INTER_KT.min(sh.cols - t0);
+        let mut i0 = 0;
+        while i0 < sh.rows {
+            let ni = S::IN.min(sh.rows - i0);
+            let wr = wp.add(((c0 / PAD) * sh.wrows + sh.ioff + i0) * ldwi + t0 * PAD + c0 % PAD);
+            let xr = tp.add(t0 * lds);
+            let yr = y.add(i0 * nb + c0);
+            const_n!(mr, M in [1 2 3 4 5 6 7 8 9 10 11 12] => const_n!(ni, N in [1 2 3 4] => mk_inter_packed::<S, M, N>(
+                kt, xr, lds, wr, ldwi, PAD, yr, ldy, nb, nvalid, t0 > 0
+            )));
+            i0 += ni;
+        }
+        t0 += kt;
     }
 }
 
@@ -583,7 +626,6 @@ unsafe fn drv_blocked_outer<S: Simd>(
     x: &Rows<S::E>,
     out: &mut [S::E],
 ) {
-    let l = S::LANES;
     let (ldg, ldx, nrows) = (g.ld, x.ld, g.nrows);
     let (gp, xp, op) = (g.data.as_ptr(), x.data.as_ptr(), out.as_mut_ptr());
     if nrows == 0 {
@@ -619,30 +661,8 @@ unsafe fn drv_blocked_outer<S: Simd>(
                 xk,
                 sh.cols,
             );
-            let mut j0 = 0;
-            while j0 < sh.cols {
-                let rem = sh.cols - j0;
-                let two = rem > l;
-                let valid = rem.min(if two { 2 * l } else { l });
-                let mut i0 = 0;
-                while i0 < sh.rows {
-                    let mi = S::MR.min(sh.rows - i0);
-                    let ga = gk.add(i0) as *const S::E;
-                    let xa = xk.add(j0) as *const S::E;
-                    let oa = op.add((a * sh.rows + i0) * sh.cols + j0);
-                    if two {
-                        const_n!(mi, M in [1 2 3 4 5 6 7 8 9 10 11 12] => mk_gemm::<S, M, 2>(
-                            kb, ga, 1, sh.rows, xa, sh.cols, valid, oa, sh.cols, valid, acc
-                        ));
-                    } else {
-                        const_n!(mi, M in [1 2 3 4 5 6 7 8 9 10 11 12] => mk_gemm::<S, M, 1>(
-                            kb, ga, 1, sh.rows, xa, sh.cols, valid, oa, sh.cols, valid, acc
-                        ));
-                    }
-                    i0 += mi;
-                }
-                j0 += if two { 2 * l } else { l };
-            }
+            let oa = op.add(a * sh.rows * sh.cols);
+            blocked_outer_rows::<S>(sh.rows, sh.cols, gk, xk, kb, oa, acc);
         }
         k0 += kb;
     }
@@ -734,6 +754,67 @@ unsafe fn mk_outer_packed<S: Simd, const NI: usize, const NT: usize>(
     }
 }
 
+/// One block's outer sum over the `kb` rows of two panels (`gk + b·rows`, `xk + b·cols`):
+/// `out[i·cols + j] (+)= Σ_b gk[b·rows + i] · xk[b·cols + j]` (continuing the sums in `out` when
+/// `acc`).
+///
+/// # Safety
+/// The panels valid for `kb` rows, `out` for `rows·cols` elements; the CPU must support `S`.
+#[inline(always)]
+unsafe fn blocked_outer_rows<S: Simd>(
+    rows: usize,
+    cols: usize,
+    gk: *const S::E,
+    xk: *const S::E,
+    kb: usize,
+    out: *mut S::E,
+    acc: bool,
+) {
+    let l = S::LANES;
+    let mut j0 = 0;
+    while j0 < cols {
+        let rem = cols - j0;
+        let two = rem > l;
+        let valid = rem.min(if two { 2 * l } else { l });
+        let mut i0 = 0;
+        while i0 < rows {
+            let mi = S::MR.min(rows - i0);
+            let ga = gk.add(i0);
+            let xa = xk.add(j0);
+            let oa = out.add(i0 * cols + j0);
+            if two {
+                const_n!(mi, M in [1 2 3 4 5 6 7 8 9 10 11 12] => mk_gemm::<S, M, 2>(
+                    kb, ga, 1, rows, xa, cols, valid, oa, cols, valid, acc
+                ));
+            } else {
+                const_n!(mi, M in [1 2 3 4 5 6 7 8 9 10 11 12] => mk_gemm::<S, M, 1>(
+                    kb, ga, 1, rows, xa, cols, valid, oa, cols, valid, acc
+                ));
+            }
+            i0 += mi;
+        }
+        j0 += if two { 2 * l } else { l };
+    }
+}
+
+/// Prefetches `nrows` rows of `ncols` elements at `src + b·ld` into L1.
+///
+/// # Safety
+/// None beyond the CPU supporting SSE (every x86-64): a prefetch never faults.
+#[inline(always)]
+unsafe fn prefetch_rows<S: Simd>(src: *const S::E, ld: usize, ncols: usize, nrows: usize) {
+    let bytes = ncols * std::mem::size_of::<S::E>();
+    for b in 0..nrows {
+        let row = src.wrapping_add(b * ld).cast::<i8>();
+        let mut off = 0;
+        while off < bytes {
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(off));
+            off += 64;
+        }
+        _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(bytes - 1));
+    }
+}
+
 /// Copies, for rows `0..nrows` and the block-index chunk at `c0` (`nvalid` lanes), the vectors
 /// `src[b·ld + f·nb + c0]` of features `f < nf` into stripes `dst[(f·nrows + b)·L]`
 /// (masked-off lanes zero).
@@ -819,21 +900,190 @@ unsafe fn drv_inter_outer<S: Simd>(
             let nvalid = l.min(lay.c1 - c0);
             pack_stripes::<S>(gp.add(k0 * ldg), ldg, nb, c0, nvalid, sh.rows, kb, gk);
             pack_stripes::<S>(xp.add(k0 * ldx), ldx, nb, c0, nvalid, sh.cols, kb, xk);
-            let mut i0 = 0;
-            while i0 < sh.rows {
-                let ni = S::OI.min(sh.rows - i0);
-                let mut t0 = 0;
-                while t0 < sh.cols {
-                    let nt = S::OT.min(sh.cols - t0);
-                    let gr = gk.add(i0 * kb * l) as *const S::E;
-                    let xr = xk.add(t0 * kb * l) as *const S::E;
-                    let or = op.add(lay.at(i0, t0, c0));
-                    const_n!(ni, M in [1 2 3 4] => const_n!(nt, N in [1 2 3 4 5 6] => mk_outer_packed::<S, M, N>(
-                        kb, gr, xr, or, lay.ldi, lay.ldt, nvalid, acc
-                    )));
-                    t0 += nt;
-                }
-                i0 += ni;
+            inter_outer_stripes::<S>(sh, lay, gk, xk, kb, c0, nvalid, op, acc);
+            c0 += l;
+        }
+        k0 += kb;
+    }
+}
+
+/// The interleaved outer sum of one block-index chunk over the `kb` rows held as stripes
+/// (`gk`: `sh.rows` stripes, `xk`: `sh.cols`), into `out` at `lay` (continuing the sums when
+/// `acc`).
+///
+/// # Safety
+/// The stripes valid for `kb` full vectors each, `out` for `nvalid` lanes at every `(i, t)` of
+/// chunk `c0`; the CPU must support `S`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn inter_outer_stripes<S: Simd>(
+    sh: InterShape,
+    lay: OuterLayout,
+    gk: *const S::E,
+    xk: *const S::E,
+    kb: usize,
+    c0: usize,
+    nvalid: usize,
+    out: *mut S::E,
+    acc: bool,
+) {
+    let l = S::LANES;
+    let mut i0 = 0;
+    while i0 < sh.rows {
+        let ni = S::OI.min(sh.rows - i0);
+        let mut t0 = 0;
+        while t0 < sh.cols {
+            let nt = S::OT.min(sh.cols - t0);
+            let gr = gk.add(i0 * kb * l);
+            let xr = xk.add(t0 * kb * l);
+            let or = out.add(lay.at(i0, t0, c0));
+            const_n!(ni, M in [1 2 3 4] => const_n!(nt, N in [1 2 3 4 5 6] => mk_outer_packed::<S, M, N>(
+                kb, gr, xr, or, lay.ldi, lay.ldt, nvalid, acc
+            )));
+            t0 += nt;
+        }
+        i0 += ni;
+    }
+}
+
+/// Fused backward of a blocked factor `W` (`nb` blocks of `R × C`, `sh`) over the blocks of the
+/// views: the weight gradient `out[a, i, j] = Σ_b g[b, a·R + i] · x[b, a·C + j]` and the input
+/// gradient `gx[b·ldgx + a·C + j] = Σ_i W[a, i, j] · g[b, a·R + i]`, both from one copy of
+/// each chunk of rows (`wt`: `Wᵀ` packed, shape `wsh`). Sums run in the same order as in
+/// [`drv_blocked_outer`] and [`drv_blocked`], so results are bitwise those of the two passes.
+///
+/// # Safety
+/// `g`, `x` rows of `nb·R`, `nb·C` elements, `out` of `nb·R·C`, `wt` packed for `wsh`
+/// (`nb` blocks of `C × R`), `gx` valid for `g.nrows` rows of `nb·C` elements at stride `ldgx`
+/// and not written by anyone else meanwhile (checked by the caller), and the CPU supports `S`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn drv_blocked_backward<S: Simd>(
+    sh: BlockedShape,
+    wsh: BlockedShape,
+    wt: &[S::E],
+    g: &Rows<S::E>,
+    x: &Rows<S::E>,
+    out: &mut [S::E],
+    gx: *mut S::E,
+    ldgx: usize,
+) {
+    let (ldg, ldx, nrows) = (g.ld, x.ld, g.nrows);
+    let (gp, xp, op, wp) = (
+        g.data.as_ptr(),
+        x.data.as_ptr(),
+        out.as_mut_ptr(),
+        wt.as_ptr(),
+    );
+    if nrows == 0 {
+        out.iter_mut().for_each(|v| *v = std::mem::zeroed());
+        return;
+    }
+    let kmax = OUTER_ROWS.min(nrows);
+    let mut gpanel: Vec<S::E> = Vec::with_capacity(kmax * sh.rows);
+    let mut xpanel: Vec<S::E> = Vec::with_capacity(kmax * sh.cols);
+    let (gk, xk) = (gpanel.as_mut_ptr(), xpanel.as_mut_ptr());
+    let mut k0 = 0;
+    while k0 < nrows {
+        let kb = OUTER_ROWS.min(nrows - k0);
+        for a in 0..sh.nb {
+            copy_rows::<S>(
+                gp.add(k0 * ldg + a * sh.rows),
+                ldg,
+                sh.rows,
+                kb,
+                gk,
+                sh.rows,
+            );
+            copy_rows::<S>(
+                xp.add(k0 * ldx + a * sh.cols),
+                ldx,
+                sh.cols,
+                kb,
+                xk,
+                sh.cols,
+            );
+            // The next block's rows are fetched while this one computes: each row is a new
+            // page, where the hardware prefetchers start cold (1–3% of this pass, measured).
+            let (nk0, na) = if a + 1 < sh.nb {
+                (k0, a + 1)
+            } else {
+                (k0 + kb, 0)
+            };
+            if nk0 < nrows {
+                let nkb = OUTER_ROWS.min(nrows - nk0);
+                prefetch_rows::<S>(gp.add(nk0 * ldg + na * sh.rows), ldg, sh.rows, nkb);
+                prefetch_rows::<S>(xp.add(nk0 * ldx + na * sh.cols), ldx, sh.cols, nkb);
+            }
+            let oa = op.add(a * sh.rows * sh.cols);
+            blocked_outer_rows::<S>(sh.rows, sh.cols, gk, xk, kb, oa, k0 > 0);
+            let wa = wp.add(a * wsh.cols * wsh.rpad);
+            let ya = gx.add(k0 * ldgx + a * sh.cols);
+            blocked_rows::<S>(wsh, wa, gk, sh.rows, kb, ya, ldgx);
+        }
+        k0 += kb;
+    }
+}
+
+/// Fused backward of an interleaved factor `W` (`sh`: `nb` blocks of `I × T`) over the block
+/// indices `lay.c0..lay.c1`: the weight gradient `out[lay.at(i, t, c)] = Σ_b g[b, i·NB + c] ·
+/// x[b, t·NB + c]` and the input gradient `gx[b·ldgx + t·NB + c] = Σ_i W[c, i, t] · g[b, i·NB + c]`,
+/// both from one packing of each chunk of rows (`wt`: `Wᵀ` packed, shape `wsh`). Sums run in
+/// the same order as in [`drv_inter_outer`] and [`drv_inter`]: bitwise the two passes' results.
+///
+/// # Safety
+/// As [`drv_inter_outer`] for `g`, `x`, `out`, `lay`; `wt` packed for `wsh` (`T` outputs over
+/// `I`, all `nb` blocks); `gx` valid for `g.nrows` rows of `T·NB` elements at stride `ldgx`,
+/// its lanes `lay.c0..lay.c1` not written by anyone else meanwhile (checked by the caller); the
+/// CPU supports `S`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn drv_inter_backward<S: Simd>(
+    sh: InterShape,
+    lay: OuterLayout,
+    wsh: InterShape,
+    wt: &[S::E],
+    g: &Rows<S::E>,
+    x: &Rows<S::E>,
+    out: &mut [S::E],
+    gx: *mut S::E,
+    ldgx: usize,
+) {
+    let l = S::LANES;
+    let (ldg, ldx, nrows, nb) = (g.ld, x.ld, g.nrows, sh.nb);
+    let (gp, xp, op, wp) = (
+        g.data.as_ptr(),
+        x.data.as_ptr(),
+        out.as_mut_ptr(),
+        wt.as_ptr(),
+    );
+    if nrows == 0 {
+        drv_inter_outer::<S>(sh, lay, g, x, out);
+        return;
+    }
+    let kmax = OUTER_ROWS.min(nrows);
+    let mut gbuf: Vec<S::V> = vec![S::zero(); sh.rows * kmax];
+    let mut xbuf: Vec<S::V> = vec![S::zero(); sh.cols * kmax];
+    let (gk, xk) = (
+        gbuf.as_mut_ptr() as *mut S::E,
+        xbuf.as_mut_ptr() as *mut S::E,
+    );
+    let mut k0 = 0;
+    while k0 < nrows {
+        let kb = OUTER_ROWS.min(nrows - k0);
+        let mut c0 = lay.c0;
+        while c0 < lay.c1 {
+            let nvalid = l.min(lay.c1 - c0);
+            pack_stripes::<S>(gp.add(k0 * ldg), ldg, nb, c0, nvalid, sh.rows, kb, gk);
+            pack_stripes::<S>(xp.add(k0 * ldx), ldx, nb, c0, nvalid, sh.cols, kb, xk);
+            inter_outer_stripes::<S>(sh, lay, gk, xk, kb, c0, nvalid, op, k0 > 0);
+            // The gradient stripes are the product's input, `IR` rows at a time.
+            let mut r0 = 0;
+            while r0 < kb {
+                let mr = S::IR.min(kb - r0);
+                let y = gx.add((k0 + r0) * ldgx);
+                inter_rows::<S>(wsh, wp, gk.add(r0 * l), kb * l, mr, c0, nvalid, y, ldgx);
+                r0 += mr;
             }
             c0 += l;
         }
@@ -842,7 +1092,41 @@ unsafe fn drv_inter_outer<S: Simd>(
 }
 
 macro_rules! entries {
-    ($feat:literal, $blocked:ident, $inter:ident, $bouter:ident, $iouter:ident, $dot:ident) => {
+    ($feat:literal, $blocked:ident, $inter:ident, $bouter:ident, $iouter:ident, $dot:ident,
+     $bback:ident, $iback:ident) => {
+        /// # Safety
+        /// The CPU must support the enabled features; as in [`drv_blocked_backward`].
+        #[target_feature(enable = $feat)]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $bback<S: Simd>(
+            sh: BlockedShape,
+            wsh: BlockedShape,
+            wt: &[S::E],
+            g: &Rows<S::E>,
+            x: &Rows<S::E>,
+            out: &mut [S::E],
+            gx: *mut S::E,
+            ldgx: usize,
+        ) {
+            drv_blocked_backward::<S>(sh, wsh, wt, g, x, out, gx, ldgx)
+        }
+        /// # Safety
+        /// The CPU must support the enabled features; as in [`drv_inter_backward`].
+        #[target_feature(enable = $feat)]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $iback<S: Simd>(
+            sh: InterShape,
+            lay: OuterLayout,
+            wsh: InterShape,
+            wt: &[S::E],
+            g: &Rows<S::E>,
+            x: &Rows<S::E>,
+            out: &mut [S::E],
+            gx: *mut S::E,
+            ldgx: usize,
+        ) {
+            drv_inter_backward::<S>(sh, lay, wsh, wt, g, x, out, gx, ldgx)
+        }
         /// # Safety
         /// The CPU must support the enabled features; shapes as in [`drv_dot`].
         #[target_feature(enable = $feat)]
@@ -906,7 +1190,9 @@ entries!(
     inter_512,
     bouter_512,
     iouter_512,
-    dot_512
+    dot_512,
+    bback_512,
+    iback_512
 );
 entries!(
     "avx2,fma",
@@ -914,7 +1200,9 @@ entries!(
     inter_256,
     bouter_256,
     iouter_256,
-    dot_256
+    dot_256,
+    bback_256,
+    iback_256
 );
 
 /// Reinterprets a slice of `T` as `U` when they are the same type.
@@ -1121,6 +1409,16 @@ pub(super) fn dispatch_blocked_outer<T: 'static>(
     }
 }
 
+fn check_inter_outer<T>(sh: &InterShape, lay: &OuterLayout, g: &Rows<T>, x: &Rows<T>, out: usize) {
+    assert_eq!(g.ncols, sh.rows * sh.nb);
+    assert_eq!(x.ncols, sh.cols * sh.nb);
+    assert_eq!(g.nrows, x.nrows);
+    // Every vector the kernel stores stays inside one run of `cw` lanes, and inside `out`.
+    assert!(lay.c0 < lay.c1 && lay.c1 <= sh.nb);
+    assert!(lay.cw.is_multiple_of(PAD) || (lay.c0 == 0 && lay.cw == sh.nb));
+    assert!(out >= lay.len(sh.rows, sh.cols));
+}
+
 pub(super) fn dispatch_interleaved_outer<T: 'static>(
     b: Backend,
     sh: InterShape,
@@ -1129,13 +1427,7 @@ pub(super) fn dispatch_interleaved_outer<T: 'static>(
     x: &Rows<T>,
     out: &mut [T],
 ) {
-    assert_eq!(g.ncols, sh.rows * sh.nb);
-    assert_eq!(x.ncols, sh.cols * sh.nb);
-    assert_eq!(g.nrows, x.nrows);
-    // Every vector the kernel stores stays inside one run of `cw` lanes, and inside `out`.
-    assert!(lay.c0 < lay.c1 && lay.c1 <= sh.nb);
-    assert!(lay.cw.is_multiple_of(PAD) || (lay.c0 == 0 && lay.cw == sh.nb));
-    assert!(out.len() >= lay.len(sh.rows, sh.cols));
+    check_inter_outer(&sh, &lay, g, x, out.len());
     if TypeId::of::<T>() == TypeId::of::<f32>() {
         let (g, x, out) = (
             cast_rows::<T, f32>(g),
@@ -1163,6 +1455,123 @@ pub(super) fn dispatch_interleaved_outer<T: 'static>(
             iouter_512,
             iouter_256,
             (sh, lay, &g, &x, out)
+        )
+    }
+}
+
+/// [`drv_blocked_backward`] on backend `b`.
+///
+/// # Safety
+/// `gx` valid for `g.nrows` rows of `sh.nb·sh.cols` elements at stride `ldgx`, and written by
+/// no one else during the call.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn dispatch_blocked_backward<T: 'static>(
+    b: Backend,
+    sh: BlockedShape,
+    wsh: BlockedShape,
+    wt: &[T],
+    g: &Rows<T>,
+    x: &Rows<T>,
+    out: &mut [T],
+    gx: *mut T,
+    ldgx: usize,
+) {
+    assert_eq!(g.ncols, sh.nb * sh.rows);
+    assert_eq!(x.ncols, sh.nb * sh.cols);
+    assert_eq!(g.nrows, x.nrows);
+    assert_eq!(out.len(), sh.nb * sh.rows * sh.cols);
+    assert!(wsh.nb == sh.nb && wsh.rows == sh.cols && wsh.cols == sh.rows);
+    check_blocked(&wsh, wt.len(), (0, sh.nb * sh.rows), (0, sh.nb * sh.cols));
+    assert!(ldgx >= sh.nb * sh.cols);
+    if TypeId::of::<T>() == TypeId::of::<f32>() {
+        let (wt, g, x, out) = (
+            cast::<T, f32>(wt),
+            cast_rows::<T, f32>(g),
+            cast_rows::<T, f32>(x),
+            cast_mut::<T, f32>(out),
+        );
+        let gx = gx.cast::<f32>();
+        dispatch!(
+            b,
+            Avx512F32,
+            Avx2F32,
+            bback_512,
+            bback_256,
+            (sh, wsh, wt, &g, &x, out, gx, ldgx)
+        )
+    } else {
+        let (wt, g, x, out) = (
+            cast::<T, f64>(wt),
+            cast_rows::<T, f64>(g),
+            cast_rows::<T, f64>(x),
+            cast_mut::<T, f64>(out),
+        );
+        let gx = gx.cast::<f64>();
+        dispatch!(
+            b,
+            Avx512F64,
+            Avx2F64,
+            bback_512,
+            bback_256,
+            (sh, wsh, wt, &g, &x, out, gx, ldgx)
+        )
+    }
+}
+
+/// [`drv_inter_backward`] on backend `b`.
+///
+/// # Safety
+/// `gx` valid for `g.nrows` rows of `sh.cols·sh.nb` elements at stride `ldgx`, and its lanes
+/// `lay.c0..lay.c1` written by no one else during the call.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn dispatch_interleaved_backward<T: 'static>(
+    b: Backend,
+    sh: InterShape,
+    lay: OuterLayout,
+    wsh: InterShape,
+    wt: &[T],
+    g: &Rows<T>,
+    x: &Rows<T>,
+    out: &mut [T],
+    gx: *mut T,
+    ldgx: usize,
+) {
+    check_inter_outer(&sh, &lay, g, x, out.len());
+    assert!(wsh.nb == sh.nb && wsh.rows == sh.cols && wsh.cols == sh.rows);
+    assert!(wsh.ioff == 0 && wsh.wrows == wsh.rows && wsh.nbpad >= sh.nb.div_ceil(PAD) * PAD);
+    assert!(wt.len() >= wsh.wrows * wsh.cols * wsh.nbpad);
+    assert!(ldgx >= sh.cols * sh.nb);
+    if TypeId::of::<T>() == TypeId::of::<f32>() {
+        let (wt, g, x, out) = (
+            cast::<T, f32>(wt),
+            cast_rows::<T, f32>(g),
+            cast_rows::<T, f32>(x),
+            cast_mut::<T, f32>(out),
+        );
+        let gx = gx.cast::<f32>();
+        dispatch!(
+            b,
+            Avx512F32,
+            Avx2F32,
+            iback_512,
+            iback_256,
+            (sh, lay, wsh, wt, &g, &x, out, gx, ldgx)
+        )
+    } else {
+        let (wt, g, x, out) = (
+            cast::<T, f64>(wt),
+            cast_rows::<T, f64>(g),
+            cast_rows::<T, f64>(x),
+            cast_mut::<T, f64>(out),
+        );
+        let gx = gx.cast::<f64>();
+        dispatch!(
+            b,
+            Avx512F64,
+            Avx2F64,
+            iback_512,
+            iback_256,
+            (sh, lay, wsh, wt, &g, &x, out, gx, ldgx)
         )
     }
 }

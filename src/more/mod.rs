@@ -136,7 +136,13 @@ pub(crate) fn dense_rows<T: RealScalar>(
     w: &Array2<T>,
     bias: Option<&Array1<T>>,
 ) -> Array2<T> {
-    let mut y = x.dot(&w.t());
+    let y = x.dot(&w.t());
+    // `dot` may return column-major output (one input feature, say); callers get row-major.
+    let mut y = if y.is_standard_layout() {
+        y
+    } else {
+        y.as_standard_layout().into_owned()
+    };
     if let Some(b) = bias {
         y += b;
     }
