@@ -769,7 +769,9 @@ pub fn blocked_backward_into<T: Scalar>(
 /// gradient `gx` (`g.nrows × C·NB`, contiguous; `gx[b, t·NB + c] = Σ_i W[c, i, t] · g[b, i·NB + c]`),
 /// `wt` the transposed packing of `W` ([`PackedInterleaved::pack_transposed`]). One packing of
 /// each chunk of rows serves both; sums run in the order of the two separate passes, so results
-/// are bitwise theirs. Sequential: callers split the rows.
+/// are bitwise theirs. With `accumulate`, the weight sums continue those already in `out` (row
+/// by row, as one call over all the rows would: a caller can feed the rows a panel at a time).
+/// Sequential: callers split the rows.
 ///
 /// The portable backend runs the two passes one after the other.
 ///
@@ -782,6 +784,7 @@ pub fn interleaved_backward_into<T: Scalar>(
     x: Rows<T>,
     out: &mut [T],
     gx: &mut [T],
+    accumulate: bool,
 ) {
     let (nb, cols, ni) = (wt.nb, wt.rows, wt.cols);
     let nrows = g.nrows;
@@ -838,11 +841,21 @@ pub fn interleaved_backward_into<T: Scalar>(
                     out,
                     gx.as_mut_ptr(),
                     cols * nb,
+                    accumulate,
                 );
             }
         }
         _ => {
-            interleaved_outer_chunks_into(backend, nb, 0..nch, g, x, out);
+            let lay = chunked_layout(nb, ni, cols, 0..nch, out);
+            let sh = InterShape {
+                nb,
+                rows: ni,
+                cols,
+                nbpad: 0,
+                ioff: 0,
+                wrows: 0,
+            };
+            portable::interleaved_outer(sh, lay, &g, &x, out, accumulate);
             let y = RowsMut::new(gx, cols * nb, nrows, cols * nb);
             interleaved_into(backend, wt, 0..cols, g, y);
         }
@@ -880,7 +893,7 @@ fn run_interleaved_outer<T: Scalar>(
         b @ (Backend::Avx2 | Backend::Avx512) => {
             x86::dispatch_interleaved_outer(b, shape, lay, g, x, out);
         }
-        _ => portable::interleaved_outer(shape, lay, g, x, out),
+        _ => portable::interleaved_outer(shape, lay, g, x, out, false),
     }
 }
 

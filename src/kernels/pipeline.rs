@@ -605,11 +605,62 @@ fn stage_backward_into<T: Scalar>(
         Kind::Inter => {
             let wt = PackedInterleaved::pack_transposed(w);
             let part = |_: usize, r: Range<usize>, o: &mut [T], gxp: &mut [T]| {
-                interleaved_backward_into(be, &wt, g.rows(r.clone()), x.rows(r), o, gxp);
+                interleaved_backward_into(be, &wt, g.rows(r.clone()), x.rows(r), o, gxp, false);
             };
             inter_parts_sum(dims, nrows, split, flat, gx, cols * nb, part);
         }
     }
+}
+
+/// [`stage_backward_into`] for an interleaved second factor `w2` whose input is the first
+/// factor `s1` (blocked, packed for the forward) applied to `xin`, with no permutation between:
+/// the intermediate is recomputed a panel of rows at a time inside each row part, where the
+/// backward pass reads it from cache, instead of being written out whole and read back.
+#[allow(clippy::too_many_arguments)]
+fn inter_backward_after<T: Scalar>(
+    be: Backend,
+    s1: &Packed<T>,
+    xin: Rows<T>,
+    w2: ArrayView3<T>,
+    g: Rows<T>,
+    par: Par,
+    wgrad: &mut Array3<T>,
+    gz: &mut [T],
+) {
+    let dims = w2.dim();
+    let (nb, rows, cols) = dims;
+    if wgrad.dim() != dims || !wgrad.is_standard_layout() {
+        *wgrad = Array3::zeros(dims);
+    }
+    let nrows = g.nrows();
+    let split = par.should_split(nrows * nb * rows * cols);
+    let flat = wgrad.as_slice_mut().expect("standard layout");
+    let (h, width) = (s1.out_len(), cols * nb);
+    let wt = PackedInterleaved::pack_transposed(w2);
+    // Panels small enough that the recomputed intermediate stays in L2.
+    let panel = row_chunk(h);
+    let part = |_: usize, r: Range<usize>, o: &mut [T], gxp: &mut [T]| {
+        with_scratch(|ybuf: &mut Vec<T>| {
+            let mut r0 = r.start;
+            loop {
+                let r1 = (r0 + panel).min(r.end);
+                let nr = r1 - r0;
+                let y = scratch_slice(ybuf, nr * h);
+                if nr > 0 {
+                    let ym = RowsMut::new(&mut y[..], h, nr, h);
+                    s1.apply(be, 0..s1.units(), xin.rows(r0..r1), ym);
+                }
+                let (yr, gr) = (Rows::new(y, h, nr, h), g.rows(r0..r1));
+                let gzp = &mut gxp[(r0 - r.start) * width..(r1 - r.start) * width];
+                interleaved_backward_into(be, &wt, gr, yr, o, gzp, r0 > r.start);
+                r0 = r1;
+                if r0 >= r.end {
+                    break;
+                }
+            }
+        });
+    };
+    inter_parts_sum(dims, nrows, split, flat, gz, width, part);
 }
 
 /// Runs `part(p, rows, out_p, gx_p)` for the [`inter_parts`] of `nrows` rows (in parallel when
@@ -746,6 +797,27 @@ pub(crate) fn monarch_vjp_into<T: Scalar>(
                     || stage_outer_into(be, k1, d1, gzr, xin, par, w1),
                 );
             })
+        });
+        return;
+    }
+    let few = split && inter_parts(rows) == 1;
+    if k1 == Kind::Blocked && k2 == Kind::Inter && !general && !few {
+        // Reference layout: the intermediate is recomputed inside the second factor's backward
+        // pass, a panel at a time.
+        with_scratch(|gbuf: &mut Vec<T>| {
+            let gz = scratch_slice(gbuf, rows * h);
+            inter_backward_after(be, &s1, xin, m.w2.weights(), g2, par, &mut grads.w2, gz);
+            let g1 = Rows::new(gz, h, rows, h);
+            let w1 = m.w1.weights();
+            match grads.x.as_slice_mut() {
+                Some(dst) => stage_backward_into(be, k1, w1, g1, xin, par, &mut grads.w1, dst),
+                None => {
+                    let mut gx = vec![T::zero(); rows * n];
+                    stage_backward_into(be, k1, w1, g1, xin, par, &mut grads.w1, &mut gx);
+                    let gx = ArrayView2::from_shape((rows, n), &gx).expect("shape");
+                    grads.x.assign(&gx);
+                }
+            }
         });
         return;
     }

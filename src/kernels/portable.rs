@@ -70,13 +70,14 @@ pub(super) fn interleaved_outer<T: Scalar>(
     g: &Rows<T>,
     x: &Rows<T>,
     out: &mut [T],
+    accumulate: bool,
 ) {
     let nb = sh.nb;
     // Runs of block indices that are contiguous in `out`.
     let mut c = lay.c0;
     while c < lay.c1 {
         let len = (lay.cw - c % lay.cw).min(lay.c1 - c);
-        for i in 0..sh.rows {
+        for i in (0..sh.rows).filter(|_| !accumulate) {
             for t in 0..sh.cols {
                 out[lay.at(i, t, c)..][..len].fill(T::zero());
             }

@@ -1028,8 +1028,9 @@ unsafe fn drv_blocked_backward<S: Simd>(
 /// Fused backward of an interleaved factor `W` (`sh`: `nb` blocks of `I × T`) over the block
 /// indices `lay.c0..lay.c1`: the weight gradient `out[lay.at(i, t, c)] = Σ_b g[b, i·NB + c] ·
 /// x[b, t·NB + c]` and the input gradient `gx[b·ldgx + t·NB + c] = Σ_i W[c, i, t] · g[b, i·NB + c]`,
-/// both from one packing of each chunk of rows (`wt`: `Wᵀ` packed, shape `wsh`). Sums run in
-/// the same order as in [`drv_inter_outer`] and [`drv_inter`]: bitwise the two passes' results.
+/// both from one packing of each chunk of rows (`wt`: `Wᵀ` packed, shape `wsh`); the weight
+/// sums continue those in `out` when `accumulate`. Sums run in the same order as in
+/// [`drv_inter_outer`] and [`drv_inter`]: bitwise the two passes' results.
 ///
 /// # Safety
 /// As [`drv_inter_outer`] for `g`, `x`, `out`, `lay`; `wt` packed for `wsh` (`T` outputs over
@@ -1048,6 +1049,7 @@ unsafe fn drv_inter_backward<S: Simd>(
     out: &mut [S::E],
     gx: *mut S::E,
     ldgx: usize,
+    accumulate: bool,
 ) {
     let l = S::LANES;
     let (ldg, ldx, nrows, nb) = (g.ld, x.ld, g.nrows, sh.nb);
@@ -1058,7 +1060,9 @@ unsafe fn drv_inter_backward<S: Simd>(
         wt.as_ptr(),
     );
     if nrows == 0 {
-        drv_inter_outer::<S>(sh, lay, g, x, out);
+        if !accumulate {
+            drv_inter_outer::<S>(sh, lay, g, x, out);
+        }
         return;
     }
     let kmax = OUTER_ROWS.min(nrows);
@@ -1076,7 +1080,7 @@ unsafe fn drv_inter_backward<S: Simd>(
             let nvalid = l.min(lay.c1 - c0);
             pack_stripes::<S>(gp.add(k0 * ldg), ldg, nb, c0, nvalid, sh.rows, kb, gk);
             pack_stripes::<S>(xp.add(k0 * ldx), ldx, nb, c0, nvalid, sh.cols, kb, xk);
-            inter_outer_stripes::<S>(sh, lay, gk, xk, kb, c0, nvalid, op, k0 > 0);
+            inter_outer_stripes::<S>(sh, lay, gk, xk, kb, c0, nvalid, op, accumulate || k0 > 0);
             // The gradient stripes are the product's input, `IR` rows at a time.
             let mut r0 = 0;
             while r0 < kb {
@@ -1124,8 +1128,9 @@ macro_rules! entries {
             out: &mut [S::E],
             gx: *mut S::E,
             ldgx: usize,
+            accumulate: bool,
         ) {
-            drv_inter_backward::<S>(sh, lay, wsh, wt, g, x, out, gx, ldgx)
+            drv_inter_backward::<S>(sh, lay, wsh, wt, g, x, out, gx, ldgx, accumulate)
         }
         /// # Safety
         /// The CPU must support the enabled features; shapes as in [`drv_dot`].
@@ -1535,6 +1540,7 @@ pub(super) unsafe fn dispatch_interleaved_backward<T: 'static>(
     out: &mut [T],
     gx: *mut T,
     ldgx: usize,
+    accumulate: bool,
 ) {
     check_inter_outer(&sh, &lay, g, x, out.len());
     assert!(wsh.nb == sh.nb && wsh.rows == sh.cols && wsh.cols == sh.rows);
@@ -1555,7 +1561,7 @@ pub(super) unsafe fn dispatch_interleaved_backward<T: 'static>(
             Avx2F32,
             iback_512,
             iback_256,
-            (sh, lay, wsh, wt, &g, &x, out, gx, ldgx)
+            (sh, lay, wsh, wt, &g, &x, out, gx, ldgx, accumulate)
         )
     } else {
         let (wt, g, x, out) = (
@@ -1571,7 +1577,7 @@ pub(super) unsafe fn dispatch_interleaved_backward<T: 'static>(
             Avx2F64,
             iback_512,
             iback_256,
-            (sh, lay, wsh, wt, &g, &x, out, gx, ldgx)
+            (sh, lay, wsh, wt, &g, &x, out, gx, ldgx, accumulate)
         )
     }
 }
