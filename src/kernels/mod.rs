@@ -13,13 +13,17 @@
 //!   axis of both input and output, so the micro-kernel vectorises over `c` (weights packed as
 //!   `[i][t][c]`) and reads and writes whole contiguous vectors.
 //! - the two **outer sums** of the weight gradients, `Σ_b g ⊗ x` restricted to the blocks, in the
-//!   blocked and the interleaved layout.
+//!   blocked and the interleaved layout;
+//! - the **fused backward** of a factor ([`blocked_backward_into`], [`interleaved_backward_into`]):
+//!   its weight gradient and input gradient from one copy of each chunk of rows.
 //!
 //! Every operation has a portable implementation (the oracle, generic over every
 //! [`Scalar`], used for complex scalars) and, for `f32`/`f64` on x86-64,
 //! register-blocked AVX2+FMA and AVX-512 micro-kernels chosen at run time
 //! ([`Backend::detect`]). Each output element is accumulated by one fused-multiply-add chain in
-//! a fixed order, so results do not depend on how the work is split over threads.
+//! a fixed order (the Monarch VJP's interleaved weight gradient: a fixed number of such chains,
+//! set by the row count, added in order), so results do not depend on how the work is split
+//! over threads.
 //!
 //! ```
 //! use monarch::kernels::{blocked_into, Backend, PackedBlocked, Rows, RowsMut};

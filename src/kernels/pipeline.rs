@@ -14,6 +14,11 @@
 //! thread, the intermediate staying in cache); small batches are split over blocks or output
 //! features inside each stage. Every output element is computed by the same kernel call
 //! sequence whatever the split, so results do not depend on the thread count.
+//!
+//! Gradients: the first factor's product is recomputed (reference layout: a panel at a time
+//! inside the second factor's backward pass), then each factor's weight and input gradients
+//! come from one fused pass over the rows — block ranges per thread for a blocked factor, a
+//! fixed number of row parts for an interleaved one (see `inter_parts`).
 
 use super::{
     blocked_backward_into, blocked_dot_into, blocked_into, blocked_outer_into, for_each_chunk,
