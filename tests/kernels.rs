@@ -691,11 +691,22 @@ fn check_fused_backward<T: Scalar + PartialEq>() {
                     let mut fo = vec![T::from_f64(9.0); nb * rows * cols];
                     let mut fgx = vec![T::from_f64(9.0); batch * nb * cols];
                     pool.install(|| {
-                        blocked_backward_into(be, &wt, gr, xr, &mut fo, &mut fgx, tasks)
+                        blocked_backward_into(be, &wt, gr, xr, &mut fo, &mut fgx, tasks, false)
                     });
                     assert!(fo == out, "{what} {be:?} tasks={tasks}: weight gradient");
                     assert!(fgx == gx, "{what} {be:?} tasks={tasks}: input gradient");
                 }
+                // The rows fed in two panels, the second continuing the first's sums.
+                let k = batch / 3;
+                let mut po = vec![T::from_f64(9.0); nb * rows * cols];
+                let mut pgx = vec![T::zero(); batch * nb * cols];
+                let (g1, g2) = pgx.split_at_mut(k * nb * cols);
+                let (ga, xa) = (gr.rows(0..k), xr.rows(0..k));
+                blocked_backward_into(be, &wt, ga, xa, &mut po, g1, 2, false);
+                let (gb, xb) = (gr.rows(k..batch), xr.rows(k..batch));
+                blocked_backward_into(be, &wt, gb, xb, &mut po, g2, 1, true);
+                assert!(po == out, "{what} {be:?}: weight gradient in two panels");
+                assert!(pgx == gx, "{what} {be:?}: input gradient in two panels");
                 if be == Backend::Portable {
                     let naive = Array3::from_shape_fn((nb, rows, cols), |(a, i, j)| {
                         (0..batch)

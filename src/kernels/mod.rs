@@ -572,7 +572,7 @@ pub fn blocked_outer_into<T: Scalar>(
         b @ (Backend::Avx2 | Backend::Avx512) => {
             x86::dispatch_blocked_outer(b, shape, &g, &x, out);
         }
-        _ => portable::blocked_outer(shape, &g, &x, out),
+        _ => portable::blocked_outer(shape, &g, &x, out, false),
     }
 }
 
@@ -687,12 +687,14 @@ impl<T> SharedMut<T> {
 /// contiguous; `gx[b, a·C + j] = Σ_i W[a, i, j] · g[b, a·R + i]`), `wt` the transposed packing
 /// of `W` ([`PackedBlocked::pack_transposed`]). The blocks are cut into `tasks` contiguous
 /// ranges run in parallel; every sum runs in the same order as in the two separate passes,
-/// so results are bitwise theirs whatever `tasks` is.
+/// so results are bitwise theirs whatever `tasks` is. With `accumulate`, the weight sums
+/// continue those already in `out` (rows can be fed a panel at a time).
 ///
 /// The portable backend runs the two passes one after the other.
 ///
 /// # Panics
 /// If the shapes do not fit, or `backend` is not available.
+#[allow(clippy::too_many_arguments)]
 pub fn blocked_backward_into<T: Scalar>(
     backend: Backend,
     wt: &PackedBlocked<T>,
@@ -701,6 +703,7 @@ pub fn blocked_backward_into<T: Scalar>(
     out: &mut [T],
     gx: &mut [T],
     tasks: usize,
+    accumulate: bool,
 ) {
     let (nb, r, c) = (wt.nb, wt.cols, wt.rows);
     let nrows = g.nrows;
@@ -751,12 +754,19 @@ pub fn blocked_backward_into<T: Scalar>(
                         o,
                         gxp.get().add(a0 * c),
                         nb * c,
+                        accumulate,
                     );
                 }
             });
         }
         _ => {
-            blocked_outer_into(backend, (r, c), g, x, out);
+            let sh = BlockedShape {
+                nb,
+                rows: r,
+                cols: c,
+                rpad: 0,
+            };
+            portable::blocked_outer(sh, &g, &x, out, accumulate);
             blocked_into(
                 backend,
                 wt,

@@ -599,7 +599,7 @@ fn stage_backward_into<T: Scalar>(
                 1
             };
             let wt = PackedBlocked::pack_transposed(w);
-            blocked_backward_into(be, &wt, g, x, flat, gx, tasks);
+            blocked_backward_into(be, &wt, g, x, flat, gx, tasks, false);
         }
         Kind::Inter if split && inter_parts(nrows) == 1 => {
             // Too few rows to cut: the separate passes split rows and output features (one

@@ -46,8 +46,16 @@ pub(super) fn interleaved<T: Scalar>(sh: InterShape, w: &[T], x: &Rows<T>, y: &m
     }
 }
 
-pub(super) fn blocked_outer<T: Scalar>(sh: BlockedShape, g: &Rows<T>, x: &Rows<T>, out: &mut [T]) {
-    out.fill(T::zero());
+pub(super) fn blocked_outer<T: Scalar>(
+    sh: BlockedShape,
+    g: &Rows<T>,
+    x: &Rows<T>,
+    out: &mut [T],
+    accumulate: bool,
+) {
+    if !accumulate {
+        out.fill(T::zero());
+    }
     for b in 0..g.nrows {
         let gr = &g.data[b * g.ld..][..sh.nb * sh.rows];
         let xr = &x.data[b * x.ld..][..sh.nb * sh.cols];

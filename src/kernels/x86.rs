@@ -949,8 +949,9 @@ unsafe fn inter_outer_stripes<S: Simd>(
 /// Fused backward of a blocked factor `W` (`nb` blocks of `R × C`, `sh`) over the blocks of the
 /// views: the weight gradient `out[a, i, j] = Σ_b g[b, a·R + i] · x[b, a·C + j]` and the input
 /// gradient `gx[b·ldgx + a·C + j] = Σ_i W[a, i, j] · g[b, a·R + i]`, both from one copy of
-/// each chunk of rows (`wt`: `Wᵀ` packed, shape `wsh`). Sums run in the same order as in
-/// [`drv_blocked_outer`] and [`drv_blocked`], so results are bitwise those of the two passes.
+/// each chunk of rows (`wt`: `Wᵀ` packed, shape `wsh`); the weight sums continue those in
+/// `out` when `accumulate`. Sums run in the same order as in [`drv_blocked_outer`] and
+/// [`drv_blocked`], so results are bitwise those of the two passes.
 ///
 /// # Safety
 /// `g`, `x` rows of `nb·R`, `nb·C` elements, `out` of `nb·R·C`, `wt` packed for `wsh`
@@ -967,6 +968,7 @@ unsafe fn drv_blocked_backward<S: Simd>(
     out: &mut [S::E],
     gx: *mut S::E,
     ldgx: usize,
+    accumulate: bool,
 ) {
     let (ldg, ldx, nrows) = (g.ld, x.ld, g.nrows);
     let (gp, xp, op, wp) = (
@@ -976,7 +978,9 @@ unsafe fn drv_blocked_backward<S: Simd>(
         wt.as_ptr(),
     );
     if nrows == 0 {
-        out.iter_mut().for_each(|v| *v = std::mem::zeroed());
+        if !accumulate {
+            out.iter_mut().for_each(|v| *v = std::mem::zeroed());
+        }
         return;
     }
     let kmax = OUTER_ROWS.min(nrows);
@@ -1016,7 +1020,7 @@ unsafe fn drv_blocked_backward<S: Simd>(
                 prefetch_rows::<S>(xp.add(nk0 * ldx + na * sh.cols), ldx, sh.cols, nkb);
             }
             let oa = op.add(a * sh.rows * sh.cols);
-            blocked_outer_rows::<S>(sh.rows, sh.cols, gk, xk, kb, oa, k0 > 0);
+            blocked_outer_rows::<S>(sh.rows, sh.cols, gk, xk, kb, oa, accumulate || k0 > 0);
             let wa = wp.add(a * wsh.cols * wsh.rpad);
             let ya = gx.add(k0 * ldgx + a * sh.cols);
             blocked_rows::<S>(wsh, wa, gk, sh.rows, kb, ya, ldgx);
@@ -1111,8 +1115,9 @@ macro_rules! entries {
             out: &mut [S::E],
             gx: *mut S::E,
             ldgx: usize,
+            accumulate: bool,
         ) {
-            drv_blocked_backward::<S>(sh, wsh, wt, g, x, out, gx, ldgx)
+            drv_blocked_backward::<S>(sh, wsh, wt, g, x, out, gx, ldgx, accumulate)
         }
         /// # Safety
         /// The CPU must support the enabled features; as in [`drv_inter_backward`].
@@ -1480,6 +1485,7 @@ pub(super) unsafe fn dispatch_blocked_backward<T: 'static>(
     out: &mut [T],
     gx: *mut T,
     ldgx: usize,
+    accumulate: bool,
 ) {
     assert_eq!(g.ncols, sh.nb * sh.rows);
     assert_eq!(x.ncols, sh.nb * sh.cols);
@@ -1502,7 +1508,7 @@ pub(super) unsafe fn dispatch_blocked_backward<T: 'static>(
             Avx2F32,
             bback_512,
             bback_256,
-            (sh, wsh, wt, &g, &x, out, gx, ldgx)
+            (sh, wsh, wt, &g, &x, out, gx, ldgx, accumulate)
         )
     } else {
         let (wt, g, x, out) = (
@@ -1518,7 +1524,7 @@ pub(super) unsafe fn dispatch_blocked_backward<T: 'static>(
             Avx2F64,
             bback_512,
             bback_256,
-            (sh, wsh, wt, &g, &x, out, gx, ldgx)
+            (sh, wsh, wt, &g, &x, out, gx, ldgx, accumulate)
         )
     }
 }
