@@ -610,9 +610,8 @@ pub fn interleaved_outer_into<T: Scalar>(
 /// indices `16k .. 16k + 16`), in chunked layout: `out[k−k0][i][t][c mod 16] =
 /// Σ_b g[b, i·NB + c] · x[b, t·NB + c]` for `c` in chunk `k`, `out` of length
 /// `|chunks| · I · C · 16`; lanes past `NB` in the last chunk are set to zero. Overwrites `out`.
-///
-/// Threads that split the block indices this way read disjoint parts of every row and pack
-/// nothing twice (a split over output features makes every thread pack all of `x`).
+/// This is the layout the kernels write in (a chunk's lanes are one vector), so sums of several
+/// row parts are added in it before one conversion to `(NB, I, C)`.
 ///
 /// # Panics
 /// If the shapes do not fit, the chunks are not within `0..⌈NB/16⌉`, or `backend` is not
@@ -744,18 +743,8 @@ pub fn blocked_backward_into<T: Scalar>(
                 // SAFETY: task `wi` writes only the columns `a0·C .. (a0 + na)·C` of the
                 // `nrows` rows of `gx` (checked above to hold them), disjoint across tasks.
                 unsafe {
-                    x86::dispatch_blocked_backward(
-                        b,
-                        sh,
-                        wsh,
-                        wsl,
-                        &gc,
-                        &xc,
-                        o,
-                        gxp.get().add(a0 * c),
-                        nb * c,
-                        accumulate,
-                    );
+                    let prod = Some((wsh, wsl, gxp.get().add(a0 * c), nb * c));
+                    x86::dispatch_blocked_backward(b, sh, prod, &gc, &xc, o, accumulate);
                 }
             });
         }
@@ -821,18 +810,18 @@ pub fn interleaved_backward_into<T: Scalar>(
         nrows * cols * nb,
         "interleaved_backward_into: input-gradient length"
     );
+    let lay = chunked_layout(nb, ni, cols, 0..nch, out);
+    let sh = InterShape {
+        nb,
+        rows: ni,
+        cols,
+        nbpad: 0,
+        ioff: 0,
+        wrows: 0,
+    };
     match backend.resolve::<T>() {
         #[cfg(target_arch = "x86_64")]
         b @ (Backend::Avx2 | Backend::Avx512) => {
-            let lay = chunked_layout(nb, ni, cols, 0..nch, out);
-            let sh = InterShape {
-                nb,
-                rows: ni,
-                cols,
-                nbpad: 0,
-                ioff: 0,
-                wrows: 0,
-            };
             let wsh = InterShape {
                 nb,
                 rows: cols,
@@ -844,31 +833,11 @@ pub fn interleaved_backward_into<T: Scalar>(
             // SAFETY: `gx` is borrowed mutably here and holds `nrows` rows of `C·NB` (checked
             // above).
             unsafe {
-                x86::dispatch_interleaved_backward(
-                    b,
-                    sh,
-                    lay,
-                    wsh,
-                    &wt.w,
-                    &g,
-                    &x,
-                    out,
-                    gx.as_mut_ptr(),
-                    cols * nb,
-                    accumulate,
-                );
+                let prod = Some((wsh, &wt.w[..], gx.as_mut_ptr(), cols * nb));
+                x86::dispatch_interleaved_backward(b, sh, lay, prod, &g, &x, out, accumulate);
             }
         }
         _ => {
-            let lay = chunked_layout(nb, ni, cols, 0..nch, out);
-            let sh = InterShape {
-                nb,
-                rows: ni,
-                cols,
-                nbpad: 0,
-                ioff: 0,
-                wrows: 0,
-            };
             portable::interleaved_outer(sh, lay, &g, &x, out, accumulate);
             let y = RowsMut::new(gx, cols * nb, nrows, cols * nb);
             interleaved_into(backend, wt, 0..cols, g, y);

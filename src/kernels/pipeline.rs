@@ -89,6 +89,24 @@ fn scratch_slice<T: Scalar>(buf: &mut Vec<T>, len: usize) -> &mut [T] {
     &mut buf[..len]
 }
 
+/// The standard-layout buffer of a weight gradient of shape `dims`: `wgrad`'s own when it has
+/// the shape and layout (a training loop's gradients), a fresh one otherwise.
+fn fit_grad<T: Scalar>(wgrad: &mut Array3<T>, dims: (usize, usize, usize)) -> &mut [T] {
+    if wgrad.dim() != dims || !wgrad.is_standard_layout() {
+        *wgrad = Array3::zeros(dims);
+    }
+    wgrad.as_slice_mut().expect("standard layout")
+}
+
+/// Tasks to cut work into: the pool's threads when splitting, else one.
+fn tasks(split: bool) -> usize {
+    if split {
+        rayon::current_num_threads()
+    } else {
+        1
+    }
+}
+
 /// True if `p` equals `Perm::stride(rows, cols)`.
 fn is_stride(p: &Perm, rows: usize, cols: usize) -> bool {
     p.len() == rows * cols
@@ -495,10 +513,7 @@ fn stage_outer_into<T: Scalar>(
     par: Par,
     out: &mut Array3<T>,
 ) {
-    if out.dim() != (nb, rows, cols) || !out.is_standard_layout() {
-        *out = Array3::zeros((nb, rows, cols));
-    }
-    let flat = out.as_slice_mut().expect("standard layout");
+    let flat = fit_grad(out, (nb, rows, cols));
     let split = par.should_split(g.nrows() * nb * rows * cols);
     match kind {
         Kind::Blocked => {
@@ -507,12 +522,7 @@ fn stage_outer_into<T: Scalar>(
             // part of each row (one block per task read a 128-byte strip of every row: o1 at
             // n = 4096, 4.9 → 4.4 ms). (A library GEMM per block was measured slower here:
             // packing columns that sit a 16 KB row stride apart misses the TLB on every row.)
-            let threads = if split {
-                rayon::current_num_threads()
-            } else {
-                1
-            };
-            let per = nb.div_ceil(threads);
+            let per = nb.div_ceil(tasks(split));
             let body = |(wi, o): (usize, &mut [T])| {
                 let (a0, na) = (wi * per, o.len() / (rows * cols));
                 let gc = g.cols(a0 * rows..(a0 + na) * rows);
@@ -532,12 +542,7 @@ fn stage_outer_into<T: Scalar>(
             // packed[i][t][c] = Σ_b g[b, i·nb + c] · x[b, t·nb + c], one window of output
             // features per thread: every window packs the same input stripes, so fewer, wider
             // windows pack less (VJP 3.2× → 3.0× the forward at n = 1024, 3.6× → 3.3× at 256).
-            let threads = if split {
-                rayon::current_num_threads()
-            } else {
-                1
-            };
-            let win = rows.div_ceil(threads).max(4).min(rows);
+            let win = rows.div_ceil(tasks(split)).max(4).min(rows);
             with_scratch(|buf: &mut Vec<T>| {
                 let packed = scratch_slice(buf, rows * cols * nb);
                 let body = |(wi, o): (usize, &mut [T])| {
@@ -583,23 +588,14 @@ fn stage_backward_into<T: Scalar>(
     gx: &mut [T],
 ) {
     let dims = w.dim();
-    let (nb, rows, cols) = dims;
-    if wgrad.dim() != dims || !wgrad.is_standard_layout() {
-        *wgrad = Array3::zeros(dims);
-    }
     let nrows = g.nrows();
-    let split = par.should_split(nrows * nb * rows * cols);
-    let flat = wgrad.as_slice_mut().expect("standard layout");
+    let split = par.should_split(nrows * dims.0 * dims.1 * dims.2);
     match kind {
         Kind::Blocked => {
             // Contiguous block ranges per thread: no reduction, bitwise the separate passes.
-            let tasks = if split {
-                rayon::current_num_threads()
-            } else {
-                1
-            };
             let wt = PackedBlocked::pack_transposed(w);
-            blocked_backward_into(be, &wt, g, x, flat, gx, tasks, false);
+            let flat = fit_grad(wgrad, dims);
+            blocked_backward_into(be, &wt, g, x, flat, gx, tasks(split), false);
         }
         Kind::Inter if split && inter_parts(nrows) == 1 => {
             // Too few rows to cut: the separate passes split rows and output features (one
@@ -607,45 +603,46 @@ fn stage_backward_into<T: Scalar>(
             stage_outer_into(be, kind, dims, g, x, par, wgrad);
             Packed::new(kind, w, true).apply_all(be, g, gx, split);
         }
-        Kind::Inter => {
-            let wt = PackedInterleaved::pack_transposed(w);
-            let part = |_: usize, r: Range<usize>, o: &mut [T], gxp: &mut [T]| {
-                interleaved_backward_into(be, &wt, g.rows(r.clone()), x.rows(r), o, gxp, false);
-            };
-            inter_parts_sum(dims, nrows, split, flat, gx, cols * nb, part);
-        }
+        Kind::Inter => inter_backward_into(be, w, g, Input::Rows(x), par, wgrad, gx),
     }
 }
 
-/// [`stage_backward_into`] for an interleaved second factor `w2` whose input is the first
-/// factor `s1` (blocked, packed for the forward) applied to `xin`, with no permutation between:
-/// the intermediate is recomputed a panel of rows at a time inside each row part, where the
-/// backward pass reads it from cache, instead of being written out whole and read back.
-#[allow(clippy::too_many_arguments)]
-fn inter_backward_after<T: Scalar>(
+/// The input of an interleaved factor's backward pass.
+#[derive(Clone, Copy)]
+enum Input<'a, T> {
+    /// Given rows.
+    Rows(Rows<'a, T>),
+    /// A first factor (blocked, packed for the forward) applied to these rows, with no
+    /// permutation between: recomputed a panel of rows at a time inside each row part, where
+    /// the backward pass reads it from cache, instead of being written out whole and read back.
+    After(&'a Packed<'a, T>, Rows<'a, T>),
+}
+
+/// The interleaved part of [`stage_backward_into`]: the rows cut into [`inter_parts`], each
+/// part's weight gradient summed on its own, the parts added in order.
+fn inter_backward_into<T: Scalar>(
     be: Backend,
-    s1: &Packed<T>,
-    xin: Rows<T>,
-    w2: ArrayView3<T>,
+    w: ArrayView3<T>,
     g: Rows<T>,
+    input: Input<T>,
     par: Par,
     wgrad: &mut Array3<T>,
-    gz: &mut [T],
+    gx: &mut [T],
 ) {
-    let dims = w2.dim();
+    let dims = w.dim();
     let (nb, rows, cols) = dims;
-    if wgrad.dim() != dims || !wgrad.is_standard_layout() {
-        *wgrad = Array3::zeros(dims);
-    }
     let nrows = g.nrows();
     let split = par.should_split(nrows * nb * rows * cols);
-    let flat = wgrad.as_slice_mut().expect("standard layout");
-    let (h, width) = (s1.out_len(), cols * nb);
-    let wt = PackedInterleaved::pack_transposed(w2);
-    // Panels small enough that the recomputed intermediate stays in L2.
-    let panel = row_chunk(h);
-    let part = |_: usize, r: Range<usize>, o: &mut [T], gxp: &mut [T]| {
-        with_scratch(|ybuf: &mut Vec<T>| {
+    let flat = fit_grad(wgrad, dims);
+    let width = cols * nb;
+    let wt = PackedInterleaved::pack_transposed(w);
+    let part = |_: usize, r: Range<usize>, o: &mut [T], gxp: &mut [T]| match input {
+        Input::Rows(x) => {
+            interleaved_backward_into(be, &wt, g.rows(r.clone()), x.rows(r), o, gxp, false);
+        }
+        Input::After(s1, xin) => with_scratch(|ybuf: &mut Vec<T>| {
+            // Panels small enough that the recomputed intermediate stays in L2.
+            let (h, panel) = (s1.out_len(), row_chunk(s1.out_len()));
             let mut r0 = r.start;
             loop {
                 let r1 = (r0 + panel).min(r.end);
@@ -663,9 +660,9 @@ fn inter_backward_after<T: Scalar>(
                     break;
                 }
             }
-        });
+        }),
     };
-    inter_parts_sum(dims, nrows, split, flat, gz, width, part);
+    inter_parts_sum(dims, nrows, split, flat, gx, width, part);
 }
 
 /// Runs `part(p, rows, out_p, gx_p)` for the [`inter_parts`] of `nrows` rows (in parallel when
@@ -805,60 +802,47 @@ pub(crate) fn monarch_vjp_into<T: Scalar>(
         });
         return;
     }
+    // Reference layout with enough rows: the intermediate is recomputed inside the second
+    // factor's backward pass instead of being written out whole.
     let few = split && inter_parts(rows) == 1;
-    if k1 == Kind::Blocked && k2 == Kind::Inter && !general && !few {
-        // Reference layout: the intermediate is recomputed inside the second factor's backward
-        // pass, a panel at a time.
-        with_scratch(|gbuf: &mut Vec<T>| {
-            let gz = scratch_slice(gbuf, rows * h);
-            inter_backward_after(be, &s1, xin, m.w2.weights(), g2, par, &mut grads.w2, gz);
-            let g1 = Rows::new(gz, h, rows, h);
-            let w1 = m.w1.weights();
-            match grads.x.as_slice_mut() {
-                Some(dst) => stage_backward_into(be, k1, w1, g1, xin, par, &mut grads.w1, dst),
-                None => {
-                    let mut gx = vec![T::zero(); rows * n];
-                    stage_backward_into(be, k1, w1, g1, xin, par, &mut grads.w1, &mut gx);
-                    let gx = ArrayView2::from_shape((rows, n), &gx).expect("shape");
-                    grads.x.assign(&gx);
-                }
+    let reference = k1 == Kind::Blocked && k2 == Kind::Inter && !general && !few;
+    with_scratch(|gbuf: &mut Vec<T>| {
+        // Backward: each factor's weight gradient and input gradient in one pass.
+        let gz = scratch_slice(gbuf, rows * h);
+        let w2 = m.w2.weights();
+        if reference {
+            inter_backward_into(be, w2, g2, Input::After(&s1, xin), par, &mut grads.w2, gz);
+        } else {
+            with_scratch(|buf: &mut Vec<T>| {
+                let y1 = scratch_slice(buf, rows * h);
+                s1.apply_all(be, xin, y1, split);
+                let z_v = (general && !m.p_mid.is_identity())
+                    .then(|| gather_rows(Rows::new(y1, h, rows, h), &m.p_mid));
+                let z = Rows::new(z_v.as_deref().unwrap_or(y1), h, rows, h);
+                stage_backward_into(be, k2, w2, g2, z, par, &mut grads.w2, gz);
+            });
+        }
+        let g1_v = (general && !m.p_mid.is_identity())
+            .then(|| gather_rows(Rows::new(gz, h, rows, h), &m.p_mid.inverse()));
+        let g1 = Rows::new(g1_v.as_deref().unwrap_or(gz), h, rows, h);
+        let w1 = m.w1.weights();
+        let permute_in = general && !m.p_in.is_identity();
+        match (permute_in, grads.x.as_slice_mut()) {
+            (false, Some(dst)) => {
+                stage_backward_into(be, k1, w1, g1, xin, par, &mut grads.w1, dst);
             }
-        });
-        return;
-    }
-    with_scratch(|buf: &mut Vec<T>| {
-        let y1 = scratch_slice(buf, rows * h);
-        s1.apply_all(be, xin, y1, split);
-        drop(s1);
-        let z_v = (general && !m.p_mid.is_identity())
-            .then(|| gather_rows(Rows::new(y1, h, rows, h), &m.p_mid));
-        let z = Rows::new(z_v.as_deref().unwrap_or(y1), h, rows, h);
-        with_scratch(|gbuf: &mut Vec<T>| {
-            // Backward: each factor's weight gradient and input gradient in one pass.
-            let gz = scratch_slice(gbuf, rows * h);
-            stage_backward_into(be, k2, m.w2.weights(), g2, z, par, &mut grads.w2, gz);
-            let g1_v = (general && !m.p_mid.is_identity())
-                .then(|| gather_rows(Rows::new(gz, h, rows, h), &m.p_mid.inverse()));
-            let g1 = Rows::new(g1_v.as_deref().unwrap_or(gz), h, rows, h);
-            let w1 = m.w1.weights();
-            let permute_in = general && !m.p_in.is_identity();
-            match (permute_in, grads.x.as_slice_mut()) {
-                (false, Some(dst)) => {
-                    stage_backward_into(be, k1, w1, g1, xin, par, &mut grads.w1, dst);
-                }
-                (permute_in, _) => {
-                    let mut gxin = vec![T::zero(); rows * n];
-                    stage_backward_into(be, k1, w1, g1, xin, par, &mut grads.w1, &mut gxin);
-                    let gx = if permute_in {
-                        gather_rows(Rows::new(&gxin, n, rows, n), &m.p_in.inverse())
-                    } else {
-                        gxin
-                    };
-                    let gx = ArrayView2::from_shape((rows, n), &gx).expect("shape");
-                    grads.x.assign(&gx);
-                }
+            (permute_in, _) => {
+                let mut gxin = vec![T::zero(); rows * n];
+                stage_backward_into(be, k1, w1, g1, xin, par, &mut grads.w1, &mut gxin);
+                let gx = if permute_in {
+                    gather_rows(Rows::new(&gxin, n, rows, n), &m.p_in.inverse())
+                } else {
+                    gxin
+                };
+                let gx = ArrayView2::from_shape((rows, n), &gx).expect("shape");
+                grads.x.assign(&gx);
             }
-        });
+        }
     });
 }
 

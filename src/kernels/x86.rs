@@ -614,60 +614,6 @@ unsafe fn inter_rows<S: Simd>(
     }
 }
 
-/// Blocked outer sum `out[a, i, j] = Σ_b g[b, a·R + i] · x[b, a·C + j]`.
-///
-/// # Safety
-/// `g`, `x` rows of `nb·rows`, `nb·cols` elements, `out` of `nb·rows·cols` (checked by the
-/// caller), and the CPU supports `S`.
-#[inline(always)]
-unsafe fn drv_blocked_outer<S: Simd>(
-    sh: BlockedShape,
-    g: &Rows<S::E>,
-    x: &Rows<S::E>,
-    out: &mut [S::E],
-) {
-    let (ldg, ldx, nrows) = (g.ld, x.ld, g.nrows);
-    let (gp, xp, op) = (g.data.as_ptr(), x.data.as_ptr(), out.as_mut_ptr());
-    if nrows == 0 {
-        out.iter_mut().for_each(|v| *v = std::mem::zeroed());
-        return;
-    }
-    // Rows are taken in fixed chunks; a chunk's block windows are copied into contiguous
-    // panels (in place they sit a power-of-two stride apart and evict each other from L1)
-    // that every register tile of the block sweeps; the sums continue through `out` in row
-    // order.
-    let kmax = OUTER_ROWS.min(nrows);
-    let mut gpanel: Vec<S::E> = Vec::with_capacity(kmax * sh.rows);
-    let mut xpanel: Vec<S::E> = Vec::with_capacity(kmax * sh.cols);
-    let (gk, xk) = (gpanel.as_mut_ptr(), xpanel.as_mut_ptr());
-    let mut k0 = 0;
-    while k0 < nrows {
-        let kb = OUTER_ROWS.min(nrows - k0);
-        let acc = k0 > 0;
-        for a in 0..sh.nb {
-            copy_rows::<S>(
-                gp.add(k0 * ldg + a * sh.rows),
-                ldg,
-                sh.rows,
-                kb,
-                gk,
-                sh.rows,
-            );
-            copy_rows::<S>(
-                xp.add(k0 * ldx + a * sh.cols),
-                ldx,
-                sh.cols,
-                kb,
-                xk,
-                sh.cols,
-            );
-            let oa = op.add(a * sh.rows * sh.cols);
-            blocked_outer_rows::<S>(sh.rows, sh.cols, gk, xk, kb, oa, acc);
-        }
-        k0 += kb;
-    }
-}
-
 /// Copies `nrows` rows of `ncols` elements, `src[b·lds + j] → dst[b·ldd + j]`, with vector
 /// loads and stores (a `memcpy` call per short row costs more than the copy).
 ///
@@ -848,65 +794,6 @@ unsafe fn pack_stripes<S: Simd>(
     }
 }
 
-/// Interleaved outer sum `out[lay.at(i, t, c)] = Σ_b g[b, i·NB + c] · x[b, t·NB + c]` for the
-/// block indices `lay.c0..lay.c1`.
-///
-/// # Safety
-/// `g`, `x` rows of `rows·nb`, `cols·nb` elements, `out` valid for `lay.len(rows, cols)`,
-/// every run of `lay.cw` lanes a whole number of vectors or the whole block range (checked by
-/// the caller), and the CPU supports `S`.
-#[inline(always)]
-unsafe fn drv_inter_outer<S: Simd>(
-    sh: InterShape,
-    lay: OuterLayout,
-    g: &Rows<S::E>,
-    x: &Rows<S::E>,
-    out: &mut [S::E],
-) {
-    let l = S::LANES;
-    let (ldg, ldx, nrows, nb) = (g.ld, x.ld, g.nrows, sh.nb);
-    let (gp, xp, op) = (g.data.as_ptr(), x.data.as_ptr(), out.as_mut_ptr());
-    if nrows == 0 {
-        let mut c0 = lay.c0;
-        while c0 < lay.c1 {
-            let len = (lay.cw - c0 % lay.cw).min(lay.c1 - c0);
-            for i in 0..sh.rows {
-                for t in 0..sh.cols {
-                    out[lay.at(i, t, c0)..][..len]
-                        .iter_mut()
-                        .for_each(|v| *v = std::mem::zeroed());
-                }
-            }
-            c0 += len;
-        }
-        return;
-    }
-    // A chunk of rows of one block-index chunk is copied into contiguous per-feature stripes:
-    // in place, the rows sit a power-of-two stride apart and evict each other from L1, and
-    // every register tile would reload them from L2.
-    let kmax = OUTER_ROWS.min(nrows);
-    let mut gbuf: Vec<S::V> = vec![S::zero(); sh.rows * kmax];
-    let mut xbuf: Vec<S::V> = vec![S::zero(); sh.cols * kmax];
-    let (gk, xk) = (
-        gbuf.as_mut_ptr() as *mut S::E,
-        xbuf.as_mut_ptr() as *mut S::E,
-    );
-    let mut k0 = 0;
-    while k0 < nrows {
-        let kb = OUTER_ROWS.min(nrows - k0);
-        let acc = k0 > 0;
-        let mut c0 = lay.c0;
-        while c0 < lay.c1 {
-            let nvalid = l.min(lay.c1 - c0);
-            pack_stripes::<S>(gp.add(k0 * ldg), ldg, nb, c0, nvalid, sh.rows, kb, gk);
-            pack_stripes::<S>(xp.add(k0 * ldx), ldx, nb, c0, nvalid, sh.cols, kb, xk);
-            inter_outer_stripes::<S>(sh, lay, gk, xk, kb, c0, nvalid, op, acc);
-            c0 += l;
-        }
-        k0 += kb;
-    }
-}
-
 /// The interleaved outer sum of one block-index chunk over the `kb` rows held as stripes
 /// (`gk`: `sh.rows` stripes, `xk`: `sh.cols`), into `out` at `lay` (continuing the sums when
 /// `acc`).
@@ -946,43 +833,48 @@ unsafe fn inter_outer_stripes<S: Simd>(
     }
 }
 
-/// Fused backward of a blocked factor `W` (`nb` blocks of `R × C`, `sh`) over the blocks of the
-/// views: the weight gradient `out[a, i, j] = Σ_b g[b, a·R + i] · x[b, a·C + j]` and the input
-/// gradient `gx[b·ldgx + a·C + j] = Σ_i W[a, i, j] · g[b, a·R + i]`, both from one copy of
-/// each chunk of rows (`wt`: `Wᵀ` packed, shape `wsh`); the weight sums continue those in
-/// `out` when `accumulate`. Sums run in the same order as in [`drv_blocked_outer`] and
-/// [`drv_blocked`], so results are bitwise those of the two passes.
+/// The transposed product a backward pass runs beside its weight-gradient outer sum: `Wᵀ`
+/// packed for `shape` at `w`, its output rows at `gx` (stride `ld`).
+#[derive(Clone, Copy)]
+pub(super) struct Product<Sh, E> {
+    pub(super) shape: Sh,
+    pub(super) w: *const E,
+    pub(super) gx: *mut E,
+    pub(super) ld: usize,
+}
+
+/// Backward of a blocked factor `W` (`nb` blocks of `R × C`, `sh`) over the blocks of the
+/// views: the weight gradient `out[a, i, j] = Σ_b g[b, a·R + i] · x[b, a·C + j]` (continuing
+/// the sums in `out` when `accumulate`) and, with `prod`, the input gradient
+/// `gx[b·ld + a·C + j] = Σ_i W[a, i, j] · g[b, a·R + i]` from the same copy of each chunk of rows.
+/// Each sum runs in row order whatever the chunking, so results are bitwise those of a separate
+/// outer sum and [`drv_blocked`].
 ///
 /// # Safety
-/// `g`, `x` rows of `nb·R`, `nb·C` elements, `out` of `nb·R·C`, `wt` packed for `wsh`
-/// (`nb` blocks of `C × R`), `gx` valid for `g.nrows` rows of `nb·C` elements at stride `ldgx`
-/// and not written by anyone else meanwhile (checked by the caller), and the CPU supports `S`.
+/// `g`, `x` rows of `nb·R`, `nb·C` elements, `out` of `nb·R·C`; with `prod`, its weights packed
+/// for its shape (`nb` blocks of `C × R`) and `gx` valid for `g.nrows` rows of `nb·C` elements
+/// at its stride, written by no one else meanwhile (checked by the caller); the CPU supports `S`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 unsafe fn drv_blocked_backward<S: Simd>(
     sh: BlockedShape,
-    wsh: BlockedShape,
-    wt: &[S::E],
+    prod: Option<Product<BlockedShape, S::E>>,
     g: &Rows<S::E>,
     x: &Rows<S::E>,
     out: &mut [S::E],
-    gx: *mut S::E,
-    ldgx: usize,
     accumulate: bool,
 ) {
     let (ldg, ldx, nrows) = (g.ld, x.ld, g.nrows);
-    let (gp, xp, op, wp) = (
-        g.data.as_ptr(),
-        x.data.as_ptr(),
-        out.as_mut_ptr(),
-        wt.as_ptr(),
-    );
+    let (gp, xp, op) = (g.data.as_ptr(), x.data.as_ptr(), out.as_mut_ptr());
     if nrows == 0 {
         if !accumulate {
             out.iter_mut().for_each(|v| *v = std::mem::zeroed());
         }
         return;
     }
+    // Rows are taken in fixed chunks; a chunk's block windows are copied into contiguous
+    // panels (in place they sit a power-of-two stride apart and evict each other from L1)
+    // that every register tile of the block sweeps; the sums continue through `out` in row
+    // order.
     let kmax = OUTER_ROWS.min(nrows);
     let mut gpanel: Vec<S::E> = Vec::with_capacity(kmax * sh.rows);
     let mut xpanel: Vec<S::E> = Vec::with_capacity(kmax * sh.cols);
@@ -1021,54 +913,60 @@ unsafe fn drv_blocked_backward<S: Simd>(
             }
             let oa = op.add(a * sh.rows * sh.cols);
             blocked_outer_rows::<S>(sh.rows, sh.cols, gk, xk, kb, oa, accumulate || k0 > 0);
-            let wa = wp.add(a * wsh.cols * wsh.rpad);
-            let ya = gx.add(k0 * ldgx + a * sh.cols);
-            blocked_rows::<S>(wsh, wa, gk, sh.rows, kb, ya, ldgx);
+            if let Some(p) = prod {
+                let wa = p.w.add(a * p.shape.cols * p.shape.rpad);
+                let ya = p.gx.add(k0 * p.ld + a * sh.cols);
+                blocked_rows::<S>(p.shape, wa, gk, sh.rows, kb, ya, p.ld);
+            }
         }
         k0 += kb;
     }
 }
 
-/// Fused backward of an interleaved factor `W` (`sh`: `nb` blocks of `I × T`) over the block
-/// indices `lay.c0..lay.c1`: the weight gradient `out[lay.at(i, t, c)] = Σ_b g[b, i·NB + c] ·
-/// x[b, t·NB + c]` and the input gradient `gx[b·ldgx + t·NB + c] = Σ_i W[c, i, t] · g[b, i·NB + c]`,
-/// both from one packing of each chunk of rows (`wt`: `Wᵀ` packed, shape `wsh`); the weight
-/// sums continue those in `out` when `accumulate`. Sums run in the same order as in
-/// [`drv_inter_outer`] and [`drv_inter`]: bitwise the two passes' results.
+/// Backward of an interleaved factor `W` (`sh`: `nb` blocks of `I × T`) over the block indices
+/// `lay.c0..lay.c1`: the weight gradient `out[lay.at(i, t, c)] = Σ_b g[b, i·NB + c] ·
+/// x[b, t·NB + c]` (continuing the sums in `out` when `accumulate`) and, with `prod`, the input
+/// gradient `gx[b·ld + t·NB + c] = Σ_i W[c, i, t] · g[b, i·NB + c]` from the same packing of
+/// each chunk of rows. Sums run in the same order as a separate outer sum and [`drv_inter`]:
+/// bitwise their results.
 ///
 /// # Safety
-/// As [`drv_inter_outer`] for `g`, `x`, `out`, `lay`; `wt` packed for `wsh` (`T` outputs over
-/// `I`, all `nb` blocks); `gx` valid for `g.nrows` rows of `T·NB` elements at stride `ldgx`,
-/// its lanes `lay.c0..lay.c1` not written by anyone else meanwhile (checked by the caller); the
-/// CPU supports `S`.
+/// `g`, `x` rows of `I·NB`, `T·NB` elements, `out` valid for `lay.len(I, T)`, every run of
+/// `lay.cw` lanes a whole number of vectors or the whole block range; with `prod`, its weights
+/// packed for its shape (`T` outputs over `I`, all `nb` blocks) and `gx` valid for `g.nrows` rows
+/// of `T·NB` elements at its stride, lanes `lay.c0..lay.c1` written by no one else meanwhile
+/// (all checked by the caller); the CPU supports `S`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 unsafe fn drv_inter_backward<S: Simd>(
     sh: InterShape,
     lay: OuterLayout,
-    wsh: InterShape,
-    wt: &[S::E],
+    prod: Option<Product<InterShape, S::E>>,
     g: &Rows<S::E>,
     x: &Rows<S::E>,
     out: &mut [S::E],
-    gx: *mut S::E,
-    ldgx: usize,
     accumulate: bool,
 ) {
     let l = S::LANES;
     let (ldg, ldx, nrows, nb) = (g.ld, x.ld, g.nrows, sh.nb);
-    let (gp, xp, op, wp) = (
-        g.data.as_ptr(),
-        x.data.as_ptr(),
-        out.as_mut_ptr(),
-        wt.as_ptr(),
-    );
+    let (gp, xp, op) = (g.data.as_ptr(), x.data.as_ptr(), out.as_mut_ptr());
     if nrows == 0 {
-        if !accumulate {
-            drv_inter_outer::<S>(sh, lay, g, x, out);
+        let mut c0 = lay.c0;
+        while c0 < lay.c1 && !accumulate {
+            let len = (lay.cw - c0 % lay.cw).min(lay.c1 - c0);
+            for i in 0..sh.rows {
+                for t in 0..sh.cols {
+                    out[lay.at(i, t, c0)..][..len]
+                        .iter_mut()
+                        .for_each(|v| *v = std::mem::zeroed());
+                }
+            }
+            c0 += len;
         }
         return;
     }
+    // A chunk of rows of one block-index chunk is copied into contiguous per-feature stripes:
+    // in place, the rows sit a power-of-two stride apart and evict each other from L1, and
+    // every register tile would reload them from L2.
     let kmax = OUTER_ROWS.min(nrows);
     let mut gbuf: Vec<S::V> = vec![S::zero(); sh.rows * kmax];
     let mut xbuf: Vec<S::V> = vec![S::zero(); sh.cols * kmax];
@@ -1085,13 +983,25 @@ unsafe fn drv_inter_backward<S: Simd>(
             pack_stripes::<S>(gp.add(k0 * ldg), ldg, nb, c0, nvalid, sh.rows, kb, gk);
             pack_stripes::<S>(xp.add(k0 * ldx), ldx, nb, c0, nvalid, sh.cols, kb, xk);
             inter_outer_stripes::<S>(sh, lay, gk, xk, kb, c0, nvalid, op, accumulate || k0 > 0);
-            // The gradient stripes are the product's input, `IR` rows at a time.
-            let mut r0 = 0;
-            while r0 < kb {
-                let mr = S::IR.min(kb - r0);
-                let y = gx.add((k0 + r0) * ldgx);
-                inter_rows::<S>(wsh, wp, gk.add(r0 * l), kb * l, mr, c0, nvalid, y, ldgx);
-                r0 += mr;
+            if let Some(p) = prod {
+                // The gradient stripes are the product's input, `IR` rows at a time.
+                let mut r0 = 0;
+                while r0 < kb {
+                    let mr = S::IR.min(kb - r0);
+                    let y = p.gx.add((k0 + r0) * p.ld);
+                    inter_rows::<S>(
+                        p.shape,
+                        p.w,
+                        gk.add(r0 * l),
+                        kb * l,
+                        mr,
+                        c0,
+                        nvalid,
+                        y,
+                        p.ld,
+                    );
+                    r0 += mr;
+                }
             }
             c0 += l;
         }
@@ -1100,24 +1010,19 @@ unsafe fn drv_inter_backward<S: Simd>(
 }
 
 macro_rules! entries {
-    ($feat:literal, $blocked:ident, $inter:ident, $bouter:ident, $iouter:ident, $dot:ident,
-     $bback:ident, $iback:ident) => {
+    ($feat:literal, $blocked:ident, $inter:ident, $dot:ident, $bback:ident, $iback:ident) => {
         /// # Safety
         /// The CPU must support the enabled features; as in [`drv_blocked_backward`].
         #[target_feature(enable = $feat)]
-        #[allow(clippy::too_many_arguments)]
         unsafe fn $bback<S: Simd>(
             sh: BlockedShape,
-            wsh: BlockedShape,
-            wt: &[S::E],
+            prod: Option<Product<BlockedShape, S::E>>,
             g: &Rows<S::E>,
             x: &Rows<S::E>,
             out: &mut [S::E],
-            gx: *mut S::E,
-            ldgx: usize,
             accumulate: bool,
         ) {
-            drv_blocked_backward::<S>(sh, wsh, wt, g, x, out, gx, ldgx, accumulate)
+            drv_blocked_backward::<S>(sh, prod, g, x, out, accumulate)
         }
         /// # Safety
         /// The CPU must support the enabled features; as in [`drv_inter_backward`].
@@ -1126,16 +1031,13 @@ macro_rules! entries {
         unsafe fn $iback<S: Simd>(
             sh: InterShape,
             lay: OuterLayout,
-            wsh: InterShape,
-            wt: &[S::E],
+            prod: Option<Product<InterShape, S::E>>,
             g: &Rows<S::E>,
             x: &Rows<S::E>,
             out: &mut [S::E],
-            gx: *mut S::E,
-            ldgx: usize,
             accumulate: bool,
         ) {
-            drv_inter_backward::<S>(sh, lay, wsh, wt, g, x, out, gx, ldgx, accumulate)
+            drv_inter_backward::<S>(sh, lay, prod, g, x, out, accumulate)
         }
         /// # Safety
         /// The CPU must support the enabled features; shapes as in [`drv_dot`].
@@ -1168,29 +1070,6 @@ macro_rules! entries {
         ) {
             drv_inter::<S>(sh, w, x, y)
         }
-        /// # Safety
-        /// The CPU must support the enabled features; shapes as in [`drv_blocked_outer`].
-        #[target_feature(enable = $feat)]
-        unsafe fn $bouter<S: Simd>(
-            sh: BlockedShape,
-            g: &Rows<S::E>,
-            x: &Rows<S::E>,
-            out: &mut [S::E],
-        ) {
-            drv_blocked_outer::<S>(sh, g, x, out)
-        }
-        /// # Safety
-        /// The CPU must support the enabled features; shapes as in [`drv_inter_outer`].
-        #[target_feature(enable = $feat)]
-        unsafe fn $iouter<S: Simd>(
-            sh: InterShape,
-            lay: OuterLayout,
-            g: &Rows<S::E>,
-            x: &Rows<S::E>,
-            out: &mut [S::E],
-        ) {
-            drv_inter_outer::<S>(sh, lay, g, x, out)
-        }
     };
 }
 
@@ -1198,8 +1077,6 @@ entries!(
     "avx512f",
     blocked_512,
     inter_512,
-    bouter_512,
-    iouter_512,
     dot_512,
     bback_512,
     iback_512
@@ -1208,8 +1085,6 @@ entries!(
     "avx2,fma",
     blocked_256,
     inter_256,
-    bouter_256,
-    iouter_256,
     dot_256,
     bback_256,
     iback_256
@@ -1384,39 +1259,8 @@ pub(super) fn dispatch_blocked_outer<T: 'static>(
     x: &Rows<T>,
     out: &mut [T],
 ) {
-    assert_eq!(g.ncols, sh.nb * sh.rows);
-    assert_eq!(x.ncols, sh.nb * sh.cols);
-    assert_eq!(g.nrows, x.nrows);
-    assert_eq!(out.len(), sh.nb * sh.rows * sh.cols);
-    if TypeId::of::<T>() == TypeId::of::<f32>() {
-        let (g, x, out) = (
-            cast_rows::<T, f32>(g),
-            cast_rows::<T, f32>(x),
-            cast_mut::<T, f32>(out),
-        );
-        dispatch!(
-            b,
-            Avx512F32,
-            Avx2F32,
-            bouter_512,
-            bouter_256,
-            (sh, &g, &x, out)
-        )
-    } else {
-        let (g, x, out) = (
-            cast_rows::<T, f64>(g),
-            cast_rows::<T, f64>(x),
-            cast_mut::<T, f64>(out),
-        );
-        dispatch!(
-            b,
-            Avx512F64,
-            Avx2F64,
-            bouter_512,
-            bouter_256,
-            (sh, &g, &x, out)
-        )
-    }
+    // SAFETY: no product, so no output pointer to vouch for.
+    unsafe { dispatch_blocked_backward(b, sh, None, g, x, out, false) }
 }
 
 fn check_inter_outer<T>(sh: &InterShape, lay: &OuterLayout, g: &Rows<T>, x: &Rows<T>, out: usize) {
@@ -1437,153 +1281,133 @@ pub(super) fn dispatch_interleaved_outer<T: 'static>(
     x: &Rows<T>,
     out: &mut [T],
 ) {
-    check_inter_outer(&sh, &lay, g, x, out.len());
-    if TypeId::of::<T>() == TypeId::of::<f32>() {
-        let (g, x, out) = (
-            cast_rows::<T, f32>(g),
-            cast_rows::<T, f32>(x),
-            cast_mut::<T, f32>(out),
-        );
-        dispatch!(
-            b,
-            Avx512F32,
-            Avx2F32,
-            iouter_512,
-            iouter_256,
-            (sh, lay, &g, &x, out)
-        )
-    } else {
-        let (g, x, out) = (
-            cast_rows::<T, f64>(g),
-            cast_rows::<T, f64>(x),
-            cast_mut::<T, f64>(out),
-        );
-        dispatch!(
-            b,
-            Avx512F64,
-            Avx2F64,
-            iouter_512,
-            iouter_256,
-            (sh, lay, &g, &x, out)
-        )
-    }
+    // SAFETY: no product, so no output pointer to vouch for.
+    unsafe { dispatch_interleaved_backward(b, sh, lay, None, g, x, out, false) }
 }
 
-/// [`drv_blocked_backward`] on backend `b`.
+/// `prod` (shape, packed `Wᵀ`, output pointer, its row stride) as the kernels' [`Product`] of `U`.
+fn product_of<Sh, T: 'static, U: 'static>(
+    prod: Option<(Sh, &[T], *mut T, usize)>,
+) -> Option<Product<Sh, U>> {
+    prod.map(|(shape, w, gx, ld)| Product {
+        shape,
+        w: cast::<T, U>(w).as_ptr(),
+        gx: gx.cast::<U>(),
+        ld,
+    })
+}
+
+/// [`drv_blocked_backward`] on backend `b`; `prod` is the transposed product's shape, packed
+/// weights, output pointer and row stride.
 ///
 /// # Safety
-/// `gx` valid for `g.nrows` rows of `sh.nb·sh.cols` elements at stride `ldgx`, and written by
-/// no one else during the call.
-#[allow(clippy::too_many_arguments)]
+/// With `prod`, its output pointer is valid for `g.nrows` rows of `sh.nb·sh.cols` elements at
+/// its stride, written by no one else during the call.
 pub(super) unsafe fn dispatch_blocked_backward<T: 'static>(
     b: Backend,
     sh: BlockedShape,
-    wsh: BlockedShape,
-    wt: &[T],
+    prod: Option<(BlockedShape, &[T], *mut T, usize)>,
     g: &Rows<T>,
     x: &Rows<T>,
     out: &mut [T],
-    gx: *mut T,
-    ldgx: usize,
     accumulate: bool,
 ) {
     assert_eq!(g.ncols, sh.nb * sh.rows);
     assert_eq!(x.ncols, sh.nb * sh.cols);
     assert_eq!(g.nrows, x.nrows);
     assert_eq!(out.len(), sh.nb * sh.rows * sh.cols);
-    assert!(wsh.nb == sh.nb && wsh.rows == sh.cols && wsh.cols == sh.rows);
-    check_blocked(&wsh, wt.len(), (0, sh.nb * sh.rows), (0, sh.nb * sh.cols));
-    assert!(ldgx >= sh.nb * sh.cols);
+    if let Some((wsh, wt, _, ld)) = prod {
+        assert!(wsh.nb == sh.nb && wsh.rows == sh.cols && wsh.cols == sh.rows);
+        check_blocked(&wsh, wt.len(), (0, sh.nb * sh.rows), (0, sh.nb * sh.cols));
+        assert!(ld >= sh.nb * sh.cols);
+    }
     if TypeId::of::<T>() == TypeId::of::<f32>() {
-        let (wt, g, x, out) = (
-            cast::<T, f32>(wt),
+        let (g, x, out) = (
             cast_rows::<T, f32>(g),
             cast_rows::<T, f32>(x),
             cast_mut::<T, f32>(out),
         );
-        let gx = gx.cast::<f32>();
+        let prod = product_of::<_, T, f32>(prod);
         dispatch!(
             b,
             Avx512F32,
             Avx2F32,
             bback_512,
             bback_256,
-            (sh, wsh, wt, &g, &x, out, gx, ldgx, accumulate)
+            (sh, prod, &g, &x, out, accumulate)
         )
     } else {
-        let (wt, g, x, out) = (
-            cast::<T, f64>(wt),
+        let (g, x, out) = (
             cast_rows::<T, f64>(g),
             cast_rows::<T, f64>(x),
             cast_mut::<T, f64>(out),
         );
-        let gx = gx.cast::<f64>();
+        let prod = product_of::<_, T, f64>(prod);
         dispatch!(
             b,
             Avx512F64,
             Avx2F64,
             bback_512,
             bback_256,
-            (sh, wsh, wt, &g, &x, out, gx, ldgx, accumulate)
+            (sh, prod, &g, &x, out, accumulate)
         )
     }
 }
 
-/// [`drv_inter_backward`] on backend `b`.
+/// [`drv_inter_backward`] on backend `b`; `prod` is the transposed product's shape, packed
+/// weights, output pointer and row stride.
 ///
 /// # Safety
-/// `gx` valid for `g.nrows` rows of `sh.cols·sh.nb` elements at stride `ldgx`, and its lanes
-/// `lay.c0..lay.c1` written by no one else during the call.
+/// With `prod`, its output pointer is valid for `g.nrows` rows of `sh.cols·sh.nb` elements at
+/// its stride, and its lanes `lay.c0..lay.c1` written by no one else during the call.
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn dispatch_interleaved_backward<T: 'static>(
     b: Backend,
     sh: InterShape,
     lay: OuterLayout,
-    wsh: InterShape,
-    wt: &[T],
+    prod: Option<(InterShape, &[T], *mut T, usize)>,
     g: &Rows<T>,
     x: &Rows<T>,
     out: &mut [T],
-    gx: *mut T,
-    ldgx: usize,
     accumulate: bool,
 ) {
     check_inter_outer(&sh, &lay, g, x, out.len());
-    assert!(wsh.nb == sh.nb && wsh.rows == sh.cols && wsh.cols == sh.rows);
-    assert!(wsh.ioff == 0 && wsh.wrows == wsh.rows && wsh.nbpad >= sh.nb.div_ceil(PAD) * PAD);
-    assert!(wt.len() >= wsh.wrows * wsh.cols * wsh.nbpad);
-    assert!(ldgx >= sh.cols * sh.nb);
+    if let Some((wsh, wt, _, ld)) = prod {
+        assert!(wsh.nb == sh.nb && wsh.rows == sh.cols && wsh.cols == sh.rows);
+        assert!(wsh.ioff == 0 && wsh.wrows == wsh.rows);
+        assert!(wsh.nbpad >= sh.nb.div_ceil(PAD) * PAD);
+        assert!(wt.len() >= wsh.wrows * wsh.cols * wsh.nbpad);
+        assert!(ld >= sh.cols * sh.nb);
+    }
     if TypeId::of::<T>() == TypeId::of::<f32>() {
-        let (wt, g, x, out) = (
-            cast::<T, f32>(wt),
+        let (g, x, out) = (
             cast_rows::<T, f32>(g),
             cast_rows::<T, f32>(x),
             cast_mut::<T, f32>(out),
         );
-        let gx = gx.cast::<f32>();
+        let prod = product_of::<_, T, f32>(prod);
         dispatch!(
             b,
             Avx512F32,
             Avx2F32,
             iback_512,
             iback_256,
-            (sh, lay, wsh, wt, &g, &x, out, gx, ldgx, accumulate)
+            (sh, lay, prod, &g, &x, out, accumulate)
         )
     } else {
-        let (wt, g, x, out) = (
-            cast::<T, f64>(wt),
+        let (g, x, out) = (
             cast_rows::<T, f64>(g),
             cast_rows::<T, f64>(x),
             cast_mut::<T, f64>(out),
         );
-        let gx = gx.cast::<f64>();
+        let prod = product_of::<_, T, f64>(prod);
         dispatch!(
             b,
             Avx512F64,
             Avx2F64,
             iback_512,
             iback_256,
-            (sh, lay, wsh, wt, &g, &x, out, gx, ldgx, accumulate)
+            (sh, lay, prod, &g, &x, out, accumulate)
         )
     }
 }
