@@ -12,6 +12,7 @@
 use monarch::attention::{ExactAttention, MonarchAttention};
 use monarch::kernels::{fma_peak_gflops, Backend};
 use monarch::ndarray::Array4;
+use monarch::random::uniform_vec;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -59,15 +60,11 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// Deterministic, cheap, smooth-ish inputs (timing does not depend on the values).
+/// Deterministic uniform(−1, 1) inputs (timing does not depend on the values).
 fn input(heads: usize, n: usize, d: usize, seed: u32) -> Array4<f32> {
-    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(12345);
-    Array4::from_shape_simple_fn((1, heads, n, d), || {
-        state ^= state << 13;
-        state ^= state >> 17;
-        state ^= state << 5;
-        (state as f32 / u32::MAX as f32) * 2.0 - 1.0
-    })
+    uniform_vec::<f32>(heads * n * d, 1.0, u64::from(seed))
+        .into_shape_with_order((1, heads, n, d))
+        .expect("shape")
 }
 
 /// Best of several runs, stopping once about `budget` seconds were spent.

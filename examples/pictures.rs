@@ -22,7 +22,7 @@
 
 use monarch::attention::{ExactAttention, MonarchAttention};
 use monarch::ndarray::{Array2, Array4};
-use monarch::random::normal_matrix;
+use monarch::random::{normal_matrix, uniform_vec};
 use monarch::{Monarch, Par};
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
@@ -305,13 +305,9 @@ fn block_for(n: usize) -> usize {
 
 /// Deterministic uniform(−1, 1) inputs (timing does not depend on the values).
 fn input(heads: usize, n: usize, d: usize, seed: u32) -> Array4<f32> {
-    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(12345);
-    Array4::from_shape_simple_fn((1, heads, n, d), || {
-        state ^= state << 13;
-        state ^= state >> 17;
-        state ^= state << 5;
-        (state as f32 / u32::MAX as f32) * 2.0 - 1.0
-    })
+    uniform_vec::<f32>(heads * n * d, 1.0, u64::from(seed))
+        .into_shape_with_order((1, heads, n, d))
+        .expect("shape")
 }
 
 const HEADS: usize = 2;

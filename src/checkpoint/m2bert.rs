@@ -716,9 +716,7 @@ where
         prefix: &str,
         dtype: Dtype,
     ) -> Result<()> {
-        let mut sd = StateDict::new();
-        self.to_state_dict(&mut sd, prefix)?;
-        sd.save(path, dtype)
+        StateDict::save_new(path, dtype, |sd| self.to_state_dict(sd, prefix))
     }
 }
 
@@ -826,8 +824,6 @@ where
         prefix: &str,
         dtype: Dtype,
     ) -> Result<()> {
-        let mut sd = StateDict::new();
-        self.to_state_dict(&mut sd, prefix)?;
-        sd.save(path, dtype)
+        StateDict::save_new(path, dtype, |sd| self.to_state_dict(sd, prefix))
     }
 }

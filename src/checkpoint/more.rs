@@ -191,8 +191,6 @@ impl<T: RealScalar> MoReAdapter<T> {
         prefix: &str,
         dtype: Dtype,
     ) -> Result<()> {
-        let mut sd = StateDict::new();
-        self.to_state_dict(&mut sd, prefix)?;
-        sd.save(path, dtype)
+        StateDict::save_new(path, dtype, |sd| self.to_state_dict(sd, prefix))
     }
 }

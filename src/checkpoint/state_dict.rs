@@ -161,6 +161,21 @@ impl<T: RealScalar> StateDict<T> {
         std::fs::write(path, bytes).map_err(|e| Error::Io(format!("{}: {e}", path.display())))
     }
 
+    /// Writes a safetensors file holding what `fill` stores into a fresh state dict: how every
+    /// layer's `save_safetensors` saves itself alone.
+    ///
+    /// # Errors
+    /// Those of `fill`, then as [`save`](StateDict::save).
+    pub fn save_new(
+        path: impl AsRef<Path>,
+        dtype: Dtype,
+        fill: impl FnOnce(&mut StateDict<T>) -> Result<()>,
+    ) -> Result<()> {
+        let mut sd = StateDict::new();
+        fill(&mut sd)?;
+        sd.save(path, dtype)
+    }
+
     /// Number of (converted) tensors.
     pub fn len(&self) -> usize {
         self.tensors.len()
