@@ -66,6 +66,27 @@ fn bench_vjp(c: &mut Criterion) {
                 BenchmarkId::new("vjp_into", format!("n{n}_b{b}_batch{batch}")),
                 |bch| bch.iter(|| m.vjp_into(x.view(), gr.view(), &mut grads).unwrap()),
             );
+            // Autograd style: the forward keeps the first factor's output, the VJP reads it.
+            let mut out = Array2::<f32>::zeros((batch, m.out_features()));
+            let mut mid = Array2::<f32>::zeros((batch, m.hidden_features()));
+            g.bench_function(
+                BenchmarkId::new("matmul_keep_into", format!("n{n}_b{b}_batch{batch}")),
+                |bch| {
+                    bch.iter(|| {
+                        m.matmul_keep_into(x.view(), out.view_mut(), mid.view_mut(), Par::Rayon)
+                            .unwrap()
+                    })
+                },
+            );
+            g.bench_function(
+                BenchmarkId::new("vjp_kept_into", format!("n{n}_b{b}_batch{batch}")),
+                |bch| {
+                    bch.iter(|| {
+                        m.vjp_kept_into(x.view(), mid.view(), gr.view(), &mut grads)
+                            .unwrap()
+                    })
+                },
+            );
         }
     }
     g.finish();

@@ -260,17 +260,23 @@ fn main() {
     // Gradient, timed beside a fresh forward run on the same data (ratios drift less than
     // times). `vjp_into` reuses the caller's gradient buffers, as a training loop would, and is
     // compared with `matmul_into`; the allocating `vjp` pays page faults for a new input gradient.
+    // The last columns are the autograd-style pair: a forward that keeps the first factor's
+    // output (`matmul_keep_into`) and the VJP from it (`vjp_kept_into`), each against the plain
+    // forward, and the training step (forward + VJP) of each pair against the plain forward.
     println!(
-        "| case | forward ms | VJP (`vjp_into`) ms | ratio | VJP (`vjp`, allocating) ms | ratio |"
+        "| case | forward ms | VJP (`vjp_into`) ms | ratio | VJP (`vjp`, allocating) ms | ratio \
+         | keeping forward / forward | `vjp_kept_into` / forward \
+         | step kept / step recomputed (× forward) |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for &(n, b, batch, _) in &fwd_times {
         let m = Monarch::<f32>::random(n, b, 1).unwrap();
         let x = normal_matrix::<f32>((batch, n), 1.0, 2);
         let g = normal_matrix::<f32>((batch, n), 1.0, 3);
         let mut out = Array2::<f32>::zeros((batch, n));
+        let mut mid = Array2::<f32>::zeros((batch, m.hidden_features()));
         let mut grads = MonarchGrad::zeros(&m, batch);
-        let (tf, ti, tv) = p2.install(|| {
+        let (tf, ti, tv, tk, tkv) = p2.install(|| {
             let tf = time(
                 || m.matmul_into(x.view(), out.view_mut(), Par::Rayon).unwrap(),
                 cfg.trials,
@@ -286,15 +292,32 @@ fn main() {
                 cfg.trials,
                 cfg.min_s,
             );
-            (tf, ti, tv)
+            let mut keep = || {
+                let (o, k) = (out.view_mut(), mid.view_mut());
+                m.matmul_keep_into(x.view(), o, k, Par::Rayon).unwrap()
+            };
+            let tk = time(&mut keep, cfg.trials, cfg.min_s);
+            let tkv = time(
+                || {
+                    m.vjp_kept_into(x.view(), mid.view(), g.view(), &mut grads)
+                        .unwrap()
+                },
+                cfg.trials,
+                cfg.min_s,
+            );
+            (tf, ti, tv, tk, tkv)
         });
         println!(
-            "| n={n} b={b} batch={batch} | {:.3} | {:.3} | {:.2} | {:.3} | {:.2} |",
+            "| n={n} b={b} batch={batch} | {:.3} | {:.3} | {:.2} | {:.3} | {:.2} | {:.2} | {:.2} | {:.2} / {:.2} |",
             tf * 1e3,
             ti * 1e3,
             ti / tf,
             tv * 1e3,
-            tv / tf
+            tv / tf,
+            tk / tf,
+            tkv / tf,
+            (tk + tkv) / tf,
+            (tf + ti) / tf
         );
     }
     println!();

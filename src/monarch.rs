@@ -175,6 +175,12 @@ impl<T: Scalar> Monarch<T> {
         Self::from_factors(a, b)
     }
 
+    /// Length of the intermediate between the two factors (`k·q == l·r`): the width of the
+    /// rows [`matmul_keep_into`](Monarch::matmul_keep_into) keeps for the VJP.
+    pub fn hidden_features(&self) -> usize {
+        self.w1.out_features()
+    }
+
     /// First factor's blocks `(k, q, p)`.
     pub fn w1(&self) -> &Array3<T> {
         self.w1.weights_array()
@@ -255,7 +261,7 @@ impl<T: Scalar> Monarch<T> {
                 out.dim(),
             ));
         }
-        crate::kernels::pipeline::monarch_forward(self, x, out, par, Backend::detect());
+        crate::kernels::pipeline::monarch_forward(self, x, out, None, par, Backend::detect());
         Ok(())
     }
 
@@ -354,11 +360,116 @@ impl<T: Scalar> Monarch<T> {
         grad_out: ArrayView2<T>,
         grads: &mut MonarchGrad<T>,
     ) -> Result<()> {
-        self.check_input(x, "Monarch::vjp_into")?;
+        self.check_vjp(x, grad_out, grads, "Monarch::vjp_into")?;
+        crate::kernels::pipeline::monarch_vjp_into(
+            self,
+            x,
+            None,
+            grad_out,
+            grads,
+            Par::Rayon,
+            Backend::detect(),
+        );
+        Ok(())
+    }
+
+    /// [`matmul_into`](Self::matmul_into) that also keeps the intermediate a later
+    /// [`vjp_kept_into`](Self::vjp_kept_into) needs, as an autograd framework saves
+    /// activations: `mid` (shape `(batch, hidden_features())`, overwritten) receives the first
+    /// factor's output `BD(w1) · P_in x` row by row. In the reference layout it is written from
+    /// the panel the forward already holds in cache, so it costs one extra write of `mid`
+    /// (other layouts add a gather of it).
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] if `x`, `out` or `mid` has the wrong shape.
+    ///
+    /// ```
+    /// use monarch::{Monarch, MonarchGrad, Par};
+    /// use monarch::ndarray::Array2;
+    /// let m = Monarch::<f64>::random(16, 4, 1).unwrap();
+    /// let x = Array2::from_shape_fn((3, 16), |(i, j)| (i + 2 * j) as f64 / 7.0);
+    /// let mut y = Array2::zeros((3, 16));
+    /// let mut mid = Array2::zeros((3, m.hidden_features()));
+    /// m.matmul_keep_into(x.view(), y.view_mut(), mid.view_mut(), Par::Rayon).unwrap();
+    /// assert_eq!(y, m.matmul(x.view()).unwrap());
+    /// // Backward from the kept intermediate: the same gradients as from `x` alone.
+    /// let g = Array2::ones((3, 16));
+    /// let mut grads = MonarchGrad::zeros(&m, 3);
+    /// m.vjp_kept_into(x.view(), mid.view(), g.view(), &mut grads).unwrap();
+    /// let full = m.vjp(x.view(), g.view()).unwrap();
+    /// assert!((&grads.w1 - &full.w1).iter().all(|e| e.abs() < 1e-12));
+    /// ```
+    pub fn matmul_keep_into(
+        &self,
+        x: ArrayView2<T>,
+        out: ArrayViewMut2<T>,
+        mut mid: ArrayViewMut2<T>,
+        par: Par,
+    ) -> Result<()> {
+        self.check_input(x, "Monarch::matmul_keep_into")?;
+        let expect = (x.nrows(), self.out_features());
+        if out.dim() != expect {
+            return Err(Error::shape(
+                "Monarch::matmul_keep_into: output shape (batch, out_features)",
+                expect,
+                out.dim(),
+            ));
+        }
+        self.check_mid(x.nrows(), mid.dim(), "Monarch::matmul_keep_into")?;
+        let be = Backend::detect();
+        match mid.as_slice_mut() {
+            Some(m) => crate::kernels::pipeline::monarch_forward(self, x, out, Some(m), par, be),
+            None => {
+                // Not one row-major block: kept in a buffer of our own, then copied.
+                let mut tmp = vec![T::zero(); mid.len()];
+                crate::kernels::pipeline::monarch_forward(self, x, out, Some(&mut tmp), par, be);
+                let tmp = ArrayView2::from_shape(mid.dim(), &tmp).expect("shape");
+                mid.assign(&tmp);
+            }
+        }
+        Ok(())
+    }
+
+    /// [`vjp_into`](Self::vjp_into) given the intermediate `mid` kept by
+    /// [`matmul_keep_into`](Self::matmul_keep_into) for the same `x`, so the first factor's
+    /// product is not recomputed (four block products instead of five). `mid` is trusted: a
+    /// `mid` from another input gives the gradients at that intermediate.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] if `x`, `mid`, `grad_out` or `grads.x` has the wrong shape.
+    pub fn vjp_kept_into(
+        &self,
+        x: ArrayView2<T>,
+        mid: ArrayView2<T>,
+        grad_out: ArrayView2<T>,
+        grads: &mut MonarchGrad<T>,
+    ) -> Result<()> {
+        self.check_vjp(x, grad_out, grads, "Monarch::vjp_kept_into")?;
+        self.check_mid(x.nrows(), mid.dim(), "Monarch::vjp_kept_into")?;
+        crate::kernels::pipeline::monarch_vjp_into(
+            self,
+            x,
+            Some(mid),
+            grad_out,
+            grads,
+            Par::Rayon,
+            Backend::detect(),
+        );
+        Ok(())
+    }
+
+    fn check_vjp(
+        &self,
+        x: ArrayView2<T>,
+        grad_out: ArrayView2<T>,
+        grads: &MonarchGrad<T>,
+        ctx: &str,
+    ) -> Result<()> {
+        self.check_input(x, ctx)?;
         let expect = (x.nrows(), self.out_features());
         if grad_out.dim() != expect {
             return Err(Error::shape(
-                "Monarch::vjp_into: grad_out shape (batch, out_features)",
+                format!("{ctx}: grad_out shape (batch, out_features)"),
                 expect,
                 grad_out.dim(),
             ));
@@ -366,19 +477,23 @@ impl<T: Scalar> Monarch<T> {
         let expect = (x.nrows(), self.in_features());
         if grads.x.dim() != expect {
             return Err(Error::shape(
-                "Monarch::vjp_into: grads.x shape (batch, in_features)",
+                format!("{ctx}: grads.x shape (batch, in_features)"),
                 expect,
                 grads.x.dim(),
             ));
         }
-        crate::kernels::pipeline::monarch_vjp_into(
-            self,
-            x,
-            grad_out,
-            grads,
-            Par::Rayon,
-            Backend::detect(),
-        );
+        Ok(())
+    }
+
+    fn check_mid(&self, rows: usize, got: (usize, usize), ctx: &str) -> Result<()> {
+        let expect = (rows, self.hidden_features());
+        if got != expect {
+            return Err(Error::shape(
+                format!("{ctx}: mid shape (batch, hidden_features)"),
+                expect,
+                got,
+            ));
+        }
         Ok(())
     }
 

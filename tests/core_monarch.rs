@@ -490,3 +490,82 @@ fn vjp_into_matches_vjp_and_reuses_buffers() {
         ));
     }
 }
+
+/// `matmul_keep_into` returns the output of `matmul` and keeps the first factor's output
+/// `BD(w1) · P_in x` (checked against a naive gather and block loop); `vjp_kept_into`
+/// from it gives the gradients of `vjp`, for the reference layout, its transpose and general
+/// permutations, with row-major and column-major buffers; wrong `mid` shapes are errors.
+#[test]
+fn kept_intermediate_forward_and_vjp() {
+    use crate::circuit_ref::blockdiag_matrix;
+    use monarch::ndarray::ShapeBuilder;
+    use monarch::MonarchGrad;
+    for (i, &(s1, s2)) in SHAPES.iter().enumerate() {
+        let (w1, w2) = factors::<f64>(s1, s2, 60 + i as u64);
+        let m = Monarch::from_factors(w1.clone(), w2.clone()).unwrap();
+        let (n, h, mo) = (m.in_features(), m.hidden_features(), m.out_features());
+        assert_eq!(h, s1.0 * s1.1);
+        let seed = 70 + 3 * i as u64;
+        let general = Monarch::from_parts(
+            Perm::random(n, seed),
+            BlockDiag::new(w1).unwrap(),
+            Perm::random(h, seed + 1),
+            BlockDiag::new(w2).unwrap(),
+            Perm::random(mo, seed + 2),
+        )
+        .unwrap();
+        for (li, mm) in [m.clone(), m.transpose(), general].into_iter().enumerate() {
+            let (n, h, mo) = (mm.in_features(), mm.hidden_features(), mm.out_features());
+            let bd = blockdiag_matrix(mm.w1());
+            let p_in = mm.perms().0;
+            for batch in [0usize, 1, 5, 37, 130] {
+                let what = format!("shape {i}, layout {li}, batch {batch}");
+                let x = normal_matrix::<f64>((batch, n), 1.0, 5 + batch as u64);
+                let g = normal_matrix::<f64>((batch, mo), 1.0, 6 + batch as u64);
+                let mut y = Array2::zeros((batch, mo));
+                let mut mid = Array2::zeros((batch, h));
+                mm.matmul_keep_into(x.view(), y.view_mut(), mid.view_mut(), Par::Rayon)
+                    .unwrap();
+                assert_eq!(y, mm.matmul(x.view()).unwrap(), "{what}: output");
+                let mut want = Array2::<f64>::zeros((batch, h));
+                for b in 0..batch {
+                    let xin: Vec<f64> = p_in.index().iter().map(|&j| x[[b, j]]).collect();
+                    for r in 0..h {
+                        want[[b, r]] = (0..n).map(|c| bd[[r, c]] * xin[c]).sum();
+                    }
+                }
+                let (got, want) = (mid.as_slice().unwrap(), want.as_slice().unwrap());
+                assert_close(got, want, 1e-13, &format!("{what}: mid"));
+                // A column-major `mid`, one thread.
+                let mut fmid = Array2::zeros((batch, h).f());
+                mm.matmul_keep_into(x.view(), y.view_mut(), fmid.view_mut(), Par::Seq)
+                    .unwrap();
+                assert_eq!(fmid, mid, "{what}: column-major mid");
+                let full = mm.vjp(x.view(), g.view()).unwrap();
+                let mut grads = MonarchGrad::zeros(&mm, batch);
+                for kept in [mid.view(), fmid.view()] {
+                    mm.vjp_kept_into(x.view(), kept, g.view(), &mut grads)
+                        .unwrap();
+                    let pairs = [(&grads.w1, &full.w1), (&grads.w2, &full.w2)];
+                    for (k, (a, b)) in pairs.into_iter().enumerate() {
+                        let (a, b) = (a.as_slice().unwrap(), b.as_slice().unwrap());
+                        assert_close(a, b, 1e-12, &format!("{what}: w{}", k + 1));
+                    }
+                    let (a, b) = (grads.x.as_slice().unwrap(), full.x.as_slice().unwrap());
+                    assert_close(a, b, 1e-12, &format!("{what}: x"));
+                }
+            }
+        }
+        let x = Array2::<f64>::zeros((3, n));
+        let g = Array2::<f64>::zeros((3, mo));
+        let mut y = Array2::zeros((3, mo));
+        let mut grads = MonarchGrad::zeros(&m, 3);
+        for bad in [(3, h + 1), (2, h)] {
+            let mut mid = Array2::zeros(bad);
+            let r = m.matmul_keep_into(x.view(), y.view_mut(), mid.view_mut(), Par::Rayon);
+            assert!(matches!(r, Err(Error::ShapeMismatch { .. })), "{bad:?}");
+            let r = m.vjp_kept_into(x.view(), mid.view(), g.view(), &mut grads);
+            assert!(matches!(r, Err(Error::ShapeMismatch { .. })), "{bad:?}");
+        }
+    }
+}

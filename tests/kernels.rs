@@ -490,6 +490,45 @@ fn vjp_large_every_backend_matches_portable() {
     }
 }
 
+/// The kept-intermediate forward and VJP at sizes where the products run in parallel panels
+/// (row counts that do not divide into panels, factors above the small-factor threshold and
+/// below it): the output is bitwise `matmul`'s, `mid` is the first factor's output, and the
+/// gradients from it match `vjp` (which recomputes it, by other code paths).
+#[test]
+fn kept_intermediate_large_matches_recomputed() {
+    use monarch::MonarchGrad;
+    for (n, b, rows) in [(1024, 32, 300), (256, 16, 203), (64, 8, 77)] {
+        let m = Monarch::<f32>::random(n, b, 9).unwrap();
+        for (name, mm) in [("ref", m.clone()), ("transpose", m.transpose())] {
+            let w = format!("{name} n {n} rows {rows}");
+            let x = rand2::<f32>((rows, n), 1);
+            let g = rand2::<f32>((rows, n), 2);
+            let mut y = Array2::zeros((rows, n));
+            let mut mid = Array2::zeros((rows, mm.hidden_features()));
+            mm.matmul_keep_into(x.view(), y.view_mut(), mid.view_mut(), Par::Rayon)
+                .unwrap();
+            assert_eq!(y, mm.matmul(x.view()).unwrap(), "{w}: output");
+            let xin = mm.perms().0.apply_rows(x.view()).unwrap();
+            let y1 = mm.factor1().matmul(xin.view()).unwrap();
+            let (a, e) = (mid.as_slice().unwrap(), y1.as_slice().unwrap());
+            assert_close(a, e, 1e-5, &format!("{w}: mid"));
+            let full = mm.vjp(x.view(), g.view()).unwrap();
+            let mut grads = MonarchGrad::zeros(&mm, rows);
+            mm.vjp_kept_into(x.view(), mid.view(), g.view(), &mut grads)
+                .unwrap();
+            for (k, (a, e)) in [(&grads.w1, &full.w1), (&grads.w2, &full.w2)]
+                .into_iter()
+                .enumerate()
+            {
+                let (a, e) = (a.as_slice().unwrap(), e.as_slice().unwrap());
+                assert_close(a, e, 1e-4, &format!("{w}: w{}", k + 1));
+            }
+            let (a, e) = (grads.x.as_slice().unwrap(), full.x.as_slice().unwrap());
+            assert_close(a, e, 1e-4, &format!("{w}: x"));
+        }
+    }
+}
+
 #[test]
 fn blockdiag_paths_match_dense() {
     let bd = BlockDiag::new(rand3::<f64>((5, 17, 9), 3)).unwrap();

@@ -74,6 +74,18 @@ fn exercise(m: &Monarch<f64>, x: &Array2<f64>, g: &Array2<f64>) {
     assert_eq!(r.is_ok(), x.ncols() == n && g.ncols() == o);
     let r = m.vjp(x.view(), g.view());
     assert_eq!(r.is_ok(), x.ncols() == n && g.dim() == (x.nrows(), o));
+    // A kept intermediate of the right width for one row count only (the input's, or one
+    // more): wrong shapes anywhere must be errors, never panics.
+    let h = m.hidden_features();
+    for mid_rows in [x.nrows(), x.nrows() + 1] {
+        let mut mid = Array2::zeros((mid_rows, h));
+        let fits = x.ncols() == n && mid_rows == x.nrows();
+        let r = m.matmul_keep_into(x.view(), out.view_mut(), mid.view_mut(), Par::Rayon);
+        assert_eq!(r.is_ok(), fits && g.ncols() == o);
+        let mut grads = monarch::MonarchGrad::zeros(m, x.nrows());
+        let r = m.vjp_kept_into(x.view(), mid.view(), g.view(), &mut grads);
+        assert_eq!(r.is_ok(), fits && g.dim() == (x.nrows(), o));
+    }
     if x.nrows() > 0 {
         let _ = m.matvec(x.row(0));
     }

@@ -963,7 +963,7 @@ pub fn monarch_matmul_with<T: Scalar>(
         (x.nrows(), m.out_features()),
         out.dim(),
     )?;
-    pipeline::monarch_forward(m, x, out, par, backend);
+    pipeline::monarch_forward(m, x, out, None, par, backend);
     Ok(())
 }
 

@@ -344,6 +344,9 @@ struct Plan<'a, T> {
     p_mid: Option<Perm>,
     s2: Packed<'a, T>,
     p_out: Option<Perm>,
+    /// Takes the first stage's output to `BD(w1) · P_in x` (what a kept intermediate holds)
+    /// where the stage absorbs `P_mid` (the transposed layout).
+    keep: Option<Perm>,
 }
 
 /// Stage layouts `(kind1, kind2)` for a Monarch, and whether gathers are needed.
@@ -376,11 +379,25 @@ impl<'a, T: Scalar> Plan<'a, T> {
             p_mid: if general { opt_perm(&m.p_mid) } else { None },
             s2: Packed::forward(k2, m.w2.weights(), rows),
             p_out: if general { opt_perm(&m.p_out) } else { None },
+            keep: if k1 == Kind::Inter && !general {
+                opt_perm(&m.p_mid.inverse())
+            } else {
+                None
+            },
         }
     }
 
-    /// Runs a panel of contiguous rows `x` into the contiguous output `out`.
-    fn run_panel(&self, be: Backend, x: Rows<T>, out: &mut [T], split: bool, y1: &mut Vec<T>) {
+    /// Runs a panel of contiguous rows `x` into the contiguous output `out`, keeping the first
+    /// factor's output `BD(w1) · P_in x` in `mid` when given (the panel's rows, `h` each).
+    fn run_panel(
+        &self,
+        be: Backend,
+        x: Rows<T>,
+        out: &mut [T],
+        split: bool,
+        y1: &mut Vec<T>,
+        mid: Option<&mut [T]>,
+    ) {
         let rows = x.nrows();
         let (n, h, m) = (self.s1.in_len(), self.s1.out_len(), self.s2.out_len());
         let mut xin_buf = Vec::new();
@@ -392,10 +409,18 @@ impl<'a, T: Scalar> Plan<'a, T> {
             }
             None => x,
         };
-        // The intermediate buffer is reused across the panels a thread runs.
-        let y1 = scratch_slice(y1, rows * h);
+        // The intermediate buffer is reused across the panels a thread runs; a kept
+        // intermediate is written where the caller keeps it and read back from cache.
+        let direct = self.keep.is_none();
+        let (y1, mid): (&mut [T], _) = match mid {
+            Some(m) if direct => (m, None),
+            mid => (scratch_slice(y1, rows * h), mid),
+        };
         self.s1.apply_all(be, xin, y1, split);
         drop(xin_buf);
+        if let (Some(m), Some(p)) = (mid, &self.keep) {
+            gather(y1, p, m, rows);
+        }
         let zbuf;
         let z: &[T] = match &self.p_mid {
             Some(p) => {
@@ -418,11 +443,13 @@ impl<'a, T: Scalar> Plan<'a, T> {
     }
 }
 
-/// `out = x · Mᵀ` row by row (`out[b] = M x[b]`) with backend `be`.
+/// `out = x · Mᵀ` row by row (`out[b] = M x[b]`) with backend `be`; when `mid` is given
+/// (`rows × h`, row-major) it receives the first factor's output `BD(w1) · P_in x`.
 pub(crate) fn monarch_forward<T: Scalar>(
     m: &Monarch<T>,
     x: ArrayView2<T>,
     mut out: ArrayViewMut2<T>,
+    mid: Option<&mut [T]>,
     par: Par,
     be: Backend,
 ) {
@@ -455,30 +482,35 @@ pub(crate) fn monarch_forward<T: Scalar>(
             tmp = vec![T::zero(); rows * mo];
             &mut tmp
         };
-        let body = |y1: &mut Vec<T>, (ci, oc): (usize, &mut [T])| {
-            let r0 = ci * chunk;
-            let nr = oc.len() / mo;
-            plan.run_panel(be, xr.rows(r0..r0 + nr), oc, !panel_parallel && split, y1);
+        let h = plan.s1.out_len();
+        // Runs the panels of one group (rows from `r0`), each with its rows of `mid`.
+        let group_body = |y1: &mut Vec<T>, r0: usize, gc: &mut [T], mut mg: Option<&mut [T]>| {
+            for (ci, oc) in gc.chunks_mut(chunk * mo).enumerate() {
+                let (p0, nr) = (r0 + ci * chunk, oc.len() / mo);
+                let mp = mg.take().map(|m| {
+                    let (head, tail) = m.split_at_mut(nr * h);
+                    mg = Some(tail);
+                    head
+                });
+                let xp = xr.rows(p0..p0 + nr);
+                plan.run_panel(be, xp, oc, !panel_parallel && split, y1, mp);
+            }
         };
         if panel_parallel {
             // One task per group of panels, each with one intermediate buffer: allocating a
             // fresh buffer per panel costs page faults comparable to the panel's work.
-            let group = rows.div_ceil(2 * threads).div_ceil(chunk);
-            dst.par_chunks_mut(group * chunk * mo)
+            let group = rows.div_ceil(2 * threads).div_ceil(chunk) * chunk;
+            let groups = rows.div_ceil(group);
+            let mids: Vec<Option<&mut [T]>> = match mid {
+                Some(m) => m.chunks_mut(group * h).map(Some).collect(),
+                None => (0..groups).map(|_| None).collect(),
+            };
+            dst.par_chunks_mut(group * mo)
+                .zip(mids)
                 .enumerate()
-                .for_each(|(gi, gc)| {
-                    with_scratch(|y1| {
-                        gc.chunks_mut(chunk * mo)
-                            .enumerate()
-                            .for_each(|(ci, oc)| body(y1, (gi * group + ci, oc)))
-                    })
-                });
+                .for_each(|(gi, (gc, mg))| with_scratch(|y1| group_body(y1, gi * group, gc, mg)));
         } else {
-            with_scratch(|y1| {
-                dst.chunks_mut(chunk * mo)
-                    .enumerate()
-                    .for_each(|c| body(y1, c))
-            });
+            with_scratch(|y1| group_body(y1, 0, dst, mid));
         }
     }
     if !direct {
@@ -723,16 +755,19 @@ pub(crate) fn monarch_vjp<T: Scalar>(
         w1: Array3::zeros((0, 0, 0)),
         w2: Array3::zeros((0, 0, 0)),
     };
-    monarch_vjp_into(m, x, g, &mut grads, par, be);
+    monarch_vjp_into(m, x, None, g, &mut grads, par, be);
     grads
 }
 
 /// [`monarch_vjp`] into `grads`: the input gradient is written into `grads.x` (shape
 /// `(batch, in_features)`, checked by the caller), the weight gradients into `grads.w1` and
-/// `grads.w2` (reallocated only when their shapes or layouts do not fit).
+/// `grads.w2` (reallocated only when their shapes or layouts do not fit). `mid`, when given,
+/// is the first factor's output `BD(w1) · P_in x` kept by the forward (`(rows, h)`, checked by
+/// the caller), so the first product is not recomputed.
 pub(crate) fn monarch_vjp_into<T: Scalar>(
     m: &Monarch<T>,
     x: ArrayView2<T>,
+    mid: Option<ArrayView2<T>>,
     g: ArrayView2<T>,
     grads: &mut MonarchGrad<T>,
     par: Par,
@@ -764,7 +799,12 @@ pub(crate) fn monarch_vjp_into<T: Scalar>(
     // run together. With larger factors each panel would evict the other products' weights:
     // measured slower at n = 512 (b = 16) and above, faster at n = 256 (VJP 3.3× → 2.9×).
     let small = m.num_params() * std::mem::size_of::<T>() <= FUSED_VJP_MAX_BYTES;
-    let fused = small && !general && split && rows >= 2 * MIN_PANEL && grads.x.is_standard_layout();
+    let fused = small
+        && mid.is_none()
+        && !general
+        && split
+        && rows >= 2 * MIN_PANEL
+        && grads.x.is_standard_layout();
     if fused {
         let s2t = Packed::new(k2, m.w2.weights(), true);
         let s1t = Packed::new(k1, m.w1.weights(), true);
@@ -805,13 +845,21 @@ pub(crate) fn monarch_vjp_into<T: Scalar>(
     // Reference layout with enough rows: the intermediate is recomputed inside the second
     // factor's backward pass instead of being written out whole.
     let few = split && inter_parts(rows) == 1;
-    let reference = k1 == Kind::Blocked && k2 == Kind::Inter && !general && !few;
+    let reference = k1 == Kind::Blocked && k2 == Kind::Inter && !general && !few && mid.is_none();
+    let mut midbuf = Vec::new();
+    let kept = mid.as_ref().map(|v| contiguous(v, &mut midbuf));
     with_scratch(|gbuf: &mut Vec<T>| {
         // Backward: each factor's weight gradient and input gradient in one pass.
         let gz = scratch_slice(gbuf, rows * h);
         let w2 = m.w2.weights();
         if reference {
             inter_backward_into(be, w2, g2, Input::After(&s1, xin), par, &mut grads.w2, gz);
+        } else if let Some(y1) = kept {
+            // The second stage reads `P_mid · y1` unless its layout absorbs `P_mid`.
+            let z_v = ((general || k1 == Kind::Inter) && !m.p_mid.is_identity())
+                .then(|| gather_rows(y1, &m.p_mid));
+            let z = z_v.as_deref().map_or(y1, |v| Rows::new(v, h, rows, h));
+            stage_backward_into(be, k2, w2, g2, z, par, &mut grads.w2, gz);
         } else {
             with_scratch(|buf: &mut Vec<T>| {
                 let y1 = scratch_slice(buf, rows * h);
