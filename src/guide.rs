@@ -12,6 +12,7 @@
 //! | `w1_bfly` `(k, q, p)`, `w2_bfly` `(l, s, r)` | the same arrays, unchanged: [`Monarch::w1`](crate::Monarch::w1), [`Monarch::w2`](crate::Monarch::w2) |
 //! | `blockdiag_butterfly_project(M)` (square only) | [`Monarch::project(m, k, l, rank)`](crate::Monarch::project) (any shape, block counts, rank), [`Monarch::project_with_error`](crate::Monarch::project_with_error) |
 //! | autograd of the multiply | [`Monarch::vjp(x, grad_out)`](crate::Monarch::vjp) → `MonarchGrad { x, w1, w2 }` |
+//! | autograd's saved activation (the first `bmm`'s output) | [`Monarch::matmul_keep_into`](crate::Monarch::matmul_keep_into) keeps it, [`Monarch::vjp_kept_into`](crate::Monarch::vjp_kept_into) reads it instead of recomputing it |
 //! | `MonarchLinear(in, out, nblocks)` (`blkdiag1`, `blkdiag2`, `bias`) | [`MonarchLinear::new(in, out, nblocks, bias, seed)`](crate::MonarchLinear::new), [`MonarchLinear::from_weights`](crate::MonarchLinear::from_weights) |
 //! | `M.t()` via dense | [`Monarch::transpose`](crate::Monarch::transpose) — exact, still a Monarch |
 //!

@@ -371,13 +371,23 @@ fn opt_perm(p: &Perm) -> Option<Perm> {
 }
 
 impl<'a, T: Scalar> Plan<'a, T> {
-    fn forward(m: &'a Monarch<T>, rows: usize) -> Self {
+    /// The plan for `rows` rows; with `split`, the two factors are packed side by side, which
+    /// also wakes the second thread before the products need it (forward 4% faster at n = 256,
+    /// 1024 and 4096 than packing one after the other, measured interleaved in one process).
+    fn forward(m: &'a Monarch<T>, rows: usize, split: bool) -> Self {
         let (k1, k2, general) = kinds(m);
+        let pack1 = || Packed::forward(k1, m.w1.weights(), rows);
+        let pack2 = || Packed::forward(k2, m.w2.weights(), rows);
+        let (s1, s2) = if split {
+            rayon::join(pack1, pack2)
+        } else {
+            (pack1(), pack2())
+        };
         Plan {
             p_in: if general { opt_perm(&m.p_in) } else { None },
-            s1: Packed::forward(k1, m.w1.weights(), rows),
+            s1,
             p_mid: if general { opt_perm(&m.p_mid) } else { None },
-            s2: Packed::forward(k2, m.w2.weights(), rows),
+            s2,
             p_out: if general { opt_perm(&m.p_out) } else { None },
             keep: if k1 == Kind::Inter && !general {
                 opt_perm(&m.p_mid.inverse())
@@ -457,10 +467,10 @@ pub(crate) fn monarch_forward<T: Scalar>(
     if rows == 0 {
         return;
     }
-    let plan = Plan::forward(m, rows);
+    let split = par.should_split(rows * m.num_params());
+    let plan = Plan::forward(m, rows, split);
     let (n, mo) = (m.in_features(), m.out_features());
     let width = n.max(mo).max(plan.s1.out_len());
-    let split = par.should_split(rows * m.num_params());
     let threads = rayon::current_num_threads();
     let chunk = if split {
         row_chunk(width)
