@@ -45,6 +45,66 @@ fn time<F: FnMut()>(f: F, trials: usize, min_s: f64) -> f64 {
     time_stats(f, trials, min_s).0
 }
 
+/// Seconds per call of each of `fs`, over `trials` rounds, every round running one trial of
+/// each in turn (each repeated until it lasts `min_s`), so a slow stretch of the machine hits all
+/// of them alike: `rounds[r][i]` is closure `i` in round `r`.
+struct SideBySide {
+    rounds: Vec<Vec<f64>>,
+}
+
+impl SideBySide {
+    fn run(fs: &mut [&mut dyn FnMut()], trials: usize, min_s: f64) -> Self {
+        let reps: Vec<usize> = fs
+            .iter_mut()
+            .map(|f| {
+                f();
+                let mut reps = 1usize;
+                loop {
+                    let t = Instant::now();
+                    for _ in 0..reps {
+                        f();
+                    }
+                    if t.elapsed().as_secs_f64() >= min_s || reps > 1 << 20 {
+                        break reps;
+                    }
+                    reps *= 2;
+                }
+            })
+            .collect();
+        let rounds = (0..trials)
+            .map(|_| {
+                fs.iter_mut()
+                    .zip(&reps)
+                    .map(|(f, &r)| {
+                        let t = Instant::now();
+                        for _ in 0..r {
+                            f();
+                        }
+                        t.elapsed().as_secs_f64() / r as f64
+                    })
+                    .collect()
+            })
+            .collect();
+        SideBySide { rounds }
+    }
+
+    /// Best time of closure `i`.
+    fn best(&self, i: usize) -> f64 {
+        self.rounds
+            .iter()
+            .map(|r| r[i])
+            .fold(f64::INFINITY, f64::min)
+    }
+
+    /// `best(i) / best(j)` and the median over rounds of `t_i / t_j` within a round (the
+    /// second is less sensitive to one lucky trial of either).
+    fn ratio(&self, i: usize, j: usize) -> (f64, f64) {
+        let mut v: Vec<f64> = self.rounds.iter().map(|r| r[i] / r[j]).collect();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        (self.best(i) / self.best(j), v[v.len() / 2])
+    }
+}
+
 fn faer_mat(a: ArrayView2<f32>) -> faer::Mat<f32> {
     faer::Mat::from_fn(a.nrows(), a.ncols(), |i, j| a[[i, j]])
 }
@@ -257,18 +317,20 @@ fn main() {
     }
     println!();
 
-    // Gradient, timed beside a fresh forward run on the same data (ratios drift less than
-    // times). `vjp_into` reuses the caller's gradient buffers, as a training loop would, and is
-    // compared with `matmul_into`; the allocating `vjp` pays page faults for a new input gradient.
-    // The last columns are the autograd-style pair: a forward that keeps the first factor's
-    // output (`matmul_keep_into`) and the VJP from it (`vjp_kept_into`), each against the plain
-    // forward, and the training step (forward + VJP) of each pair against the plain forward.
+    // Gradient, timed side by side with a forward run on the same data (one trial of each in
+    // turn per round). `vjp_into` reuses the caller's gradient buffers, as a training loop
+    // would, and is compared with `matmul_into`; the allocating `vjp` pays page faults for a new
+    // input gradient. Then the autograd-style pair: a forward that keeps the first factor's
+    // output (`matmul_keep_into`) and the VJP from it (`vjp_kept_into`), and the training step
+    // (forward + VJP) of each pair. Ratios: best / best, then the median of the ratios within
+    // a round in brackets.
     println!(
-        "| case | forward ms | VJP (`vjp_into`) ms | ratio | VJP (`vjp`, allocating) ms | ratio \
+        "| case | forward ms | `vjp_into` ms | `vjp_into` / forward | `vjp` / forward \
          | keeping forward / forward | `vjp_kept_into` / forward \
-         | step kept / step recomputed (× forward) |"
+         | step, kept / step, recomputed (× forward) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
+    let fmt = |(b, m): (f64, f64)| format!("{b:.2} ({m:.2})");
     for &(n, b, batch, _) in &fwd_times {
         let m = Monarch::<f32>::random(n, b, 1).unwrap();
         let x = normal_matrix::<f32>((batch, n), 1.0, 2);
@@ -276,46 +338,39 @@ fn main() {
         let mut out = Array2::<f32>::zeros((batch, n));
         let mut mid = Array2::<f32>::zeros((batch, m.hidden_features()));
         let mut grads = MonarchGrad::zeros(&m, batch);
-        let (tf, ti, tv, tk, tkv) = p2.install(|| {
-            let tf = time(
-                || m.matmul_into(x.view(), out.view_mut(), Par::Rayon).unwrap(),
-                cfg.trials,
-                cfg.min_s,
-            );
-            let ti = time(
-                || m.vjp_into(x.view(), g.view(), &mut grads).unwrap(),
-                cfg.trials,
-                cfg.min_s,
-            );
-            let tv = time(
-                || drop(std::hint::black_box(m.vjp(x.view(), g.view()).unwrap())),
-                cfg.trials,
-                cfg.min_s,
-            );
+        let sbs = p2.install(|| {
+            let mut fwd = || m.matmul_into(x.view(), out.view_mut(), Par::Rayon).unwrap();
+            let mut vjp_into = || m.vjp_into(x.view(), g.view(), &mut grads).unwrap();
+            let mut vjp = || drop(std::hint::black_box(m.vjp(x.view(), g.view()).unwrap()));
+            // The kept VJP reads the `mid` the keeping forward left (shared through a RefCell
+            // so all five run in one side-by-side set).
+            let mid = std::cell::RefCell::new(&mut mid);
+            let mut kgrads = MonarchGrad::zeros(&m, batch);
+            let mut kout = Array2::<f32>::zeros((batch, n));
             let mut keep = || {
-                let (o, k) = (out.view_mut(), mid.view_mut());
-                m.matmul_keep_into(x.view(), o, k, Par::Rayon).unwrap()
+                let mut k = mid.borrow_mut();
+                let o = kout.view_mut();
+                m.matmul_keep_into(x.view(), o, k.view_mut(), Par::Rayon)
+                    .unwrap()
             };
-            let tk = time(&mut keep, cfg.trials, cfg.min_s);
-            let tkv = time(
-                || {
-                    m.vjp_kept_into(x.view(), mid.view(), g.view(), &mut grads)
-                        .unwrap()
-                },
-                cfg.trials,
-                cfg.min_s,
-            );
-            (tf, ti, tv, tk, tkv)
+            let mut kept = || {
+                let k = mid.borrow();
+                m.vjp_kept_into(x.view(), k.view(), g.view(), &mut kgrads)
+                    .unwrap()
+            };
+            let fs: &mut [&mut dyn FnMut()] =
+                &mut [&mut fwd, &mut vjp_into, &mut vjp, &mut keep, &mut kept];
+            SideBySide::run(fs, cfg.trials, cfg.min_s)
         });
+        let (tf, ti, tk, tkv) = (sbs.best(0), sbs.best(1), sbs.best(3), sbs.best(4));
         println!(
-            "| n={n} b={b} batch={batch} | {:.3} | {:.3} | {:.2} | {:.3} | {:.2} | {:.2} | {:.2} | {:.2} / {:.2} |",
+            "| n={n} b={b} batch={batch} | {:.3} | {:.3} | {} | {} | {} | {} | {:.2} / {:.2} |",
             tf * 1e3,
             ti * 1e3,
-            ti / tf,
-            tv * 1e3,
-            tv / tf,
-            tk / tf,
-            tkv / tf,
+            fmt(sbs.ratio(1, 0)),
+            fmt(sbs.ratio(2, 0)),
+            fmt(sbs.ratio(3, 0)),
+            fmt(sbs.ratio(4, 0)),
             (tk + tkv) / tf,
             (tf + ti) / tf
         );
