@@ -786,7 +786,8 @@ pub(crate) fn monarch_vjp_into<T: Scalar>(
     let rows = x.nrows();
     let (k1, k2, general) = kinds(m);
     let (n, h, mo) = (m.in_features(), m.w1.out_features(), m.out_features());
-    let s1 = Packed::new(k1, m.w1.weights(), false);
+    // The first factor packed for its forward product (not needed with a kept intermediate).
+    let s1 = || Packed::new(k1, m.w1.weights(), false);
     let mut xbuf = Vec::new();
     let xr = contiguous(&x, &mut xbuf);
     let mut gbuf = Vec::new();
@@ -818,6 +819,7 @@ pub(crate) fn monarch_vjp_into<T: Scalar>(
     if fused {
         let s2t = Packed::new(k2, m.w2.weights(), true);
         let s1t = Packed::new(k1, m.w1.weights(), true);
+        let s1 = s1();
         let (d1, d2) = (m.w1.weights().dim(), m.w2.weights().dim());
         with_scratch(|zbuf: &mut Vec<T>| {
             with_scratch(|gzbuf: &mut Vec<T>| {
@@ -863,6 +865,7 @@ pub(crate) fn monarch_vjp_into<T: Scalar>(
         let gz = scratch_slice(gbuf, rows * h);
         let w2 = m.w2.weights();
         if reference {
+            let s1 = s1();
             inter_backward_into(be, w2, g2, Input::After(&s1, xin), par, &mut grads.w2, gz);
         } else if let Some(y1) = kept {
             // The second stage reads `P_mid · y1` unless its layout absorbs `P_mid`.
@@ -873,7 +876,7 @@ pub(crate) fn monarch_vjp_into<T: Scalar>(
         } else {
             with_scratch(|buf: &mut Vec<T>| {
                 let y1 = scratch_slice(buf, rows * h);
-                s1.apply_all(be, xin, y1, split);
+                s1().apply_all(be, xin, y1, split);
                 let z_v = (general && !m.p_mid.is_identity())
                     .then(|| gather_rows(Rows::new(y1, h, rows, h), &m.p_mid));
                 let z = Rows::new(z_v.as_deref().unwrap_or(y1), h, rows, h);
