@@ -340,7 +340,10 @@ impl<T: Scalar> Monarch<T> {
     /// [`vjp`](Self::vjp) into a caller's gradients, for training loops: the input gradient
     /// is written into `grads.x`, and the weight gradients into `grads.w1` and `grads.w2`, whose
     /// buffers are reused when they have the right shapes (else they are replaced). Start from
-    /// [`MonarchGrad::zeros`] or the result of an earlier call.
+    /// [`MonarchGrad::zeros`] or the result of an earlier call. It recomputes the first
+    /// factor's output from `x`; a training step that runs the forward anyway can keep it with
+    /// [`matmul_keep_into`](Self::matmul_keep_into) and pass it to
+    /// [`vjp_kept_into`](Self::vjp_kept_into) instead.
     ///
     /// # Errors
     /// [`Error::ShapeMismatch`] if `x`, `grad_out` or `grads.x` has the wrong shape.
