@@ -10,32 +10,32 @@ use monarch::random::normal_matrix;
 use monarch::{Monarch, MonarchGrad, Par};
 use std::time::Instant;
 
+/// Repetitions of `f` (after one warm-up call) that last at least `min_s`.
+fn calibrate(f: &mut dyn FnMut(), min_s: f64) -> usize {
+    f();
+    let mut reps = 1usize;
+    while trial(f, reps) * (reps as f64) < min_s && reps <= 1 << 20 {
+        reps *= 2;
+    }
+    reps
+}
+
+/// Seconds per call of `reps` back-to-back calls of `f`.
+fn trial(f: &mut dyn FnMut(), reps: usize) -> f64 {
+    let t = Instant::now();
+    for _ in 0..reps {
+        f();
+    }
+    t.elapsed().as_secs_f64() / reps as f64
+}
+
 /// Best and median seconds of `trials` runs, each repeated until it lasts `min_s`. The best
 /// run is the one least disturbed by the rest of the machine (this VM's neighbours move single
 /// runs by 10–30%), and matches how the FMA peak is probed (best of three); the median is
 /// printed beside it where it matters.
 fn time_stats<F: FnMut()>(mut f: F, trials: usize, min_s: f64) -> (f64, f64) {
-    f();
-    let mut reps = 1usize;
-    loop {
-        let t = Instant::now();
-        for _ in 0..reps {
-            f();
-        }
-        if t.elapsed().as_secs_f64() >= min_s || reps > 1 << 20 {
-            break;
-        }
-        reps *= 2;
-    }
-    let mut v: Vec<f64> = (0..trials)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..reps {
-                f();
-            }
-            t.elapsed().as_secs_f64() / reps as f64
-        })
-        .collect();
+    let reps = calibrate(&mut f, min_s);
+    let mut v: Vec<f64> = (0..trials).map(|_| trial(&mut f, reps)).collect();
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     (v[0], v[v.len() / 2])
 }
@@ -54,34 +54,12 @@ struct SideBySide {
 
 impl SideBySide {
     fn run(fs: &mut [&mut dyn FnMut()], trials: usize, min_s: f64) -> Self {
-        let reps: Vec<usize> = fs
-            .iter_mut()
-            .map(|f| {
-                f();
-                let mut reps = 1usize;
-                loop {
-                    let t = Instant::now();
-                    for _ in 0..reps {
-                        f();
-                    }
-                    if t.elapsed().as_secs_f64() >= min_s || reps > 1 << 20 {
-                        break reps;
-                    }
-                    reps *= 2;
-                }
-            })
-            .collect();
+        let reps: Vec<usize> = fs.iter_mut().map(|f| calibrate(*f, min_s)).collect();
         let rounds = (0..trials)
             .map(|_| {
                 fs.iter_mut()
                     .zip(&reps)
-                    .map(|(f, &r)| {
-                        let t = Instant::now();
-                        for _ in 0..r {
-                            f();
-                        }
-                        t.elapsed().as_secs_f64() / r as f64
-                    })
+                    .map(|(f, &r)| trial(*f, r))
                     .collect()
             })
             .collect();

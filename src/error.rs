@@ -123,6 +123,19 @@ impl Error {
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Returns [`Error::ShapeMismatch`] (context `"{ctx}: {what}"`) unless `found == expect`.
+pub(crate) fn check_shape(
+    ctx: &str,
+    what: &str,
+    expect: (usize, usize),
+    found: (usize, usize),
+) -> Result<()> {
+    if expect != found {
+        return Err(Error::shape(format!("{ctx}: {what}"), expect, found));
+    }
+    Ok(())
+}
+
 /// Returns [`Error::ZeroSize`] if `size == 0`.
 pub(crate) fn check_nonzero(size: usize, context: &str) -> Result<()> {
     if size == 0 {

@@ -19,7 +19,7 @@
 //! ```
 
 use crate::blockdiag::BlockDiag;
-use crate::error::{check_nonzero, Error, Result};
+use crate::error::{check_nonzero, check_shape, Error, Result};
 use crate::kernels::Backend;
 use crate::{Par, Perm, Scalar};
 use ndarray::{Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayViewMut2, Axis};
@@ -253,14 +253,7 @@ impl<T: Scalar> Monarch<T> {
     /// [`Error::ShapeMismatch`] if `x` or `out` has the wrong shape.
     pub fn matmul_into(&self, x: ArrayView2<T>, out: ArrayViewMut2<T>, par: Par) -> Result<()> {
         self.check_input(x, "Monarch::matmul")?;
-        let expect = (x.nrows(), self.out_features());
-        if out.dim() != expect {
-            return Err(Error::shape(
-                "Monarch::matmul_into: output shape (batch, out_features)",
-                expect,
-                out.dim(),
-            ));
-        }
+        self.check_out(x.nrows(), out.dim(), "Monarch::matmul_into")?;
         crate::kernels::pipeline::monarch_forward(self, x, out, None, par, Backend::detect());
         Ok(())
     }
@@ -320,14 +313,13 @@ impl<T: Scalar> Monarch<T> {
     /// [`Error::ShapeMismatch`] if `x` or `grad_out` has the wrong shape.
     pub fn vjp(&self, x: ArrayView2<T>, grad_out: ArrayView2<T>) -> Result<MonarchGrad<T>> {
         self.check_input(x, "Monarch::vjp")?;
-        let expect = (x.nrows(), self.out_features());
-        if grad_out.dim() != expect {
-            return Err(Error::shape(
-                "Monarch::vjp: grad_out shape (batch, out_features)",
-                expect,
-                grad_out.dim(),
-            ));
-        }
+        let what = "grad_out shape (batch, out_features)";
+        check_shape(
+            "Monarch::vjp",
+            what,
+            (x.nrows(), self.out_features()),
+            grad_out.dim(),
+        )?;
         Ok(crate::kernels::pipeline::monarch_vjp(
             self,
             x,
@@ -409,16 +401,10 @@ impl<T: Scalar> Monarch<T> {
         mut mid: ArrayViewMut2<T>,
         par: Par,
     ) -> Result<()> {
-        self.check_input(x, "Monarch::matmul_keep_into")?;
-        let expect = (x.nrows(), self.out_features());
-        if out.dim() != expect {
-            return Err(Error::shape(
-                "Monarch::matmul_keep_into: output shape (batch, out_features)",
-                expect,
-                out.dim(),
-            ));
-        }
-        self.check_mid(x.nrows(), mid.dim(), "Monarch::matmul_keep_into")?;
+        let ctx = "Monarch::matmul_keep_into";
+        self.check_input(x, ctx)?;
+        self.check_out(x.nrows(), out.dim(), ctx)?;
+        self.check_mid(x.nrows(), mid.dim(), ctx)?;
         let be = Backend::detect();
         match mid.as_slice_mut() {
             Some(m) => crate::kernels::pipeline::monarch_forward(self, x, out, Some(m), par, be),
@@ -469,35 +455,21 @@ impl<T: Scalar> Monarch<T> {
         ctx: &str,
     ) -> Result<()> {
         self.check_input(x, ctx)?;
-        let expect = (x.nrows(), self.out_features());
-        if grad_out.dim() != expect {
-            return Err(Error::shape(
-                format!("{ctx}: grad_out shape (batch, out_features)"),
-                expect,
-                grad_out.dim(),
-            ));
-        }
-        let expect = (x.nrows(), self.in_features());
-        if grads.x.dim() != expect {
-            return Err(Error::shape(
-                format!("{ctx}: grads.x shape (batch, in_features)"),
-                expect,
-                grads.x.dim(),
-            ));
-        }
-        Ok(())
+        let rows = x.nrows();
+        let what = "grad_out shape (batch, out_features)";
+        check_shape(ctx, what, (rows, self.out_features()), grad_out.dim())?;
+        let what = "grads.x shape (batch, in_features)";
+        check_shape(ctx, what, (rows, self.in_features()), grads.x.dim())
+    }
+
+    fn check_out(&self, rows: usize, got: (usize, usize), ctx: &str) -> Result<()> {
+        let what = "output shape (batch, out_features)";
+        check_shape(ctx, what, (rows, self.out_features()), got)
     }
 
     fn check_mid(&self, rows: usize, got: (usize, usize), ctx: &str) -> Result<()> {
-        let expect = (rows, self.hidden_features());
-        if got != expect {
-            return Err(Error::shape(
-                format!("{ctx}: mid shape (batch, hidden_features)"),
-                expect,
-                got,
-            ));
-        }
-        Ok(())
+        let what = "mid shape (batch, hidden_features)";
+        check_shape(ctx, what, (rows, self.hidden_features()), got)
     }
 
     /// Converts every entry with `f` (e.g. `f64 → f32`), keeping the structure.

@@ -48,7 +48,7 @@ mod portable;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-use crate::error::{Error, Result};
+use crate::error::{check_shape, Result};
 use crate::{BlockDiag, Monarch, MonarchGrad, Par, Scalar};
 use ndarray::{Array3, ArrayView2, ArrayView3, ArrayViewMut2};
 use rayon::prelude::*;
@@ -83,12 +83,14 @@ fn round_up(n: usize) -> usize {
     n.div_ceil(PAD) * PAD
 }
 
+/// Side of the square tiles weights are packed in.
+const TILE: usize = 8;
+
 /// `dst[j·dld + i] = src[i·sld + j]` for `i < r`, `j < c`, in 8 × 8 tiles: a tile's reads and
 /// writes stay in L1 where whole rows at a power-of-two stride would evict each other (packing
 /// a 32 × 32 × 32 f32 factor for the blocked stage went from 20 to 16 µs, and for the
 /// interleaved stage from 42 to 16 µs, on one thread).
 fn transpose_tiles<T: Copy>(src: &[T], sld: usize, dst: &mut [T], dld: usize, r: usize, c: usize) {
-    const TILE: usize = 8;
     for i0 in (0..r).step_by(TILE) {
         let ni = TILE.min(r - i0);
         for j0 in (0..c).step_by(TILE) {
@@ -412,7 +414,6 @@ impl<T: Scalar> PackedInterleaved<T> {
     /// with the lanes' blocks a power-of-two stride apart, packing a 32 × 32 × 32 f32 factor
     /// took 42 µs on one thread, now 23 µs).
     fn pack_with(nb: usize, rows: usize, cols: usize, src: &[T], si: usize, sj: usize) -> Self {
-        const TILE: usize = 8;
         let nbpad = round_up(nb);
         let mut w = vec![T::zero(); rows * cols * nbpad];
         let blk = rows * cols;
@@ -983,17 +984,10 @@ pub(crate) fn row_chunk(width: usize) -> usize {
     target.clamp(1, 256)
 }
 
-fn check_rows(ctx: &str, what: &str, expect: (usize, usize), found: (usize, usize)) -> Result<()> {
-    if expect != found {
-        return Err(Error::shape(format!("{ctx}: {what}"), expect, found));
-    }
-    Ok(())
-}
-
 /// [`Monarch::matmul_into`] on a chosen backend (for tests and benchmarks comparing paths).
 ///
 /// # Errors
-/// [`Error::ShapeMismatch`] if `x` or `out` has the wrong shape.
+/// [`Error::ShapeMismatch`](crate::Error::ShapeMismatch) if `x` or `out` has the wrong shape.
 ///
 /// # Panics
 /// If `backend` is not available on this CPU.
@@ -1005,8 +999,8 @@ pub fn monarch_matmul_with<T: Scalar>(
     par: Par,
 ) -> Result<()> {
     let ctx = "kernels::monarch_matmul_with";
-    check_rows(ctx, "input columns", (x.nrows(), m.in_features()), x.dim())?;
-    check_rows(
+    check_shape(ctx, "input columns", (x.nrows(), m.in_features()), x.dim())?;
+    check_shape(
         ctx,
         "output shape",
         (x.nrows(), m.out_features()),
@@ -1019,7 +1013,8 @@ pub fn monarch_matmul_with<T: Scalar>(
 /// [`Monarch::vjp`] on a chosen backend and threading policy.
 ///
 /// # Errors
-/// [`Error::ShapeMismatch`] if `x` or `grad_out` has the wrong shape.
+/// [`Error::ShapeMismatch`](crate::Error::ShapeMismatch) if `x` or `grad_out` has the wrong
+/// shape.
 ///
 /// # Panics
 /// If `backend` is not available on this CPU.
@@ -1031,8 +1026,8 @@ pub fn monarch_vjp_with<T: Scalar>(
     par: Par,
 ) -> Result<MonarchGrad<T>> {
     let ctx = "kernels::monarch_vjp_with";
-    check_rows(ctx, "input columns", (x.nrows(), m.in_features()), x.dim())?;
-    check_rows(
+    check_shape(ctx, "input columns", (x.nrows(), m.in_features()), x.dim())?;
+    check_shape(
         ctx,
         "grad_out shape",
         (x.nrows(), m.out_features()),
@@ -1044,7 +1039,7 @@ pub fn monarch_vjp_with<T: Scalar>(
 /// [`BlockDiag::matmul_into`] on a chosen backend.
 ///
 /// # Errors
-/// [`Error::ShapeMismatch`] if `x` or `y` has the wrong shape.
+/// [`Error::ShapeMismatch`](crate::Error::ShapeMismatch) if `x` or `y` has the wrong shape.
 ///
 /// # Panics
 /// If `backend` is not available on this CPU.
@@ -1056,8 +1051,8 @@ pub fn blockdiag_matmul_with<T: Scalar>(
     par: Par,
 ) -> Result<()> {
     let ctx = "kernels::blockdiag_matmul_with";
-    check_rows(ctx, "input columns", (x.nrows(), bd.in_features()), x.dim())?;
-    check_rows(ctx, "output shape", (x.nrows(), bd.out_features()), y.dim())?;
+    check_shape(ctx, "input columns", (x.nrows(), bd.in_features()), x.dim())?;
+    check_shape(ctx, "output shape", (x.nrows(), bd.out_features()), y.dim())?;
     pipeline::blockdiag_forward(bd, x, y, par, backend);
     Ok(())
 }
@@ -1066,8 +1061,9 @@ pub fn blockdiag_matmul_with<T: Scalar>(
 /// a chosen backend (the weight gradient of a block-diagonal product).
 ///
 /// # Errors
-/// [`Error::ShapeMismatch`] if `g` is not `(batch, nb·rows)` or `x` not `(batch, nb·cols)`;
-/// [`Error::ZeroSize`] for a zero block count or size.
+/// [`Error::ShapeMismatch`](crate::Error::ShapeMismatch) if `g` is not `(batch, nb·rows)` or
+/// `x` not `(batch, nb·cols)`; [`Error::ZeroSize`](crate::Error::ZeroSize) for a zero block
+/// count or size.
 ///
 /// # Panics
 /// If `backend` is not available on this CPU.
@@ -1082,8 +1078,8 @@ pub fn blocks_outer_sum_with<T: Scalar>(
     crate::error::check_nonzero(nb, "kernels::blocks_outer_sum_with: blocks")?;
     crate::error::check_nonzero(rows, "kernels::blocks_outer_sum_with: block rows")?;
     crate::error::check_nonzero(cols, "kernels::blocks_outer_sum_with: block columns")?;
-    check_rows(ctx, "gradient shape", (g.nrows(), nb * rows), g.dim())?;
-    check_rows(ctx, "input shape", (g.nrows(), nb * cols), x.dim())?;
+    check_shape(ctx, "gradient shape", (g.nrows(), nb * rows), g.dim())?;
+    check_shape(ctx, "input shape", (g.nrows(), nb * cols), x.dim())?;
     Ok(pipeline::blocks_outer(g, x, (nb, rows, cols), par, backend))
 }
 

@@ -494,14 +494,11 @@ pub(crate) fn monarch_forward<T: Scalar>(
         };
         let h = plan.s1.out_len();
         // Runs the panels of one group (rows from `r0`), each with its rows of `mid`.
-        let group_body = |y1: &mut Vec<T>, r0: usize, gc: &mut [T], mut mg: Option<&mut [T]>| {
+        let group_body = |y1: &mut Vec<T>, r0: usize, gc: &mut [T], mg: Option<&mut [T]>| {
+            let mut mids = mg.map(|m| m.chunks_mut(chunk * h));
             for (ci, oc) in gc.chunks_mut(chunk * mo).enumerate() {
                 let (p0, nr) = (r0 + ci * chunk, oc.len() / mo);
-                let mp = mg.take().map(|m| {
-                    let (head, tail) = m.split_at_mut(nr * h);
-                    mg = Some(tail);
-                    head
-                });
+                let mp = mids.as_mut().and_then(|it| it.next());
                 let xp = xr.rows(p0..p0 + nr);
                 plan.run_panel(be, xp, oc, !panel_parallel && split, y1, mp);
             }
@@ -575,7 +572,7 @@ fn stage_outer_into<T: Scalar>(
         }
         Kind::Inter if inter_parts(g.nrows()) > 1 => {
             let nch = nb.div_ceil(PAD);
-            let part = |_: usize, r: Range<usize>, o: &mut [T], _: &mut [T]| {
+            let part = |r: Range<usize>, o: &mut [T], _: &mut [T]| {
                 interleaved_outer_chunks_into(be, nb, 0..nch, g.rows(r.clone()), x.rows(r), o);
             };
             inter_parts_sum((nb, rows, cols), g.nrows(), split, flat, &mut [], 0, part);
@@ -678,7 +675,7 @@ fn inter_backward_into<T: Scalar>(
     let flat = fit_grad(wgrad, dims);
     let width = cols * nb;
     let wt = PackedInterleaved::pack_transposed(w);
-    let part = |_: usize, r: Range<usize>, o: &mut [T], gxp: &mut [T]| match input {
+    let part = |r: Range<usize>, o: &mut [T], gxp: &mut [T]| match input {
         Input::Rows(x) => {
             interleaved_backward_into(be, &wt, g.rows(r.clone()), x.rows(r), o, gxp, false);
         }
@@ -707,7 +704,7 @@ fn inter_backward_into<T: Scalar>(
     inter_parts_sum(dims, nrows, split, flat, gx, width, part);
 }
 
-/// Runs `part(p, rows, out_p, gx_p)` for the [`inter_parts`] of `nrows` rows (in parallel when
+/// Runs `part(rows, out_p, gx_p)` for the [`inter_parts`] of `nrows` rows (in parallel when
 /// `split`), each part's interleaved weight gradient into its own buffer in the chunked layout
 /// `[c / 16][i][t][c mod 16]` (`dims = (NB, I, T)`) and its rows of `gx` (`width` per row;
 /// empty when `width == 0`), then adds the parts in order into `flat` as `(c, i, t)`.
@@ -718,7 +715,7 @@ fn inter_parts_sum<T: Scalar>(
     flat: &mut [T],
     gx: &mut [T],
     width: usize,
-    part: impl Fn(usize, Range<usize>, &mut [T], &mut [T]) + Sync,
+    part: impl Fn(Range<usize>, &mut [T], &mut [T]) + Sync,
 ) {
     let parts = inter_parts(nrows);
     let per = rows * cols;
@@ -733,7 +730,7 @@ fn inter_parts_sum<T: Scalar>(
     }
     with_scratch(|buf: &mut Vec<T>| {
         let packed = scratch_slice(buf, parts * blk);
-        let body = |(p, (o, gxp)): (usize, (&mut [T], &mut [T]))| part(p, bounds(p), o, gxp);
+        let body = |(p, (o, gxp)): (usize, (&mut [T], &mut [T]))| part(bounds(p), o, gxp);
         if split {
             let tasks = packed.par_chunks_mut(blk).zip(gxs.into_par_iter());
             tasks.enumerate().for_each(body);
@@ -867,19 +864,21 @@ pub(crate) fn monarch_vjp_into<T: Scalar>(
         if reference {
             let s1 = s1();
             inter_backward_into(be, w2, g2, Input::After(&s1, xin), par, &mut grads.w2, gz);
-        } else if let Some(y1) = kept {
-            // The second stage reads `P_mid · y1` unless its layout absorbs `P_mid`.
-            let z_v = ((general || k1 == Kind::Inter) && !m.p_mid.is_identity())
-                .then(|| gather_rows(y1, &m.p_mid));
-            let z = z_v.as_deref().map_or(y1, |v| Rows::new(v, h, rows, h));
-            stage_backward_into(be, k2, w2, g2, z, par, &mut grads.w2, gz);
         } else {
             with_scratch(|buf: &mut Vec<T>| {
-                let y1 = scratch_slice(buf, rows * h);
-                s1().apply_all(be, xin, y1, split);
-                let z_v = (general && !m.p_mid.is_identity())
-                    .then(|| gather_rows(Rows::new(y1, h, rows, h), &m.p_mid));
-                let z = Rows::new(z_v.as_deref().unwrap_or(y1), h, rows, h);
+                // The second stage reads `P_mid · y1` as gathered here, except where the
+                // stages absorb `P_mid`: the transposed layout's first stage applies it (so a
+                // recomputed `y1` has it, a kept one, always `BD(w1) · P_in x`, does not).
+                let (y, gather_mid) = match kept {
+                    Some(y1) => (y1, general || k1 == Kind::Inter),
+                    None => {
+                        let y1 = scratch_slice(buf, rows * h);
+                        s1().apply_all(be, xin, y1, split);
+                        (Rows::new(y1, h, rows, h), general)
+                    }
+                };
+                let z_v = (gather_mid && !m.p_mid.is_identity()).then(|| gather_rows(y, &m.p_mid));
+                let z = z_v.as_deref().map_or(y, |v| Rows::new(v, h, rows, h));
                 stage_backward_into(be, k2, w2, g2, z, par, &mut grads.w2, gz);
             });
         }
