@@ -662,6 +662,92 @@ fn blocked_wide_blocks_every_backend() {
     check_blocked_wide::<f64>();
 }
 
+/// The blocked product and the blocked backward pass stage whole rows block-major when rows
+/// are at least 4 KB apart and 32 of them fit 256 KB, and copy one block's column window at a
+/// time otherwise: factors on both sides of both limits (in f32 and f64, with one and two tasks
+/// splitting the blocks), at row counts below, at and past one 32-row chunk, with padded row
+/// strides, against the naive sums.
+fn check_blocked_staging<T: Scalar>() {
+    for &(nb, rows, cols) in &[
+        (16usize, 16usize, 16usize),
+        (32, 32, 32),
+        (64, 8, 32),
+        (80, 8, 32),
+    ] {
+        for &batch in &[3usize, 32, 45] {
+            let w = rand3::<T>((nb, rows, cols), (nb * 7 + batch) as u64);
+            let (ldx, ldg) = (nb * cols + 5, nb * rows + 3);
+            let x = rand2::<T>((batch, ldx), 31 + batch as u64);
+            let g = rand2::<T>((batch, ldg), 37 + batch as u64);
+            let xr = Rows::new(x.as_slice().unwrap(), ldx, batch, nb * cols);
+            let gr = Rows::new(g.as_slice().unwrap(), ldg, batch, nb * rows);
+            let y_naive = Array2::from_shape_fn((batch, nb * rows), |(b, o)| {
+                let (a, i) = (o / rows, o % rows);
+                (0..cols)
+                    .map(|j| w[[a, i, j]] * x[[b, a * cols + j]])
+                    .sum::<T>()
+            });
+            let gx_naive = Array2::from_shape_fn((batch, nb * cols), |(b, o)| {
+                let (a, j) = (o / cols, o % cols);
+                (0..rows)
+                    .map(|i| w[[a, i, j]] * g[[b, a * rows + i]])
+                    .sum::<T>()
+            });
+            let wg_naive = Array3::from_shape_fn((nb, rows, cols), |(a, i, j)| {
+                (0..batch)
+                    .map(|b| g[[b, a * rows + i]] * x[[b, a * cols + j]])
+                    .sum::<T>()
+            });
+            let (pw, pt) = (
+                PackedBlocked::pack(w.view()),
+                PackedBlocked::pack_transposed(w.view()),
+            );
+            let what = format!("blocked staging nb={nb} {rows}x{cols} batch={batch}");
+            let t = tol::<T>() * (batch as f64).sqrt();
+            for be in std::iter::once(Backend::Portable).chain(backends()) {
+                let mut y = vec![T::zero(); batch * nb * rows];
+                blocked_into(
+                    be,
+                    &pw,
+                    0..nb,
+                    xr,
+                    RowsMut::new(&mut y, nb * rows, batch, nb * rows),
+                );
+                assert_close(
+                    &y,
+                    y_naive.as_slice().unwrap(),
+                    tol::<T>(),
+                    &format!("{what} {be:?} product"),
+                );
+                for tasks in [1, 2] {
+                    let mut wg = vec![T::from_f64(9.0); nb * rows * cols];
+                    let mut gx = vec![T::from_f64(9.0); batch * nb * cols];
+                    blocked_backward_into(be, &pt, gr, xr, &mut wg, &mut gx, tasks, false);
+                    let w = format!("{what} {be:?} tasks={tasks}");
+                    assert_close(
+                        &gx,
+                        gx_naive.as_slice().unwrap(),
+                        tol::<T>(),
+                        &format!("{w} input gradient"),
+                    );
+                    assert_close(
+                        &wg,
+                        wg_naive.as_slice().unwrap(),
+                        t,
+                        &format!("{w} weight gradient"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn blocked_staged_and_windowed_paths_match_naive() {
+    check_blocked_staging::<f32>();
+    check_blocked_staging::<f64>();
+}
+
 /// The fused VJP pass (small factors, many rows, two threads) gives bitwise the same gradients
 /// as the stage-by-stage pass (`Par::Seq`), for the reference layout and its transpose, and
 /// its input gradient equals the dense `g · M`.
