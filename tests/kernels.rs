@@ -49,6 +49,15 @@ fn tol<T: Scalar>() -> f64 {
     }
 }
 
+/// The whole blocked product of `x` by `w` on backend `be`, as a new row-major buffer.
+fn blocked_product<T: Scalar>(be: Backend, w: &PackedBlocked<T>, x: Rows<T>) -> Vec<T> {
+    let (nb, batch) = (w.nblocks(), x.nrows());
+    let width = nb * w.block_rows();
+    let mut y = vec![T::zero(); batch * width];
+    blocked_into(be, w, 0..nb, x, RowsMut::new(&mut y, width, batch, width));
+    y
+}
+
 fn check_blocked<T: Scalar>() {
     for (si, &rows) in SIZES.iter().enumerate() {
         let cols = SIZES[(si * 7 + 3) % SIZES.len()];
@@ -67,18 +76,8 @@ fn check_blocked<T: Scalar>() {
                 }
             }
             let pw = PackedBlocked::pack(w.view());
-            let run = |be: Backend| {
-                let mut y = vec![T::zero(); batch * nb * rows];
-                let xs = x.as_slice().unwrap();
-                blocked_into(
-                    be,
-                    &pw,
-                    0..nb,
-                    Rows::new(xs, nb * cols, batch, nb * cols),
-                    RowsMut::new(&mut y, nb * rows, batch, nb * rows),
-                );
-                y
-            };
+            let xr = Rows::new(x.as_slice().unwrap(), nb * cols, batch, nb * cols);
+            let run = |be: Backend| blocked_product(be, &pw, xr);
             let oracle = run(Backend::Portable);
             let what = format!("blocked nb={nb} {rows}x{cols} batch={batch}");
             assert_close(&oracle, naive.as_slice().unwrap(), tol::<T>(), &what);
@@ -110,14 +109,8 @@ fn check_blocked<T: Scalar>() {
                 }
             }
             for be in backends() {
-                let mut y = vec![T::zero(); batch * nb * cols];
-                blocked_into(
-                    be,
-                    &pt,
-                    0..nb,
-                    Rows::new(g.as_slice().unwrap(), nb * rows, batch, nb * rows),
-                    RowsMut::new(&mut y, nb * cols, batch, nb * cols),
-                );
+                let gr = Rows::new(g.as_slice().unwrap(), nb * rows, batch, nb * rows);
+                let y = blocked_product(be, &pt, gr);
                 let w = format!("{what} transposed {be:?}");
                 assert_close(&y, naive_t.as_slice().unwrap(), tol::<T>(), &w);
             }
@@ -643,13 +636,10 @@ fn check_blocked_wide<T: Scalar>() {
         }
     }
     for be in std::iter::once(Backend::Portable).chain(backends()) {
-        let mut y = vec![T::zero(); batch * nb * rows];
-        blocked_into(
+        let y = blocked_product(
             be,
             &pw,
-            0..nb,
             Rows::new(x.as_slice().unwrap(), ld, batch, nb * cols),
-            RowsMut::new(&mut y, nb * rows, batch, nb * rows),
         );
         let what = format!("blocked wide {rows}x{cols} ld={ld} {be:?}");
         assert_close(&y, naive.as_slice().unwrap(), tol::<T>(), &what);
@@ -705,14 +695,7 @@ fn check_blocked_staging<T: Scalar>() {
             let what = format!("blocked staging nb={nb} {rows}x{cols} batch={batch}");
             let t = tol::<T>() * (batch as f64).sqrt();
             for be in std::iter::once(Backend::Portable).chain(backends()) {
-                let mut y = vec![T::zero(); batch * nb * rows];
-                blocked_into(
-                    be,
-                    &pw,
-                    0..nb,
-                    xr,
-                    RowsMut::new(&mut y, nb * rows, batch, nb * rows),
-                );
+                let y = blocked_product(be, &pw, xr);
                 assert_close(
                     &y,
                     y_naive.as_slice().unwrap(),

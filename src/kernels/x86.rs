@@ -967,15 +967,8 @@ unsafe fn drv_blocked_backward<S: Simd>(
             stage_rows::<S>(gp, ldg, k0..k0 + kb, nrows, sh.nb, sh.rows, gs, sh.rows, sg);
             stage_rows::<S>(xp, ldx, k0..k0 + kb, nrows, sh.nb, sh.cols, xs, sh.cols, sx);
             for a in 0..sh.nb {
-                let gk = gs.add(a * sg);
-                let oa = op.add(a * sh.rows * sh.cols);
-                let xk = xs.add(a * sx);
-                blocked_outer_rows::<S>(sh.rows, sh.cols, gk, xk, kb, oa, accumulate || k0 > 0);
-                if let Some(p) = prod {
-                    let wa = p.w.add(a * p.shape.cols * p.shape.rpad);
-                    let ya = p.gx.add(k0 * p.ld + a * sh.cols);
-                    blocked_rows::<S>(p.shape, wa, gk, sh.rows, kb, ya, p.ld);
-                }
+                let (gk, xk) = (gs.add(a * sg), xs.add(a * sx));
+                block_backward::<S>(sh, prod, a, gk, xk, k0..k0 + kb, op, accumulate);
             }
             k0 += kb;
         }
@@ -1016,15 +1009,38 @@ unsafe fn drv_blocked_backward<S: Simd>(
                 prefetch_rows::<S>(gp.add(nk0 * ldg + na * sh.rows), ldg, sh.rows, nkb);
                 prefetch_rows::<S>(xp.add(nk0 * ldx + na * sh.cols), ldx, sh.cols, nkb);
             }
-            let oa = op.add(a * sh.rows * sh.cols);
-            blocked_outer_rows::<S>(sh.rows, sh.cols, gk, xk, kb, oa, accumulate || k0 > 0);
-            if let Some(p) = prod {
-                let wa = p.w.add(a * p.shape.cols * p.shape.rpad);
-                let ya = p.gx.add(k0 * p.ld + a * sh.cols);
-                blocked_rows::<S>(p.shape, wa, gk, sh.rows, kb, ya, p.ld);
-            }
+            block_backward::<S>(sh, prod, a, gk, xk, k0..k0 + kb, op, accumulate);
         }
         k0 += kb;
+    }
+}
+
+/// Block `a`'s share of [`drv_blocked_backward`] for the rows `rows`, held in contiguous
+/// panels `gk` (`R` per row) and `xk` (`C` per row): its weight-gradient sums into `out`
+/// (continued from the earlier rows, or from `out` itself when `accumulate`) and, with `prod`,
+/// its input-gradient rows.
+///
+/// # Safety
+/// As [`drv_blocked_backward`], with the panels valid for `rows.len()` rows.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn block_backward<S: Simd>(
+    sh: BlockedShape,
+    prod: Option<Product<BlockedShape, S::E>>,
+    a: usize,
+    gk: *const S::E,
+    xk: *const S::E,
+    rows: Range<usize>,
+    out: *mut S::E,
+    accumulate: bool,
+) {
+    let (k0, kb) = (rows.start, rows.len());
+    let oa = out.add(a * sh.rows * sh.cols);
+    blocked_outer_rows::<S>(sh.rows, sh.cols, gk, xk, kb, oa, accumulate || k0 > 0);
+    if let Some(p) = prod {
+        let wa = p.w.add(a * p.shape.cols * p.shape.rpad);
+        let ya = p.gx.add(k0 * p.ld + a * sh.cols);
+        blocked_rows::<S>(p.shape, wa, gk, sh.rows, kb, ya, p.ld);
     }
 }
 
