@@ -768,6 +768,66 @@ fn fused_vjp_matches_stagewise_bitwise() {
     }
 }
 
+/// The reference layout's one-pass VJP (factors up to 1 MB, rows cut into parts): gradients
+/// bitwise the same on one thread and on two or three, equal to the stage-by-stage pass from a
+/// kept intermediate (another code path) and the input gradient to the dense `g · M`, for square
+/// and rectangular factors, batches of no rows, one row, and part sizes that do not divide
+/// into panels, on every backend.
+#[test]
+fn one_pass_vjp_matches_stagewise() {
+    use monarch::MonarchGrad;
+    let pools: Vec<_> = [2, 3]
+        .into_iter()
+        .map(|t| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    for (w1, w2) in [
+        ((32, 32, 32), (32, 32, 32)),
+        ((17, 3, 5), (3, 7, 17)),
+        ((2, 16, 33), (16, 9, 2)),
+        ((8, 8, 8), (8, 8, 8)),
+    ] {
+        let m = Monarch::<f64>::random_factors(w1, w2, 17).unwrap();
+        let dense = m.to_dense();
+        for batch in [0, 1, 130, 517] {
+            let what = format!("{w1:?} {w2:?} batch {batch}");
+            let x = rand2::<f64>((batch, m.in_features()), 51);
+            let g = rand2::<f64>((batch, m.out_features()), 52);
+            let mut mid = Array2::zeros((batch, m.hidden_features()));
+            let mut y = Array2::zeros((batch, m.out_features()));
+            m.matmul_keep_into(x.view(), y.view_mut(), mid.view_mut(), Par::Seq)
+                .unwrap();
+            let mut kept = MonarchGrad::zeros(&m, batch);
+            m.vjp_kept_into(x.view(), mid.view(), g.view(), &mut kept)
+                .unwrap();
+            let gx = g.dot(&dense);
+            for be in std::iter::once(Backend::Portable).chain(backends()) {
+                let w = format!("{what} {be:?}");
+                let seq = monarch_vjp_with(be, &m, x.view(), g.view(), Par::Seq).unwrap();
+                for pool in &pools {
+                    let par = pool
+                        .install(|| monarch_vjp_with(be, &m, x.view(), g.view(), Par::Rayon))
+                        .unwrap();
+                    assert_eq!(par, seq, "{w}: threads");
+                }
+                for (k, (a, e)) in [(&seq.w1, &kept.w1), (&seq.w2, &kept.w2)]
+                    .into_iter()
+                    .enumerate()
+                {
+                    let (a, e) = (a.as_slice().unwrap(), e.as_slice().unwrap());
+                    assert_close(a, e, 1e-12, &format!("{w}: w{}", k + 1));
+                }
+                let (a, e) = (seq.x.as_slice().unwrap(), gx.as_slice().unwrap());
+                assert_close(a, e, 1e-12, &format!("{w}: x"));
+            }
+        }
+    }
+}
+
 /// The fused backward passes (one copy of each chunk of rows for the weight gradient and the
 /// input gradient) give bitwise the results of the separate outer sum and transposed product on
 /// the same backend — for the blocked one with 1, 2 and 3 tasks — and the portable passes'
