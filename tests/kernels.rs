@@ -768,13 +768,14 @@ fn fused_vjp_matches_stagewise_bitwise() {
     }
 }
 
-/// The reference layout's one-pass VJP (factors up to 1 MB, rows cut into parts): gradients
-/// bitwise the same on one thread and on two or three, equal to the stage-by-stage pass from a
-/// kept intermediate (another code path) and the input gradient to the dense `g · M`, for square
-/// and rectangular factors, batches of no rows, one row, and part sizes that do not divide
+/// The reference layout's one-pass VJP (factors up to 1 MB, rows cut into parts), from the
+/// input and from a kept intermediate: gradients bitwise the same on one thread and on two or
+/// three, and equal to the factor-by-factor chain (each factor's own VJP with the permutations
+/// as explicit gathers: other code paths) and the input gradient to the dense `g · M`, for
+/// square and rectangular factors, batches of no rows, one row, and parts that do not divide
 /// into panels, on every backend.
 #[test]
-fn one_pass_vjp_matches_stagewise() {
+fn one_pass_vjp_matches_factor_chain() {
     use monarch::MonarchGrad;
     let pools: Vec<_> = [2, 3]
         .into_iter()
@@ -792,11 +793,45 @@ fn one_pass_vjp_matches_stagewise() {
         ((8, 8, 8), (8, 8, 8)),
     ] {
         let m = Monarch::<f64>::random_factors(w1, w2, 17).unwrap();
+        let (p_in, p_mid, p_out) = m.perms();
+        assert!(p_in.is_identity());
         let dense = m.to_dense();
         for batch in [0, 1, 130, 517] {
             let what = format!("{w1:?} {w2:?} batch {batch}");
             let x = rand2::<f64>((batch, m.in_features()), 51);
             let g = rand2::<f64>((batch, m.out_features()), 52);
+            // The chain: z = P_mid · BD(w1) x, out = P_out · BD(w2) z.
+            let y1 = m.factor1().matmul(x.view()).unwrap();
+            let z = p_mid.apply_rows(y1.view()).unwrap();
+            let g2 = p_out.inverse().apply_rows(g.view()).unwrap();
+            let d2 = m.factor2().vjp(z.view(), g2.view()).unwrap();
+            let gz = p_mid.inverse().apply_rows(d2.x.view()).unwrap();
+            let d1 = m.factor1().vjp(x.view(), gz.view()).unwrap();
+            let gx = g.dot(&dense);
+            for be in std::iter::once(Backend::Portable).chain(backends()) {
+                let seq = monarch_vjp_with(be, &m, x.view(), g.view(), Par::Seq).unwrap();
+                for pool in &pools {
+                    let par = pool
+                        .install(|| monarch_vjp_with(be, &m, x.view(), g.view(), Par::Rayon))
+                        .unwrap();
+                    assert_eq!(par, seq, "{what} {be:?}: threads");
+                }
+                let w = format!("{what} {be:?}");
+                assert_close(
+                    seq.w1.as_slice().unwrap(),
+                    d1.w.as_slice().unwrap(),
+                    1e-12,
+                    &w,
+                );
+                assert_close(
+                    seq.w2.as_slice().unwrap(),
+                    d2.w.as_slice().unwrap(),
+                    1e-12,
+                    &w,
+                );
+                assert_close(seq.x.as_slice().unwrap(), gx.as_slice().unwrap(), 1e-12, &w);
+            }
+            // From a kept intermediate (the detected backend), on one thread and on two.
             let mut mid = Array2::zeros((batch, m.hidden_features()));
             let mut y = Array2::zeros((batch, m.out_features()));
             m.matmul_keep_into(x.view(), y.view_mut(), mid.view_mut(), Par::Seq)
@@ -804,26 +839,31 @@ fn one_pass_vjp_matches_stagewise() {
             let mut kept = MonarchGrad::zeros(&m, batch);
             m.vjp_kept_into(x.view(), mid.view(), g.view(), &mut kept)
                 .unwrap();
-            let gx = g.dot(&dense);
-            for be in std::iter::once(Backend::Portable).chain(backends()) {
-                let w = format!("{what} {be:?}");
-                let seq = monarch_vjp_with(be, &m, x.view(), g.view(), Par::Seq).unwrap();
-                for pool in &pools {
-                    let par = pool
-                        .install(|| monarch_vjp_with(be, &m, x.view(), g.view(), Par::Rayon))
-                        .unwrap();
-                    assert_eq!(par, seq, "{w}: threads");
-                }
-                for (k, (a, e)) in [(&seq.w1, &kept.w1), (&seq.w2, &kept.w2)]
-                    .into_iter()
-                    .enumerate()
-                {
-                    let (a, e) = (a.as_slice().unwrap(), e.as_slice().unwrap());
-                    assert_close(a, e, 1e-12, &format!("{w}: w{}", k + 1));
-                }
-                let (a, e) = (seq.x.as_slice().unwrap(), gx.as_slice().unwrap());
-                assert_close(a, e, 1e-12, &format!("{w}: x"));
-            }
+            let mut kept2 = MonarchGrad::zeros(&m, batch);
+            pools[0].install(|| {
+                m.vjp_kept_into(x.view(), mid.view(), g.view(), &mut kept2)
+                    .unwrap()
+            });
+            assert_eq!(kept, kept2, "{what}: kept, threads");
+            let w = format!("{what}: kept");
+            assert_close(
+                kept.w1.as_slice().unwrap(),
+                d1.w.as_slice().unwrap(),
+                1e-12,
+                &w,
+            );
+            assert_close(
+                kept.w2.as_slice().unwrap(),
+                d2.w.as_slice().unwrap(),
+                1e-12,
+                &w,
+            );
+            assert_close(
+                kept.x.as_slice().unwrap(),
+                gx.as_slice().unwrap(),
+                1e-12,
+                &w,
+            );
         }
     }
 }

@@ -808,13 +808,15 @@ pub(crate) fn monarch_vjp_into<T: Scalar>(
     let g2_v = (general && !m.p_out.is_identity()).then(|| gather_rows(gr0, &m.p_out.inverse()));
     let g2 = g2_v.as_deref().map_or(gr0, |v| Rows::new(v, mo, rows, mo));
     let bytes = m.num_params() * std::mem::size_of::<T>();
-    // Reference layout, factors up to a megabyte: all five products in one pass over the rows
-    // (see `reference_vjp_one_pass`). Unless the rows are too few to cut into parts and two
+    // Reference layout, factors up to a megabyte: all five products (four with a kept
+    // intermediate) in one pass over the rows (see `reference_vjp_one_pass`). Unless the rows are too few to cut into parts and two
     // threads would split each stage instead (one part is bitwise the stage-by-stage pass).
-    let reference = k1 == Kind::Blocked && k2 == Kind::Inter && !general && mid.is_none();
+    let reference = k1 == Kind::Blocked && k2 == Kind::Inter && !general;
     let few = split && inter_parts(rows) == 1;
+    let mut midbuf = Vec::new();
+    let kept = mid.as_ref().map(|v| contiguous(v, &mut midbuf));
     if reference && !few && bytes <= ONE_PASS_VJP_MAX_BYTES && grads.x.is_standard_layout() {
-        reference_vjp_one_pass(be, m, xin, g2, split, grads);
+        reference_vjp_one_pass(be, m, xin, kept, g2, split, grads);
         return;
     }
     // Small factors (all three packed copies well inside L2), the transposed layout or the
@@ -869,9 +871,7 @@ pub(crate) fn monarch_vjp_into<T: Scalar>(
     }
     // Reference layout with enough rows: the intermediate is recomputed inside the second
     // factor's backward pass instead of being written out whole.
-    let reference = reference && !few;
-    let mut midbuf = Vec::new();
-    let kept = mid.as_ref().map(|v| contiguous(v, &mut midbuf));
+    let reference = reference && !few && mid.is_none();
     with_scratch(|gbuf: &mut Vec<T>| {
         // Backward: each factor's weight gradient and input gradient in one pass.
         let gz = scratch_slice(gbuf, rows * h);
@@ -922,13 +922,16 @@ pub(crate) fn monarch_vjp_into<T: Scalar>(
 }
 
 /// Reference-layout VJP in one pass over the rows: each row part (see [`inter_parts`]) runs,
-/// a panel of `panel` rows at a time, the first factor's product, the second factor's backward
-/// pass and the first factor's backward pass, the panel's intermediate and its gradient staying
-/// in cache; each part sums both weight gradients on its own and the parts are added in order.
+/// a panel of rows at a time, the first factor's product (or takes the panel's rows of the
+/// `kept` intermediate `BD(w1) · x`), the second factor's backward pass and the first factor's
+/// backward pass, the panel's intermediate and its gradient staying in cache (instead of a
+/// whole-batch gradient written out and read back); each part sums both weight gradients on its
+/// own and the parts are added in order, so results do not depend on the thread count.
 fn reference_vjp_one_pass<T: Scalar>(
     be: Backend,
     m: &Monarch<T>,
     xin: Rows<T>,
+    kept: Option<Rows<T>>,
     g2: Rows<T>,
     split: bool,
     grads: &mut MonarchGrad<T>,
@@ -939,7 +942,9 @@ fn reference_vjp_one_pass<T: Scalar>(
     // the panel's intermediate, its gradient and its rows of `x`, `g` and `gx` within L2.
     let panel = (row_chunk(h) / 2).max(MIN_PANEL);
     let (d1, d2) = (m.w1.weights().dim(), m.w2.weights().dim());
-    let s1 = Packed::new(Kind::Blocked, m.w1.weights(), false);
+    let s1 = kept
+        .is_none()
+        .then(|| Packed::new(Kind::Blocked, m.w1.weights(), false));
     let w2t = PackedInterleaved::pack_transposed(m.w2.weights());
     let w1t = PackedBlocked::pack_transposed(m.w1.weights());
     let flat2 = fit_grad(&mut grads.w2, d2);
@@ -976,10 +981,17 @@ fn reference_vjp_one_pass<T: Scalar>(
                         let nr = r1 - r0;
                         let (z, gz) = (&mut z[..nr * h], &mut gz[..nr * h]);
                         let xr = xin.rows(r0..r1);
-                        if nr > 0 {
-                            s1.apply(be, 0..s1.units(), xr, RowsMut::new(z, h, nr, h));
-                        }
-                        let zr = Rows::new(z, h, nr, h);
+                        let zr = match (kept, &s1) {
+                            (Some(k), _) => k.rows(r0..r1),
+                            (None, Some(s1)) => {
+                                if nr > 0 {
+                                    let zm = RowsMut::new(&mut z[..], h, nr, h);
+                                    s1.apply(be, 0..s1.units(), xr, zm);
+                                }
+                                Rows::new(z, h, nr, h)
+                            }
+                            (None, None) => unreachable!("packed when not kept"),
+                        };
                         let acc = r0 > r.start;
                         interleaved_backward_into(be, &w2t, g2.rows(r0..r1), zr, o2, gz, acc);
                         let gzr = Rows::new(gz, h, nr, h);
