@@ -942,11 +942,18 @@ fn reference_vjp_one_pass<T: Scalar>(
     // the panel's intermediate, its gradient and its rows of `x`, `g` and `gx` within L2.
     let panel = (row_chunk(h) / 2).max(MIN_PANEL);
     let (d1, d2) = (m.w1.weights().dim(), m.w2.weights().dim());
-    let s1 = kept
-        .is_none()
-        .then(|| Packed::new(Kind::Blocked, m.w1.weights(), false));
-    let w2t = PackedInterleaved::pack_transposed(m.w2.weights());
-    let w1t = PackedBlocked::pack_transposed(m.w1.weights());
+    let pack1 = || {
+        kept.is_none()
+            .then(|| Packed::new(Kind::Blocked, m.w1.weights(), false))
+    };
+    let pack2 = || PackedInterleaved::pack_transposed(m.w2.weights());
+    let pack3 = || PackedBlocked::pack_transposed(m.w1.weights());
+    // Packed side by side when splitting (2–3% faster at n = 1024, measured in one process).
+    let (s1, (w2t, w1t)) = if split {
+        rayon::join(pack1, || rayon::join(pack2, pack3))
+    } else {
+        (pack1(), (pack2(), pack3()))
+    };
     let flat2 = fit_grad(&mut grads.w2, d2);
     let flat1 = fit_grad(&mut grads.w1, d1);
     let gx = grads.x.as_slice_mut().expect("standard layout");
