@@ -743,15 +743,38 @@ fn inter_parts_sum<T: Scalar>(
         } else {
             packed.chunks_mut(blk).zip(gxs).enumerate().for_each(body);
         }
-        // Parts added in order while the chunked layout becomes (c, i, t).
-        let packed = &*packed;
-        for_each_chunk(flat, per, split, |(c, dst)| {
-            let base = (c / PAD) * per * PAD + c % PAD;
-            for (it, v) in dst.iter_mut().enumerate() {
-                let at = base + it * PAD;
-                *v = (1..parts).fold(packed[at], |acc, p| acc + packed[p * blk + at]);
+        sum_chunked_parts(flat, packed, parts, blk, per, split);
+    });
+}
+
+/// Adds the `parts` interleaved weight-gradient sums in `packed` (`blk` elements apart, each in
+/// the chunked layout `[c / PAD][it][c mod PAD]`, `per = I·T` per block index) in part order
+/// into `flat` as `(c, it)`. A line of `PAD` lanes is read once per part and its lanes written
+/// to their `PAD` rows of `flat` (reading a lane at a time per output row re-read every line
+/// `PAD` times).
+fn sum_chunked_parts<T: Scalar>(
+    flat: &mut [T],
+    packed: &[T],
+    parts: usize,
+    blk: usize,
+    per: usize,
+    split: bool,
+) {
+    for_each_chunk(flat, per * PAD, split, |(ch, dst)| {
+        let nc = dst.len() / per;
+        let base = ch * per * PAD;
+        let mut acc = [T::zero(); PAD];
+        for it in 0..per {
+            let at = base + it * PAD;
+            acc[..nc].copy_from_slice(&packed[at..at + nc]);
+            for p in 1..parts {
+                let src = &packed[p * blk + at..][..nc];
+                acc.iter_mut().zip(src).for_each(|(a, &v)| *a = *a + v);
             }
-        });
+            for (c, &a) in acc[..nc].iter().enumerate() {
+                dst[c * per + it] = a;
+            }
+        }
     });
 }
 
@@ -1020,17 +1043,13 @@ fn reference_vjp_one_pass<T: Scalar>(
             tasks.zip(gxs).enumerate().for_each(body);
         }
         let (pk2, pk1) = (&*pk2, &*pk1);
-        for_each_chunk(flat2, per2, split, |(c, dst)| {
-            let base = (c / PAD) * per2 * PAD + c % PAD;
-            for (it, v) in dst.iter_mut().enumerate() {
-                let at = base + it * PAD;
-                *v = (1..parts).fold(pk2[at], |acc, p| acc + pk2[p * blk2 + at]);
-            }
-        });
-        for_each_chunk(flat1, d1.1 * d1.2, split, |(a, dst)| {
-            let base = a * d1.1 * d1.2;
-            for (k, v) in dst.iter_mut().enumerate() {
-                let at = base + k;
+        sum_chunked_parts(flat2, pk2, parts, blk2, per2, split);
+        // Pieces of at least 16 K elements: a task per block costs more than its sums.
+        let piece = (d1.1 * d1.2).max(1 << 14);
+        for_each_chunk(flat1, piece, split, |(k, dst)| {
+            let base = k * piece;
+            for (j, v) in dst.iter_mut().enumerate() {
+                let at = base + j;
                 *v = (1..parts).fold(pk1[at], |acc, p| acc + pk1[p * blk1 + at]);
             }
         });
