@@ -769,7 +769,7 @@ fn sum_chunked_parts<T: Scalar>(
             acc[..nc].copy_from_slice(&packed[at..at + nc]);
             for p in 1..parts {
                 let src = &packed[p * blk + at..][..nc];
-                acc.iter_mut().zip(src).for_each(|(a, &v)| *a = *a + v);
+                acc.iter_mut().zip(src).for_each(|(a, &v)| *a += v);
             }
             for (c, &a) in acc[..nc].iter().enumerate() {
                 dst[c * per + it] = a;
