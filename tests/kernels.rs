@@ -768,8 +768,8 @@ fn fused_vjp_matches_stagewise_bitwise() {
     }
 }
 
-/// The reference layout's one-pass VJP (factors up to 1 MB, rows cut into parts), from the
-/// input and from a kept intermediate: gradients bitwise the same on one thread and on two or
+/// The one-pass VJP of the reference layout and its transpose (factors up to 1 MB, rows cut
+/// into parts), from the input and (reference layout) from a kept intermediate: gradients bitwise the same on one thread and on two or
 /// three, and equal to the factor-by-factor chain (each factor's own VJP with the permutations
 /// as explicit gathers: other code paths) and the input gradient to the dense `g · M`, for
 /// square and rectangular factors, batches of no rows, one row, and parts that do not divide
@@ -786,6 +786,7 @@ fn one_pass_vjp_matches_factor_chain() {
                 .unwrap()
         })
         .collect();
+    let mut cases = Vec::new();
     for (w1, w2) in [
         ((32, 32, 32), (32, 32, 32)),
         ((17, 3, 5), (3, 7, 17)),
@@ -793,20 +794,24 @@ fn one_pass_vjp_matches_factor_chain() {
         ((8, 8, 8), (8, 8, 8)),
     ] {
         let m = Monarch::<f64>::random_factors(w1, w2, 17).unwrap();
+        cases.push((format!("ref {w1:?} {w2:?}"), m.clone()));
+        cases.push((format!("transpose {w1:?} {w2:?}"), m.transpose()));
+    }
+    for (name, m) in cases {
         let (p_in, p_mid, p_out) = m.perms();
-        assert!(p_in.is_identity());
         let dense = m.to_dense();
         for batch in [0, 1, 130, 517] {
-            let what = format!("{w1:?} {w2:?} batch {batch}");
+            let what = format!("{name} batch {batch}");
             let x = rand2::<f64>((batch, m.in_features()), 51);
             let g = rand2::<f64>((batch, m.out_features()), 52);
-            // The chain: z = P_mid · BD(w1) x, out = P_out · BD(w2) z.
-            let y1 = m.factor1().matmul(x.view()).unwrap();
+            // The chain: z = P_mid · BD(w1) · P_in x, out = P_out · BD(w2) z.
+            let xin = p_in.apply_rows(x.view()).unwrap();
+            let y1 = m.factor1().matmul(xin.view()).unwrap();
             let z = p_mid.apply_rows(y1.view()).unwrap();
             let g2 = p_out.inverse().apply_rows(g.view()).unwrap();
             let d2 = m.factor2().vjp(z.view(), g2.view()).unwrap();
             let gz = p_mid.inverse().apply_rows(d2.x.view()).unwrap();
-            let d1 = m.factor1().vjp(x.view(), gz.view()).unwrap();
+            let d1 = m.factor1().vjp(xin.view(), gz.view()).unwrap();
             let gx = g.dot(&dense);
             for be in std::iter::once(Backend::Portable).chain(backends()) {
                 let seq = monarch_vjp_with(be, &m, x.view(), g.view(), Par::Seq).unwrap();

@@ -18,8 +18,9 @@
 //! Gradients: the first factor's product is recomputed, then each factor's weight and input
 //! gradients come from one fused pass over the rows — block ranges per thread for a blocked
 //! factor, a fixed number of row parts for an interleaved one (see `inter_parts`). For the
-//! reference layout with factors up to a megabyte all of it is one pass: each row part runs
-//! the recomputation and both backward passes a panel at a time (`reference_vjp_one_pass`).
+//! reference layout and its transpose with factors up to a megabyte all of it is one pass:
+//! each row part runs the recomputation and both backward passes a panel at a time
+//! (`one_pass_vjp`).
 
 use super::{
     blocked_backward_into, blocked_dot_into, blocked_into, blocked_outer_into, for_each_chunk,
@@ -831,22 +832,28 @@ pub(crate) fn monarch_vjp_into<T: Scalar>(
     let g2_v = (general && !m.p_out.is_identity()).then(|| gather_rows(gr0, &m.p_out.inverse()));
     let g2 = g2_v.as_deref().map_or(gr0, |v| Rows::new(v, mo, rows, mo));
     let bytes = m.num_params() * std::mem::size_of::<T>();
-    // Reference layout, factors up to a megabyte: all five products (four with a kept
-    // intermediate) in one pass over the rows (see `reference_vjp_one_pass`). Unless the rows are too few to cut into parts and two
+    // Reference layout or its transpose, factors up to a megabyte: all five products (four
+    // with a kept intermediate, reference layout only: the transpose's kept intermediate lacks
+    // `P_mid`) in one pass over the rows (see `one_pass_vjp`). Unless the rows are too few to cut into parts and two
     // threads would split each stage instead (one part is bitwise the stage-by-stage pass).
     let reference = k1 == Kind::Blocked && k2 == Kind::Inter && !general;
     let few = split && inter_parts(rows) == 1;
     let mut midbuf = Vec::new();
     let kept = mid.as_ref().map(|v| contiguous(v, &mut midbuf));
-    if reference && !few && bytes <= ONE_PASS_VJP_MAX_BYTES && grads.x.is_standard_layout() {
-        reference_vjp_one_pass(be, m, xin, kept, g2, split, grads);
+    let one_pass = !general
+        && (kept.is_none() || reference)
+        && !few
+        && bytes <= ONE_PASS_VJP_MAX_BYTES
+        && grads.x.is_standard_layout();
+    if one_pass {
+        one_pass_vjp(be, m, (k1, k2), xin, kept, g2, split, grads);
         return;
     }
-    // Small factors (all three packed copies well inside L2), the transposed layout or the
-    // reference layout's rows too few for parts: the three products run panel by panel in one
-    // parallel pass (one join instead of three, which is most of the cost of small products),
-    // then both outer sums run together. With larger factors each panel would evict the other products' weights:
-    // measured slower at n = 512 (b = 16) and above, faster at n = 256 (VJP 3.3× → 2.9×).
+    // Small factors (all three packed copies well inside L2) whose rows are too few for parts
+    // (with the one-pass above taking the rest): the three products run panel by panel in one
+    // parallel pass (one join instead of three, which is most of the cost of
+    // small products), then both outer sums run together. With larger factors each panel would
+    // evict the other products' weights (measured slower at n = 512, b = 16, and above).
     let small = bytes <= FUSED_VJP_MAX_BYTES;
     let fused = small
         && mid.is_none()
@@ -944,15 +951,72 @@ pub(crate) fn monarch_vjp_into<T: Scalar>(
     });
 }
 
-/// Reference-layout VJP in one pass over the rows: each row part (see [`inter_parts`]) runs,
-/// a panel of rows at a time, the first factor's product (or takes the panel's rows of the
-/// `kept` intermediate `BD(w1) · x`), the second factor's backward pass and the first factor's
-/// backward pass, the panel's intermediate and its gradient staying in cache (instead of a
-/// whole-batch gradient written out and read back); each part sums both weight gradients on its
-/// own and the parts are added in order, so results do not depend on the thread count.
-fn reference_vjp_one_pass<T: Scalar>(
+/// Elements of one row part's weight-gradient sums for a factor of shape `dims` in layout
+/// `kind` (the interleaved pass sums in its chunked layout).
+fn part_len(kind: Kind, (nb, rows, cols): (usize, usize, usize)) -> usize {
+    match kind {
+        Kind::Blocked => nb * rows * cols,
+        Kind::Inter => nb.div_ceil(PAD) * rows * cols * PAD,
+    }
+}
+
+/// A factor's fused backward pass over a panel of rows (`wt` its transposed packing), its
+/// weight-gradient sums into a part's buffer `out` (continued when `acc`), its input gradient
+/// into `gx`.
+fn panel_backward<T: Scalar>(
+    be: Backend,
+    wt: &Packed<T>,
+    (g, x): (Rows<T>, Rows<T>),
+    out: &mut [T],
+    gx: &mut [T],
+    acc: bool,
+) {
+    match wt {
+        Packed::Blocked(w) => blocked_backward_into(be, w, g, x, out, gx, 1, acc),
+        Packed::Inter(w) => interleaved_backward_into(be, w, g, x, out, gx, acc),
+        Packed::Dot(_) | Packed::DotInter(_) => unreachable!("backward factors are packed"),
+    }
+}
+
+/// Adds the `parts` sums in `packed` (`blk` apart, layout of [`part_len`]) in part order into
+/// the weight gradient `flat` of shape `dims` in layout `kind`.
+fn sum_parts<T: Scalar>(
+    kind: Kind,
+    (_, rows, cols): (usize, usize, usize),
+    flat: &mut [T],
+    packed: &[T],
+    parts: usize,
+    split: bool,
+) {
+    let blk = packed.len() / parts;
+    match kind {
+        Kind::Inter => sum_chunked_parts(flat, packed, parts, blk, rows * cols, split),
+        Kind::Blocked => {
+            // Pieces of at least 16 K elements: a task per block costs more than its sums.
+            let piece = (rows * cols).max(1 << 14);
+            for_each_chunk(flat, piece, split, |(k, dst)| {
+                let base = k * piece;
+                for (j, v) in dst.iter_mut().enumerate() {
+                    let at = base + j;
+                    *v = (1..parts).fold(packed[at], |acc, p| acc + packed[p * blk + at]);
+                }
+            });
+        }
+    }
+}
+
+/// VJP in one pass over the rows, for the reference layout and its transpose (no gathers):
+/// each row part (see [`inter_parts`]) runs, a panel of rows at a time, the first factor's
+/// product (or takes the panel's rows of the `kept` intermediate, reference layout only), the
+/// second factor's backward pass and the first factor's backward pass, the panel's
+/// intermediate and its gradient staying in cache (instead of a whole-batch gradient written
+/// out and read back); each part sums both weight gradients on its own and the parts are added
+/// in order, so results do not depend on the thread count.
+#[allow(clippy::too_many_arguments)]
+fn one_pass_vjp<T: Scalar>(
     be: Backend,
     m: &Monarch<T>,
+    (k1, k2): (Kind, Kind),
     xin: Rows<T>,
     kept: Option<Rows<T>>,
     g2: Rows<T>,
@@ -967,10 +1031,10 @@ fn reference_vjp_one_pass<T: Scalar>(
     let (d1, d2) = (m.w1.weights().dim(), m.w2.weights().dim());
     let pack1 = || {
         kept.is_none()
-            .then(|| Packed::new(Kind::Blocked, m.w1.weights(), false))
+            .then(|| Packed::new(k1, m.w1.weights(), false))
     };
-    let pack2 = || PackedInterleaved::pack_transposed(m.w2.weights());
-    let pack3 = || PackedBlocked::pack_transposed(m.w1.weights());
+    let pack2 = || Packed::new(k2, m.w2.weights(), true);
+    let pack3 = || Packed::new(k1, m.w1.weights(), true);
     // Packed side by side when splitting (2–3% faster at n = 1024, measured in one process).
     let (s1, (w2t, w1t)) = if split {
         rayon::join(pack1, || rayon::join(pack2, pack3))
@@ -981,10 +1045,7 @@ fn reference_vjp_one_pass<T: Scalar>(
     let flat1 = fit_grad(&mut grads.w1, d1);
     let gx = grads.x.as_slice_mut().expect("standard layout");
     let parts = inter_parts(rows);
-    let (nb2, i2, t2) = d2;
-    let per2 = i2 * t2;
-    let blk2 = nb2.div_ceil(PAD) * per2 * PAD;
-    let blk1 = d1.0 * d1.1 * d1.2;
+    let (blk2, blk1) = (part_len(k2, d2), part_len(k1, d1));
     let bounds = |p: usize| p * rows / parts..(p + 1) * rows / parts;
     let mut gxs: Vec<&mut [T]> = Vec::with_capacity(parts);
     let mut rest = &mut gx[..rows * n];
@@ -1013,20 +1074,20 @@ fn reference_vjp_one_pass<T: Scalar>(
                         let xr = xin.rows(r0..r1);
                         let zr = match (kept, &s1) {
                             (Some(k), _) => k.rows(r0..r1),
-                            (None, Some(s1)) => {
+                            (None, s1) => {
+                                let s1 = s1.as_ref().expect("packed when nothing is kept");
                                 if nr > 0 {
                                     let zm = RowsMut::new(&mut z[..], h, nr, h);
                                     s1.apply(be, 0..s1.units(), xr, zm);
                                 }
                                 Rows::new(z, h, nr, h)
                             }
-                            (None, None) => unreachable!("packed when not kept"),
                         };
                         let acc = r0 > r.start;
-                        interleaved_backward_into(be, &w2t, g2.rows(r0..r1), zr, o2, gz, acc);
+                        panel_backward(be, &w2t, (g2.rows(r0..r1), zr), o2, gz, acc);
                         let gzr = Rows::new(gz, h, nr, h);
                         let gxr = &mut gxp[(r0 - r.start) * n..(r1 - r.start) * n];
-                        blocked_backward_into(be, &w1t, gzr, xr, o1, gxr, 1, acc);
+                        panel_backward(be, &w1t, (gzr, xr), o1, gxr, acc);
                         r0 = r1;
                         if r0 >= r.end {
                             break;
@@ -1042,17 +1103,8 @@ fn reference_vjp_one_pass<T: Scalar>(
             let tasks = pk2.chunks_mut(blk2).zip(pk1.chunks_mut(blk1));
             tasks.zip(gxs).enumerate().for_each(body);
         }
-        let (pk2, pk1) = (&*pk2, &*pk1);
-        sum_chunked_parts(flat2, pk2, parts, blk2, per2, split);
-        // Pieces of at least 16 K elements: a task per block costs more than its sums.
-        let piece = (d1.1 * d1.2).max(1 << 14);
-        for_each_chunk(flat1, piece, split, |(k, dst)| {
-            let base = k * piece;
-            for (j, v) in dst.iter_mut().enumerate() {
-                let at = base + j;
-                *v = (1..parts).fold(pk1[at], |acc, p| acc + pk1[p * blk1 + at]);
-            }
-        });
+        sum_parts(k2, d2, flat2, pk2, parts, split);
+        sum_parts(k1, d1, flat1, pk1, parts, split);
     });
 }
 
