@@ -251,6 +251,23 @@ fn outer_sums_every_backend_f64() {
 
 /// Monarchs covering the three plans: reference layout (square and rectangular), its
 /// transpose, and arbitrary permutations.
+/// Each gradient of `got` (first factor, second factor, input) within `tol` of `want`'s.
+fn assert_grads_close<T: Scalar>(
+    got: &monarch::MonarchGrad<T>,
+    (w1, w2, x): (&Array3<T>, &Array3<T>, &Array2<T>),
+    tol: f64,
+    what: &str,
+) {
+    let pairs = [
+        (got.w1.as_slice().unwrap(), w1.as_slice().unwrap(), "w1"),
+        (got.w2.as_slice().unwrap(), w2.as_slice().unwrap(), "w2"),
+        (got.x.as_slice().unwrap(), x.as_slice().unwrap(), "x"),
+    ];
+    for (a, e, which) in pairs {
+        assert_close(a, e, tol, &format!("{what}: {which}"));
+    }
+}
+
 fn monarchs<T: Scalar>() -> Vec<(String, Monarch<T>)> {
     let mut v = Vec::new();
     for &(w1, w2) in &[
@@ -453,24 +470,8 @@ fn vjp_large_every_backend_matches_portable() {
         for be in backends() {
             let d = monarch_vjp_with(be, &m, x, g.view(), Par::Rayon).unwrap();
             let w = format!("{name} {be:?}");
-            assert_close(
-                d.w1.as_slice().unwrap(),
-                oracle.w1.as_slice().unwrap(),
-                1e-4,
-                &w,
-            );
-            assert_close(
-                d.w2.as_slice().unwrap(),
-                oracle.w2.as_slice().unwrap(),
-                1e-4,
-                &w,
-            );
-            assert_close(
-                d.x.as_slice().unwrap(),
-                oracle.x.as_slice().unwrap(),
-                1e-4,
-                &w,
-            );
+            let want = (&oracle.w1, &oracle.w2, &oracle.x);
+            assert_grads_close(&d, want, 1e-4, &w);
         }
         // The public entry point takes the detected path.
         let d = m.vjp(x, g.view()).unwrap();
@@ -822,19 +823,7 @@ fn one_pass_vjp_matches_factor_chain() {
                     assert_eq!(par, seq, "{what} {be:?}: threads");
                 }
                 let w = format!("{what} {be:?}");
-                assert_close(
-                    seq.w1.as_slice().unwrap(),
-                    d1.w.as_slice().unwrap(),
-                    1e-12,
-                    &w,
-                );
-                assert_close(
-                    seq.w2.as_slice().unwrap(),
-                    d2.w.as_slice().unwrap(),
-                    1e-12,
-                    &w,
-                );
-                assert_close(seq.x.as_slice().unwrap(), gx.as_slice().unwrap(), 1e-12, &w);
+                assert_grads_close(&seq, (&d1.w, &d2.w, &gx), 1e-12, &w);
             }
             // From a kept intermediate (the detected backend), on one thread and on two.
             let mut mid = Array2::zeros((batch, m.hidden_features()));
@@ -851,24 +840,7 @@ fn one_pass_vjp_matches_factor_chain() {
             });
             assert_eq!(kept, kept2, "{what}: kept, threads");
             let w = format!("{what}: kept");
-            assert_close(
-                kept.w1.as_slice().unwrap(),
-                d1.w.as_slice().unwrap(),
-                1e-12,
-                &w,
-            );
-            assert_close(
-                kept.w2.as_slice().unwrap(),
-                d2.w.as_slice().unwrap(),
-                1e-12,
-                &w,
-            );
-            assert_close(
-                kept.x.as_slice().unwrap(),
-                gx.as_slice().unwrap(),
-                1e-12,
-                &w,
-            );
+            assert_grads_close(&kept, (&d1.w, &d2.w, &gx), 1e-12, &w);
         }
     }
 }

@@ -579,10 +579,12 @@ fn stage_outer_into<T: Scalar>(
         }
         Kind::Inter if inter_parts(g.nrows()) > 1 => {
             let nch = nb.div_ceil(PAD);
-            let part = |r: Range<usize>, o: &mut [T], _: &mut [T]| {
-                interleaved_outer_chunks_into(be, nb, 0..nch, g.rows(r.clone()), x.rows(r), o);
+            let part = |r: Range<usize>, o: &mut [&mut [T]], _: &mut [T]| {
+                let (g, x) = (g.rows(r.clone()), x.rows(r));
+                interleaved_outer_chunks_into(be, nb, 0..nch, g, x, o[0]);
             };
-            inter_parts_sum((nb, rows, cols), g.nrows(), split, flat, &mut [], 0, part);
+            let mut sums = [(Kind::Inter, (nb, rows, cols), flat)];
+            parts_sum(g.nrows(), split, &mut sums, &mut [], 0, part);
         }
         Kind::Inter => {
             // packed[i][t][c] = Σ_b g[b, i·nb + c] · x[b, t·nb + c], one window of output
@@ -682,9 +684,9 @@ fn inter_backward_into<T: Scalar>(
     let flat = fit_grad(wgrad, dims);
     let width = cols * nb;
     let wt = PackedInterleaved::pack_transposed(w);
-    let part = |r: Range<usize>, o: &mut [T], gxp: &mut [T]| match input {
+    let part = |r: Range<usize>, o: &mut [&mut [T]], gxp: &mut [T]| match input {
         Input::Rows(x) => {
-            interleaved_backward_into(be, &wt, g.rows(r.clone()), x.rows(r), o, gxp, false);
+            interleaved_backward_into(be, &wt, g.rows(r.clone()), x.rows(r), o[0], gxp, false);
         }
         Input::After(s1, xin) => with_scratch(|ybuf: &mut Vec<T>| {
             // Panels small enough that the recomputed intermediate stays in L2.
@@ -700,7 +702,7 @@ fn inter_backward_into<T: Scalar>(
                 }
                 let (yr, gr) = (Rows::new(y, h, nr, h), g.rows(r0..r1));
                 let gzp = &mut gxp[(r0 - r.start) * width..(r1 - r.start) * width];
-                interleaved_backward_into(be, &wt, gr, yr, o, gzp, r0 > r.start);
+                interleaved_backward_into(be, &wt, gr, yr, o[0], gzp, r0 > r.start);
                 r0 = r1;
                 if r0 >= r.end {
                     break;
@@ -708,25 +710,34 @@ fn inter_backward_into<T: Scalar>(
             }
         }),
     };
-    inter_parts_sum(dims, nrows, split, flat, gx, width, part);
+    parts_sum(
+        nrows,
+        split,
+        &mut [(Kind::Inter, dims, flat)],
+        gx,
+        width,
+        part,
+    );
 }
 
-/// Runs `part(rows, out_p, gx_p)` for the [`inter_parts`] of `nrows` rows (in parallel when
-/// `split`), each part's interleaved weight gradient into its own buffer in the chunked layout
-/// `[c / 16][i][t][c mod 16]` (`dims = (NB, I, T)`) and its rows of `gx` (`width` per row;
-/// empty when `width == 0`), then adds the parts in order into `flat` as `(c, i, t)`.
-fn inter_parts_sum<T: Scalar>(
-    (nb, rows, cols): (usize, usize, usize),
+/// A weight gradient summed by row parts: its factor's layout, shape and output buffer.
+type PartSum<'a, T> = (Kind, (usize, usize, usize), &'a mut [T]);
+
+/// Runs `part(rows, sums_p, gx_p)` for the [`inter_parts`] of `nrows` rows (in parallel when
+/// `split`): `sums_p` holds the part's own buffer for each weight gradient of `sums` (layout of
+/// [`part_len`]), `gx_p` its rows of `gx` (`width` per row; empty when `width == 0`). Then the
+/// parts are added in order into each gradient's buffer.
+fn parts_sum<T: Scalar>(
     nrows: usize,
     split: bool,
-    flat: &mut [T],
+    sums: &mut [PartSum<T>],
     gx: &mut [T],
     width: usize,
-    part: impl Fn(Range<usize>, &mut [T], &mut [T]) + Sync,
+    part: impl Fn(Range<usize>, &mut [&mut [T]], &mut [T]) + Sync,
 ) {
     let parts = inter_parts(nrows);
-    let per = rows * cols;
-    let blk = nb.div_ceil(PAD) * per * PAD;
+    let lens: Vec<usize> = sums.iter().map(|&(k, d, _)| part_len(k, d)).collect();
+    let blk: usize = lens.iter().sum();
     let bounds = |p: usize| p * nrows / parts..(p + 1) * nrows / parts;
     let mut gxs: Vec<&mut [T]> = Vec::with_capacity(parts);
     let mut rest = &mut gx[..nrows * width];
@@ -737,14 +748,27 @@ fn inter_parts_sum<T: Scalar>(
     }
     with_scratch(|buf: &mut Vec<T>| {
         let packed = scratch_slice(buf, parts * blk);
-        let body = |(p, (o, gxp)): (usize, (&mut [T], &mut [T]))| part(bounds(p), o, gxp);
+        let body = |(p, (o, gxp)): (usize, (&mut [T], &mut [T]))| {
+            let mut bufs: Vec<&mut [T]> = Vec::with_capacity(lens.len());
+            let mut rest = o;
+            for &len in &lens {
+                let (head, tail) = rest.split_at_mut(len);
+                bufs.push(head);
+                rest = tail;
+            }
+            part(bounds(p), &mut bufs, gxp)
+        };
         if split {
             let tasks = packed.par_chunks_mut(blk).zip(gxs.into_par_iter());
             tasks.enumerate().for_each(body);
         } else {
             packed.chunks_mut(blk).zip(gxs).enumerate().for_each(body);
         }
-        sum_chunked_parts(flat, packed, parts, blk, per, split);
+        let mut off = 0;
+        for ((kind, dims, flat), len) in sums.iter_mut().zip(&lens) {
+            sum_parts(*kind, *dims, flat, &packed[off..], parts, blk, split);
+            off += len;
+        }
     });
 }
 
@@ -834,8 +858,9 @@ pub(crate) fn monarch_vjp_into<T: Scalar>(
     let bytes = m.num_params() * std::mem::size_of::<T>();
     // Reference layout or its transpose, factors up to a megabyte: all five products (four
     // with a kept intermediate, reference layout only: the transpose's kept intermediate lacks
-    // `P_mid`) in one pass over the rows (see `one_pass_vjp`). Unless the rows are too few to cut into parts and two
-    // threads would split each stage instead (one part is bitwise the stage-by-stage pass).
+    // `P_mid`) in one pass over the rows (see `one_pass_vjp`). Unless the rows are too few to
+    // cut into parts and two threads would split each stage instead (one part is bitwise the
+    // stage-by-stage pass).
     let reference = k1 == Kind::Blocked && k2 == Kind::Inter && !general;
     let few = split && inter_parts(rows) == 1;
     let mut midbuf = Vec::new();
@@ -986,9 +1011,9 @@ fn sum_parts<T: Scalar>(
     flat: &mut [T],
     packed: &[T],
     parts: usize,
+    blk: usize,
     split: bool,
 ) {
-    let blk = packed.len() / parts;
     match kind {
         Kind::Inter => sum_chunked_parts(flat, packed, parts, blk, rows * cols, split),
         Kind::Blocked => {
@@ -1044,68 +1069,47 @@ fn one_pass_vjp<T: Scalar>(
     let flat2 = fit_grad(&mut grads.w2, d2);
     let flat1 = fit_grad(&mut grads.w1, d1);
     let gx = grads.x.as_slice_mut().expect("standard layout");
-    let parts = inter_parts(rows);
-    let (blk2, blk1) = (part_len(k2, d2), part_len(k1, d1));
-    let bounds = |p: usize| p * rows / parts..(p + 1) * rows / parts;
-    let mut gxs: Vec<&mut [T]> = Vec::with_capacity(parts);
-    let mut rest = &mut gx[..rows * n];
-    for p in 0..parts {
-        let (head, tail) = rest.split_at_mut(bounds(p).len() * n);
-        gxs.push(head);
-        rest = tail;
-    }
-    with_scratch(|buf: &mut Vec<T>| {
-        let packed = scratch_slice(buf, parts * (blk2 + blk1));
-        let (pk2, pk1) = packed.split_at_mut(parts * blk2);
-        // A part's weight-gradient sums (second factor, first factor) and its rows of `gx`.
-        type Part<'a, T> = (usize, ((&'a mut [T], &'a mut [T]), &'a mut [T]));
-        let body = |(p, ((o2, o1), gxp)): Part<T>| {
-            let r = bounds(p);
-            with_scratch(|zbuf: &mut Vec<T>| {
-                with_scratch(|gzbuf: &mut Vec<T>| {
-                    let z = scratch_slice(zbuf, panel * h);
-                    let gz = scratch_slice(gzbuf, panel * h);
-                    // At least one panel, so that a part of no rows still zeroes its sums.
-                    let mut r0 = r.start;
-                    loop {
-                        let r1 = (r0 + panel).min(r.end);
-                        let nr = r1 - r0;
-                        let (z, gz) = (&mut z[..nr * h], &mut gz[..nr * h]);
-                        let xr = xin.rows(r0..r1);
-                        let zr = match (kept, &s1) {
-                            (Some(k), _) => k.rows(r0..r1),
-                            (None, s1) => {
-                                let s1 = s1.as_ref().expect("packed when nothing is kept");
-                                if nr > 0 {
-                                    let zm = RowsMut::new(&mut z[..], h, nr, h);
-                                    s1.apply(be, 0..s1.units(), xr, zm);
-                                }
-                                Rows::new(z, h, nr, h)
-                            }
-                        };
-                        let acc = r0 > r.start;
-                        panel_backward(be, &w2t, (g2.rows(r0..r1), zr), o2, gz, acc);
-                        let gzr = Rows::new(gz, h, nr, h);
-                        let gxr = &mut gxp[(r0 - r.start) * n..(r1 - r.start) * n];
-                        panel_backward(be, &w1t, (gzr, xr), o1, gxr, acc);
-                        r0 = r1;
-                        if r0 >= r.end {
-                            break;
-                        }
-                    }
-                })
-            })
+    let part = |r: Range<usize>, o: &mut [&mut [T]], gxp: &mut [T]| {
+        let [o2, o1] = o else {
+            unreachable!("two weight gradients")
         };
-        if split {
-            let tasks = pk2.par_chunks_mut(blk2).zip(pk1.par_chunks_mut(blk1));
-            tasks.zip(gxs.into_par_iter()).enumerate().for_each(body);
-        } else {
-            let tasks = pk2.chunks_mut(blk2).zip(pk1.chunks_mut(blk1));
-            tasks.zip(gxs).enumerate().for_each(body);
-        }
-        sum_parts(k2, d2, flat2, pk2, parts, split);
-        sum_parts(k1, d1, flat1, pk1, parts, split);
-    });
+        with_scratch(|zbuf: &mut Vec<T>| {
+            with_scratch(|gzbuf: &mut Vec<T>| {
+                let z = scratch_slice(zbuf, panel * h);
+                let gz = scratch_slice(gzbuf, panel * h);
+                // At least one panel, so that a part of no rows still zeroes its sums.
+                let mut r0 = r.start;
+                loop {
+                    let r1 = (r0 + panel).min(r.end);
+                    let nr = r1 - r0;
+                    let (z, gz) = (&mut z[..nr * h], &mut gz[..nr * h]);
+                    let xr = xin.rows(r0..r1);
+                    let zr = match (kept, &s1) {
+                        (Some(k), _) => k.rows(r0..r1),
+                        (None, s1) => {
+                            let s1 = s1.as_ref().expect("packed when nothing is kept");
+                            if nr > 0 {
+                                let zm = RowsMut::new(&mut z[..], h, nr, h);
+                                s1.apply(be, 0..s1.units(), xr, zm);
+                            }
+                            Rows::new(z, h, nr, h)
+                        }
+                    };
+                    let acc = r0 > r.start;
+                    panel_backward(be, &w2t, (g2.rows(r0..r1), zr), o2, gz, acc);
+                    let gzr = Rows::new(gz, h, nr, h);
+                    let gxr = &mut gxp[(r0 - r.start) * n..(r1 - r.start) * n];
+                    panel_backward(be, &w1t, (gzr, xr), o1, gxr, acc);
+                    r0 = r1;
+                    if r0 >= r.end {
+                        break;
+                    }
+                }
+            })
+        })
+    };
+    let mut sums = [(k2, d2, flat2), (k1, d1, flat1)];
+    parts_sum(rows, split, &mut sums, gx, n, part);
 }
 
 /// `y = BD(w) x` row by row with backend `be`.
