@@ -5,7 +5,7 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use monarch::gs::{OrthGs, OrthMap};
 use monarch::more::{Adapter, LoraAdapter, MoReAdapter};
-use monarch::random::{normal_matrix, uniform_array3};
+use monarch::primitives::random::{normal_matrix, uniform_array3};
 
 fn bench(c: &mut Criterion) {
     let (n, batch, rank, nb) = (1024, 128, 4, 4);

@@ -6,7 +6,7 @@ use monarch::attention::{ExactAttention, MonarchAttention};
 use monarch::ndarray::Array4;
 
 fn input(n: usize, seed: u64) -> Array4<f32> {
-    monarch::random::normal_matrix::<f32>((12 * n, 64), 1.0, seed)
+    monarch::primitives::random::normal_matrix::<f32>((12 * n, 64), 1.0, seed)
         .into_shape_with_order((1, 12, n, 64))
         .unwrap()
 }

@@ -2,7 +2,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use monarch::ndarray::Array2;
-use monarch::random::{normal_matrix, uniform_array3};
+use monarch::primitives::random::{normal_matrix, uniform_array3};
 use monarch::{BlockDiag, Par};
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use monarch::circuit::{log_matmul_dense, MonarchChain};
-use monarch::random::normal_matrix;
+use monarch::primitives::random::normal_matrix;
 use monarch::Par;
 use std::hint::black_box;
 

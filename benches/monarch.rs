@@ -4,7 +4,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use monarch::ndarray::Array2;
-use monarch::random::normal_matrix;
+use monarch::primitives::random::normal_matrix;
 use monarch::{Monarch, MonarchGrad, Par};
 use std::time::Duration;
 

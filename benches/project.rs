@@ -4,7 +4,7 @@
 //! unstructured random input exercises the exact Jacobi fallback.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use monarch::random::normal_matrix;
+use monarch::primitives::random::normal_matrix;
 use monarch::Monarch;
 use std::time::Duration;
 

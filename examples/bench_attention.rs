@@ -10,9 +10,9 @@
 //! `BENCH_QUICK=1` or `--quick` runs small sizes only (seconds), for CI smoke runs.
 
 use monarch::attention::{ExactAttention, MonarchAttention};
-use monarch::kernels::{fma_peak_gflops, Backend};
+use monarch::primitives::kernels::{fma_peak_gflops, Backend};
 use monarch::ndarray::Array4;
-use monarch::random::uniform_vec;
+use monarch::primitives::random::uniform_vec;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;

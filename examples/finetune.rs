@@ -16,7 +16,7 @@
 use monarch::gs::{GsoftLinear, OrthMap};
 use monarch::more::{Adapter, LoraAdapter, MoReAdapter};
 use monarch::ndarray::{Array1, Array2, Array3};
-use monarch::random::normal_matrix;
+use monarch::primitives::random::normal_matrix;
 use std::time::Instant;
 
 const D_IN: usize = 64;

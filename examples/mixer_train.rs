@@ -11,7 +11,7 @@ use monarch::mixer::nn::Activation;
 use monarch::mixer::{ConvMethod, LongConv, M2Layer, SequenceMixing, SequenceMixingGrad};
 use monarch::ndarray::{Array1, Array2, Array3, Axis};
 use monarch::pk::MlpMixerBlock;
-use monarch::random::normal_matrix;
+use monarch::primitives::random::normal_matrix;
 use rand::{Rng, SeedableRng};
 
 const L: usize = 16;

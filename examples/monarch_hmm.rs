@@ -13,7 +13,7 @@
 
 use monarch::circuit::{softmax_blocks, Hmm};
 use monarch::ndarray::{Array1, Array2};
-use monarch::random::normal_matrix;
+use monarch::primitives::random::normal_matrix;
 use std::time::Instant;
 
 fn softmax_rows(m: Array2<f32>) -> Array2<f32> {

@@ -22,7 +22,7 @@
 
 use monarch::attention::{ExactAttention, MonarchAttention};
 use monarch::ndarray::{Array2, Array4};
-use monarch::random::{normal_matrix, uniform_vec};
+use monarch::primitives::random::{normal_matrix, uniform_vec};
 use monarch::{Monarch, Par};
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};

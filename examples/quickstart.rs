@@ -4,7 +4,7 @@
 //! `cargo run --release --example quickstart`
 
 use monarch::ndarray::Array2;
-use monarch::random::normal_matrix;
+use monarch::primitives::random::normal_matrix;
 use monarch::Monarch;
 use std::time::Instant;
 

@@ -6,8 +6,8 @@
 //! permutations between them, `M = P_out · BD(w2) · P_mid · BD(w1)`: an `n × n` product costs
 //! `O(n√n)` instead of `O(n²)` and runs as small dense GEMMs.
 //!
-//! The core ([`Perm`], [`BlockDiag`], [`Monarch`], projection, [`svd`], [`kernels`]) sits at the
-//! bottom; each paper's layer is a thin module on top that depends only on the core.
+//! The core, [`primitives`] ([`Perm`], [`BlockDiag`], [`Monarch`], projection, SVD, DFT,
+//! [`MonarchLinear`], kernels), sits at the bottom; each paper's layer is a thin module on top.
 //!
 //! ```
 //! use monarch::Monarch;
@@ -26,33 +26,23 @@
 pub use ndarray;
 pub use num_complex;
 
+pub mod primitives;
+
 pub mod attention;
-pub mod blockdiag;
 pub mod checkpoint;
 pub mod cim;
 pub mod circuit;
-pub mod dft;
-pub mod error;
 pub mod gs;
 pub mod guide;
-pub mod kernels;
-pub mod linear;
 pub mod mixer;
-pub mod monarch;
 pub mod more;
-pub mod par;
-pub mod perm;
 pub mod pk;
-pub mod project;
-pub mod random;
-pub mod scalar;
-pub mod svd;
 
-pub use blockdiag::{BlockDiag, BlockDiagGrad};
-pub use error::{Error, Result};
-pub use linear::{MonarchLinear, MonarchLinearGrad};
-pub use monarch::{Monarch, MonarchGrad};
-pub use par::Par;
-pub use perm::{Perm, PermKind};
-pub use project::Projection;
-pub use scalar::{RealScalar, Scalar};
+pub use primitives::blockdiag::{BlockDiag, BlockDiagGrad};
+pub use primitives::error::{Error, Result};
+pub use primitives::linear::{MonarchLinear, MonarchLinearGrad};
+pub use primitives::monarch::{Monarch, MonarchGrad};
+pub use primitives::par::Par;
+pub use primitives::perm::{Perm, PermKind};
+pub use primitives::project::Projection;
+pub use primitives::scalar::{RealScalar, Scalar};

@@ -107,11 +107,11 @@ fn gsoft_fixture_matches_numpy_f32() {
 }
 
 fn more_f64(bias: bool) -> MoReAdapter<f64> {
-    let w0 = monarch::random::normal_matrix::<f64>((14, 30), 0.3, 11);
+    let w0 = monarch::primitives::random::normal_matrix::<f64>((14, 30), 0.3, 11);
     let b = bias.then(|| Array1::linspace(-1.0, 1.0, 14));
     let mut ad = MoReAdapter::new(w0, b, 4, 2, 0.1, 5).unwrap();
     let n = ad.blkdiag2().len();
-    let vals = monarch::random::uniform_vec::<f64>(n, 0.7, 9);
+    let vals = monarch::primitives::random::uniform_vec::<f64>(n, 0.7, 9);
     ad.blkdiag2_mut()
         .iter_mut()
         .zip(vals)
@@ -120,11 +120,11 @@ fn more_f64(bias: bool) -> MoReAdapter<f64> {
 }
 
 fn gsoft_f64(bias: bool) -> GsoftLinear<f64> {
-    let w0 = monarch::random::normal_matrix::<f64>((10, 12), 0.3, 12);
+    let w0 = monarch::primitives::random::normal_matrix::<f64>((10, 12), 0.3, 12);
     let b = bias.then(|| Array1::linspace(-1.0, 1.0, 10));
     let mut g = GsoftLinear::new(w0, b, 4, 2, OrthMap::Cayley).unwrap();
     for (i, p) in g.q_mut().params_mut().iter_mut().enumerate() {
-        *p = monarch::random::uniform_array3::<f64>(p.dim(), 0.5, 20 + i as u64);
+        *p = monarch::primitives::random::uniform_array3::<f64>(p.dim(), 0.5, 20 + i as u64);
     }
     g.scale_mut().assign(&Array1::linspace(0.5, 1.5, 10));
     g
@@ -132,7 +132,7 @@ fn gsoft_f64(bias: bool) -> GsoftLinear<f64> {
 
 #[test]
 fn more_round_trip_is_bit_identical() {
-    let x = monarch::random::normal_matrix::<f64>((4, 30), 1.0, 3);
+    let x = monarch::primitives::random::normal_matrix::<f64>((4, 30), 1.0, 3);
     for bias in [true, false] {
         let ad = more_f64(bias);
         let mut sd = StateDict::new();
@@ -200,7 +200,7 @@ fn fixture_round_trips_through_f32_files_bit_identically() {
 
 #[test]
 fn gsoft_round_trip_is_bit_identical() {
-    let x = monarch::random::normal_matrix::<f64>((4, 12), 1.0, 4);
+    let x = monarch::primitives::random::normal_matrix::<f64>((4, 12), 1.0, 4);
     for bias in [true, false] {
         let g = gsoft_f64(bias);
         let mut sd = StateDict::new();

@@ -13,7 +13,7 @@ use monarch::circuit::{
     MonarchChain,
 };
 use monarch::ndarray::{Array2, Array3, Axis};
-use monarch::random::normal_matrix;
+use monarch::primitives::random::normal_matrix;
 use monarch::{Error, Monarch, Par};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};

@@ -9,7 +9,7 @@ use crate::circuit_ref;
 use circuit_ref::DenseHmm;
 use monarch::circuit::{softmax_blocks, Hmm, MonarchChain};
 use monarch::ndarray::{array, Array1, Array2};
-use monarch::random::normal_matrix;
+use monarch::primitives::random::normal_matrix;
 use monarch::Error;
 use proptest::prelude::*;
 

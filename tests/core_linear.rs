@@ -1,9 +1,9 @@
 //! `MonarchLinear` (fly's layer) against a dense reference: padding, truncation, bias, init, VJP.
 use crate::common;
 use common::*;
-use monarch::linear::monarch_linear_shapes;
+use monarch::primitives::linear::monarch_linear_shapes;
 use monarch::ndarray::{s, Array1, Array2};
-use monarch::random::normal_matrix;
+use monarch::primitives::random::normal_matrix;
 use monarch::{Error, MonarchLinear};
 
 #[test]

@@ -4,7 +4,7 @@ use crate::common;
 use common::*;
 use monarch::ndarray::{Array1, Array2, Array3, Axis};
 use monarch::num_complex::{Complex32, Complex64};
-use monarch::random::{normal_array3, normal_matrix};
+use monarch::primitives::random::{normal_array3, normal_matrix};
 use monarch::{BlockDiag, Error, Monarch, Par, Perm, Scalar};
 use rand::SeedableRng;
 

@@ -2,7 +2,7 @@
 use crate::common;
 use common::*;
 use monarch::ndarray::{s, Array2, Array3};
-use monarch::random::{normal_array3, normal_matrix};
+use monarch::primitives::random::{normal_array3, normal_matrix};
 use monarch::Monarch;
 use proptest::prelude::*;
 use rand::SeedableRng;

@@ -2,7 +2,7 @@
 //! `Par::Seq`: every output is computed by one thread in a fixed order.
 
 use monarch::ndarray::{Array2, Array3};
-use monarch::random::normal_matrix;
+use monarch::primitives::random::normal_matrix;
 use monarch::{Monarch, MonarchLinear, Par};
 
 fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {

@@ -7,7 +7,7 @@ use monarch::circuit::{log_matmul_blockdiag, Hmm, MonarchChain};
 use monarch::gs::{GsoftLinear, OrthMap};
 use monarch::more::{Adapter, MoReAdapter};
 use monarch::ndarray::{Array2, Array4};
-use monarch::random::{normal_matrix, uniform_array3};
+use monarch::primitives::random::{normal_matrix, uniform_array3};
 use monarch::Par;
 
 fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {

@@ -12,7 +12,7 @@ use monarch::gs::{
     GsoftLinear, OrthGs, OrthMap,
 };
 use monarch::ndarray::{array, Array1, Array2, Array3, Array4, Axis};
-use monarch::random::{normal_matrix, uniform_array3};
+use monarch::primitives::random::{normal_matrix, uniform_array3};
 use monarch::{BlockDiag, Error, Perm};
 use proptest::prelude::*;
 

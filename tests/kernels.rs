@@ -5,7 +5,7 @@
 use crate::common;
 
 use common::{assert_close, naive_dense};
-use monarch::kernels::{
+use monarch::primitives::kernels::{
     blockdiag_matmul_with, blocked_backward_into, blocked_dot_into, blocked_into,
     blocked_outer_into, blocks_outer_sum_with, interleaved_backward_into, interleaved_into,
     interleaved_outer_chunks_into, interleaved_outer_into, monarch_matmul_with, monarch_vjp_with,
@@ -13,7 +13,7 @@ use monarch::kernels::{
 };
 use monarch::ndarray::{s, Array2, Array3};
 use monarch::num_complex::Complex;
-use monarch::random::{normal_matrix, uniform_array3};
+use monarch::primitives::random::{normal_matrix, uniform_array3};
 use monarch::{BlockDiag, Monarch, Par, Perm, Scalar};
 
 const SIZES: [usize; 11] = [1, 3, 7, 8, 15, 16, 17, 31, 32, 33, 64];

@@ -9,7 +9,7 @@ use monarch::mixer::nn::{gelu, Activation, LayerNorm};
 use monarch::mixer::*;
 use monarch::ndarray::{s, Array1, Array2, Array3};
 use monarch::num_complex::Complex64;
-use monarch::random::normal_matrix;
+use monarch::primitives::random::normal_matrix;
 use monarch::Monarch;
 use mx::{bump, check_grad, dot, flat};
 use proptest::prelude::*;

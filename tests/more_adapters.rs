@@ -8,8 +8,8 @@ use adapters::{cases, check_fd, dot_all};
 use common::{assert_close, naive_dense};
 use monarch::more::{dropout_mask, Adapter, LoraAdapter, MoReAdapter};
 use monarch::ndarray::{s, Array1, Array2, Array3};
-use monarch::random::{normal_matrix, uniform_array3};
-use monarch::svd::svd;
+use monarch::primitives::random::{normal_matrix, uniform_array3};
+use monarch::primitives::svd::svd;
 use monarch::Error;
 use proptest::prelude::*;
 

@@ -124,8 +124,8 @@ proptest! {
     ) {
         no_panic((w1.dim(), w2.dim(), batch), || {
             if let Ok(m) = Monarch::from_factors(w1.clone(), w2.clone()) {
-                let x = monarch::random::normal_matrix::<f64>((batch, m.in_features()), 1.0, seed);
-                let g = monarch::random::normal_matrix::<f64>((batch, m.out_features()), 1.0, seed ^ 1);
+                let x = monarch::primitives::random::normal_matrix::<f64>((batch, m.in_features()), 1.0, seed);
+                let g = monarch::primitives::random::normal_matrix::<f64>((batch, m.out_features()), 1.0, seed ^ 1);
                 exercise(&m, &x, &g);
                 let mut xn = x.clone();
                 if let Some(v) = xn.iter_mut().next() { *v = f64::NAN; }
@@ -227,7 +227,7 @@ proptest! {
             let r = MonarchLinear::<f64>::new(inf, outf, nb, bias, seed);
             assert_eq!(r.is_ok(), inf > 0 && outf > 0 && nb > 0);
             if let Ok(l) = r {
-                let mut x = monarch::random::normal_matrix::<f64>((batch, inf), 1.0, seed);
+                let mut x = monarch::primitives::random::normal_matrix::<f64>((batch, inf), 1.0, seed);
                 if let Some(v) = x.iter_mut().next() { *v = bad; }
                 let g = Array2::from_elem((batch, outf), bad);
                 assert!(l.forward(x.view()).is_ok());

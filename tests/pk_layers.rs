@@ -7,7 +7,7 @@ use common::assert_close;
 use monarch::mixer::nn::{Activation, LayerNorm};
 use monarch::ndarray::{Array1, Array2, Array3};
 use monarch::pk::*;
-use monarch::random::normal_matrix;
+use monarch::primitives::random::normal_matrix;
 use monarch::{Monarch, Perm};
 use mx::{bump, check_grad, dot, flat};
 use proptest::prelude::*;

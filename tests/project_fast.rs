@@ -7,8 +7,8 @@ use crate::common;
 use common::assert_close;
 use monarch::ndarray::{s, Array2};
 use monarch::num_complex::Complex;
-use monarch::random::normal_matrix;
-use monarch::svd::svd;
+use monarch::primitives::random::normal_matrix;
+use monarch::primitives::svd::svd;
 use monarch::{Monarch, RealScalar, Scalar};
 
 /// Dense best approximation: each slice `M[c::l, a·p..]` replaced by its rank-one truncation.

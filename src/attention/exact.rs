@@ -10,7 +10,7 @@
 use super::kernels::{pack_kt, tile_pv, tile_qk};
 use super::softmax::{exp_shift_sum, row_max};
 use super::{check_qkv, resolve_scale};
-use crate::error::{Error, Result};
+use crate::primitives::error::{Error, Result};
 use crate::{Par, RealScalar};
 use ndarray::{
     s, Array2, Array3, Array4, ArrayView2, ArrayView4, ArrayViewMut1, ArrayViewMut2, ArrayViewMut3,

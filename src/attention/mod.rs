@@ -53,7 +53,7 @@ pub use exact::{softmax_attention, ExactAttention};
 pub use monarch_attention::{MonarchAttention, Padding};
 pub use monarch_vjp::MonarchAttentionGrad;
 
-use crate::error::{check_nonzero, Error, Result};
+use crate::primitives::error::{check_nonzero, Error, Result};
 use crate::RealScalar;
 use ndarray::{ArrayView2, ArrayView4};
 

@@ -18,7 +18,7 @@
 use super::kernels::{pack_kt, tile_pv_set, tile_qk};
 use super::softmax::softmax_row;
 use super::{check_qkv, resolve_scale};
-use crate::error::{check_nonzero, Error, Result};
+use crate::primitives::error::{check_nonzero, Error, Result};
 use crate::{Par, RealScalar};
 use ndarray::linalg::general_mat_mul;
 use ndarray::{

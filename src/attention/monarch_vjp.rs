@@ -12,7 +12,7 @@
 //! `∂α_R = ∂u / c_R` and `∂c_R = −⟨∂u, u⟩ / c_R`.
 
 use super::monarch_attention::{HeadCtx, MonarchAttention, StepState};
-use crate::error::{Error, Result};
+use crate::primitives::error::{Error, Result};
 use crate::RealScalar;
 use ndarray::linalg::general_mat_mul;
 use ndarray::{s, Array2, Array4, ArrayView2, ArrayView4, ArrayViewMut2, Zip};

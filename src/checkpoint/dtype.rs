@@ -1,6 +1,6 @@
 //! The element types a safetensors file may declare, and their conversion to `f32`/`f64`.
 
-use crate::error::{Error, Result};
+use crate::primitives::error::{Error, Result};
 use crate::RealScalar;
 use std::fmt;
 

@@ -7,7 +7,7 @@
 //! reserve memory the file cannot back.
 
 use super::dtype::Dtype;
-use crate::error::{Error, Result};
+use crate::primitives::error::{Error, Result};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};

@@ -4,7 +4,7 @@
 use super::dtype::Dtype;
 use super::more::{check_finite, load_base, name_err};
 use super::state_dict::{join_name, StateDict};
-use crate::error::{Error, Result};
+use crate::primitives::error::{Error, Result};
 use crate::gs::{GsoftLinear, OrthGs, OrthMap};
 use crate::RealScalar;
 use std::path::Path;

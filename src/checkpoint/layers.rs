@@ -2,8 +2,8 @@
 
 use super::dtype::Dtype;
 use super::state_dict::{join_name, StateDict};
-use crate::error::{Error, Result};
-use crate::linear::monarch_linear_shapes;
+use crate::primitives::error::{Error, Result};
+use crate::primitives::linear::monarch_linear_shapes;
 use crate::{Monarch, MonarchLinear, Perm, RealScalar};
 use std::path::Path;
 

@@ -44,7 +44,7 @@
 use super::dtype::Dtype;
 use super::more::{check_finite, name_err};
 use super::state_dict::{join_name, StateDict};
-use crate::error::{Error, Result};
+use crate::primitives::error::{Error, Result};
 use crate::mixer::nn::{LayerNorm, Linear};
 use crate::mixer::{
     FilterMlp, GatedMlp, ImplicitFilter, M2BertEncoder, M2BertLayer, M2SequenceMixer,

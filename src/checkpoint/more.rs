@@ -3,7 +3,7 @@
 
 use super::dtype::Dtype;
 use super::state_dict::{join_name, StateDict};
-use crate::error::{Error, Result};
+use crate::primitives::error::{Error, Result};
 use crate::more::{Adapter, MoReAdapter};
 use crate::RealScalar;
 use ndarray::{Array1, Array2, Array3};

@@ -2,7 +2,7 @@
 
 use super::dtype::{decode_into, f64_to_bf16, f64_to_f16, Dtype};
 use super::format::{read_header, read_tensor_bytes, write_container};
-use crate::error::{Error, Result};
+use crate::primitives::error::{Error, Result};
 use crate::RealScalar;
 use ndarray::{Array1, Array2, Array3, ArrayD, Dimension, IxDyn};
 use std::collections::BTreeMap;

@@ -1,6 +1,6 @@
 //! Folding a chain of permutations into one gather index.
 
-use crate::error::{Error, Result};
+use crate::primitives::error::{Error, Result};
 use crate::Perm;
 
 /// The single permutation equal to applying `perms[0]`, then `perms[1]`, …: one gather index

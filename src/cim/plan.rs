@@ -15,7 +15,7 @@
 //! Each factor is planned on its own arrays (factors run one after the other); the totals add.
 
 use crate::cim::cost::{BlockShape, StructuredLayer};
-use crate::error::{Error, Result};
+use crate::primitives::error::{Error, Result};
 
 /// A crossbar array of `rows × cols` cells (rows = inputs, columns = outputs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,9 +6,9 @@
 //! `rows_i × cols_i` is `Perm::stride(cols_i, nb_i)`, and the last one is
 //! `Perm::stride(nb_{k-1}, rows_{k-1})`. With two factors this is exactly [`Monarch`].
 
-use crate::blockdiag::BlockDiag;
-use crate::error::{Error, Result};
-use crate::random::normal_array3;
+use crate::primitives::blockdiag::BlockDiag;
+use crate::primitives::error::{Error, Result};
+use crate::primitives::random::normal_array3;
 use crate::{Monarch, Par, Perm, Scalar};
 use ndarray::{Array2, Array3, ArrayView2, ArrayViewMut2};
 use rand::SeedableRng;

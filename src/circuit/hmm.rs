@@ -14,12 +14,12 @@
 //! factor's output and `V_t` the backward (bottom-up) value at its input; the new block rows
 //! are the normalised flows.
 
-use crate::blockdiag::BlockDiag;
+use crate::primitives::blockdiag::BlockDiag;
 use crate::circuit::stochastic::{
     check_chain_stochastic, check_distribution, check_row_stochastic,
 };
 use crate::circuit::MonarchChain;
-use crate::error::{Error, Result};
+use crate::primitives::error::{Error, Result};
 use crate::{Par, Perm, RealScalar};
 use ndarray::linalg::general_mat_mul;
 use ndarray::{s, Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayViewMut2, Axis};

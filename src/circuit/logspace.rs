@@ -9,7 +9,7 @@
 //! dense GEMM, so a block costs one GEMM plus `cols` exponentials and `rows` logarithms per row.
 
 use crate::circuit::MonarchChain;
-use crate::error::{Error, Result};
+use crate::primitives::error::{Error, Result};
 use crate::{Par, RealScalar};
 use ndarray::linalg::general_mat_mul;
 use ndarray::{s, Array2, ArrayView2, ArrayView3, ArrayViewMut2, Axis};

@@ -6,7 +6,7 @@
 //! row-stochastic matrices are. That keeps a Monarch sum layer a valid distribution.
 
 use crate::circuit::MonarchChain;
-use crate::error::{Error, Result};
+use crate::primitives::error::{Error, Result};
 use crate::RealScalar;
 use ndarray::{Array2, Array3, ArrayView1, ArrayView2, ArrayView3, Axis};
 

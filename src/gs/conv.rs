@@ -21,7 +21,7 @@
 //! ```
 
 use super::orthogonal::{orthogonal_block, OrthMap};
-use crate::error::{check_divides, check_nonzero, Error, Result};
+use crate::primitives::error::{check_divides, check_nonzero, Error, Result};
 use crate::{Perm, RealScalar};
 use ndarray::{Array2, Array3, Array4, ArrayView4, Axis};
 

@@ -3,7 +3,7 @@
 
 use super::layer::OrthGs;
 use super::orthogonal::OrthMap;
-use crate::error::{Error, Result};
+use crate::primitives::error::{Error, Result};
 use crate::more::{check_cols, check_grad};
 use crate::RealScalar;
 use ndarray::{Array1, Array2, Array3, ArrayView2, Axis};

@@ -7,7 +7,7 @@
 
 use super::orthogonal::{orthogonal_block, orthogonal_block_vjp, OrthMap};
 use super::shuffle;
-use crate::error::{check_nonzero, Error, Result};
+use crate::primitives::error::{check_nonzero, Error, Result};
 use crate::{BlockDiag, Perm, RealScalar};
 use ndarray::{Array2, Array3, ArrayView2, Axis};
 
@@ -39,7 +39,7 @@ impl<T: RealScalar> OrthGs<T> {
     pub fn identity(n: usize, block: usize, nfactors: usize, map: OrthMap) -> Result<Self> {
         check_nonzero(n, "OrthGs: n")?;
         check_nonzero(nfactors, "OrthGs: nfactors")?;
-        crate::error::check_divides(n, block, "OrthGs: n by block size")?;
+        crate::primitives::error::check_divides(n, block, "OrthGs: n by block size")?;
         let k = n / block;
         Self::from_params(vec![Array3::zeros((k, block, block)); nfactors], map)
     }

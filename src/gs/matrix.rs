@@ -1,6 +1,6 @@
 //! The general GS class `A = P_L · (L · P · R) · P_R`.
 
-use crate::error::Result;
+use crate::primitives::error::Result;
 use crate::{BlockDiag, Monarch, Perm, Scalar};
 use ndarray::{Array2, Array3, ArrayView2};
 

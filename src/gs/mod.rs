@@ -38,7 +38,7 @@ pub use layer::{orthogonality_defect, OrthGs, OrthGsGrad};
 pub use matrix::{GsGrad, GsMatrix};
 pub use orthogonal::{cayley, expm, orthogonal_block, orthogonal_block_vjp, skew, OrthMap};
 
-use crate::error::{check_nonzero, Error, Result};
+use crate::primitives::error::{check_nonzero, Error, Result};
 use crate::Perm;
 
 /// The GS shuffle for `k` blocks of size `b`: gather `z[l·b + t] = v[t·k + l]`

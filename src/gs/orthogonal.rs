@@ -16,7 +16,7 @@
 //! }
 //! ```
 
-use crate::error::{Error, Result};
+use crate::primitives::error::{Error, Result};
 use crate::RealScalar;
 use ndarray::{Array2, ArrayView2};
 
@@ -45,7 +45,7 @@ fn check_square<T>(a: ArrayView2<T>, ctx: &str) -> Result<usize> {
     if r != c {
         return Err(Error::shape(format!("{ctx}: square block"), (r, r), (r, c)));
     }
-    crate::error::check_nonzero(r, ctx)?;
+    crate::primitives::error::check_nonzero(r, ctx)?;
     Ok(r)
 }
 

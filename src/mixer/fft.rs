@@ -15,7 +15,7 @@
 //! assert!((x[5].re - 5.0).abs() < 1e-12);
 //! ```
 
-use crate::error::{check_nonzero, Result};
+use crate::primitives::error::{check_nonzero, Result};
 use crate::RealScalar;
 use num_complex::Complex;
 

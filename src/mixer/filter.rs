@@ -19,7 +19,7 @@
 //! ```
 
 use super::nn::{Linear, LinearGrad};
-use crate::error::{check_nonzero, Error, Result};
+use crate::primitives::error::{check_nonzero, Error, Result};
 use crate::RealScalar;
 use ndarray::{s, Array1, Array2, ArrayView2, Axis};
 
@@ -130,7 +130,7 @@ impl<R: RealScalar> ImplicitFilter<R> {
             Ok(FilterMlp { layers })
         };
         let deltas = linspace((0.01f64).ln() / 1.5, (0.01f64).ln() / 0.3, channels);
-        let bias = crate::random::normal_matrix::<R>((1, channels), 1.0, seed ^ 0xb1a5)
+        let bias = crate::primitives::random::normal_matrix::<R>((1, channels), 1.0, seed ^ 0xb1a5)
             .index_axis_move(Axis(0), 0);
         Ok(ImplicitFilter {
             z,

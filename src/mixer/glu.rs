@@ -17,7 +17,7 @@
 //! ```
 
 use super::nn::{gelu, gelu_grad, LayerNorm, LayerNormGrad};
-use crate::error::{check_divides, check_nonzero, Error, Result};
+use crate::primitives::error::{check_divides, check_nonzero, Error, Result};
 use crate::{BlockDiag, RealScalar};
 use ndarray::{Array1, Array2, Array3, ArrayView2, Axis};
 
@@ -113,10 +113,10 @@ impl<R: RealScalar> GatedMlp<R> {
         check_divides(intermediate, nblocks, "GatedMlp: I by nblocks")?;
         let (hb, ib) = (hidden / nblocks, intermediate / nblocks);
         let g =
-            crate::random::uniform_array3((nblocks, 2 * ib, hb), 1.0 / (hb as f64).sqrt(), seed);
+            crate::primitives::random::uniform_array3((nblocks, 2 * ib, hb), 1.0 / (hb as f64).sqrt(), seed);
         let w =
-            crate::random::uniform_array3((nblocks, hb, ib), 1.0 / (ib as f64).sqrt(), seed + 1);
-        let b = crate::random::uniform_vec(hidden, 1.0 / (intermediate as f64).sqrt(), seed + 2);
+            crate::primitives::random::uniform_array3((nblocks, hb, ib), 1.0 / (ib as f64).sqrt(), seed + 1);
+        let b = crate::primitives::random::uniform_vec(hidden, 1.0 / (intermediate as f64).sqrt(), seed + 2);
         Self::new(g, w, b, LayerNorm::new(hidden, R::from_f64(1e-12))?)
     }
 

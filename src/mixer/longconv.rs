@@ -24,7 +24,7 @@
 
 use super::fft::FftPlan;
 use super::nn::check_finite;
-use crate::error::{check_nonzero, Error, Result};
+use crate::primitives::error::{check_nonzero, Error, Result};
 use crate::{Monarch, Par, RealScalar, Scalar};
 use ndarray::{s, Array1, Array2, Array3, ArrayView2, ArrayView3, Axis};
 use num_complex::Complex;

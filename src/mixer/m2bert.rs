@@ -28,7 +28,7 @@ use super::filter::{ImplicitFilter, ImplicitFilterGrad};
 use super::glu::{GatedMlp, GatedMlpGrad};
 use super::longconv::{ConvMethod, ConvPlan, LongConv};
 use super::nn::{Linear, LinearGrad};
-use crate::error::{check_nonzero, Error, Result};
+use crate::primitives::error::{check_nonzero, Error, Result};
 use crate::{RealScalar, Scalar};
 use ndarray::{s, Array1, Array2, Array3, ArrayView3, Axis};
 use num_complex::Complex;
@@ -112,12 +112,12 @@ where
         check_nonzero(hidden, "M2SequenceMixer: hidden H")?;
         let h3 = 3 * hidden;
         let bound = 1.0 / 3f64.sqrt();
-        let scw = crate::random::uniform_array3::<R>((1, h3, 3), bound, seed + 2)
+        let scw = crate::primitives::random::uniform_array3::<R>((1, h3, 3), bound, seed + 2)
             .index_axis_move(Axis(0), 0);
         Ok(M2SequenceMixer {
             in_linear: Linear::random(hidden, h3, true, seed)?,
             short_conv_weight: scw,
-            short_conv_bias: crate::random::uniform_vec(h3, bound, seed + 3),
+            short_conv_bias: crate::primitives::random::uniform_vec(h3, bound, seed + 3),
             filter: ImplicitFilter::random(hidden, l_max, 16, 5, true, seed + 4)?,
             filter2: if residual_long_conv {
                 Some(ImplicitFilter::random(

@@ -21,7 +21,7 @@
 
 use super::longconv::{ConvMethod, LongConv, LongConvGrad};
 use super::nn::{Activation, LayerNorm, LayerNormGrad};
-use crate::error::{check_nonzero, Error, Result};
+use crate::primitives::error::{check_nonzero, Error, Result};
 use crate::{Monarch, MonarchGrad, RealScalar, Scalar};
 use ndarray::{Array2, Array3, ArrayView2, ArrayView3};
 use num_complex::Complex;

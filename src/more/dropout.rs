@@ -11,7 +11,7 @@
 //! assert!(a.iter().all(|&m| m == 0.0 || m == 2.0));
 //! ```
 
-use crate::error::{Error, Result};
+use crate::primitives::error::{Error, Result};
 use crate::RealScalar;
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};

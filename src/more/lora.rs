@@ -7,14 +7,14 @@
 //!
 //! ```
 //! use monarch::more::{Adapter, LoraAdapter};
-//! let w0 = monarch::random::normal_matrix::<f64>((32, 16), 0.1, 1);
+//! let w0 = monarch::primitives::random::normal_matrix::<f64>((32, 16), 0.1, 1);
 //! let lora = LoraAdapter::new(w0, None, 2, 0.0, 7).unwrap();
 //! assert_eq!(lora.num_params(), 2 * (16 + 32));
 //! assert_eq!(lora.max_rank(), 2);
 //! ```
 
 use super::{check_base, check_cols, check_grad, dropout_mask, frozen_plus_adapter, Adapter};
-use crate::error::{check_nonzero, Error, Result};
+use crate::primitives::error::{check_nonzero, Error, Result};
 use crate::RealScalar;
 use ndarray::{Array1, Array2, ArrayView2};
 use rand::{Rng, SeedableRng};

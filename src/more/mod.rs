@@ -11,9 +11,9 @@
 //!
 //! ```
 //! use monarch::more::{Adapter, MoReAdapter};
-//! let w0 = monarch::random::normal_matrix::<f64>((32, 16), 0.1, 1);
+//! let w0 = monarch::primitives::random::normal_matrix::<f64>((32, 16), 0.1, 1);
 //! let mut ad = MoReAdapter::new(w0.clone(), None, 4, 2, 0.0, 7).unwrap();
-//! let x = monarch::random::normal_matrix::<f64>((3, 16), 1.0, 2);
+//! let x = monarch::primitives::random::normal_matrix::<f64>((3, 16), 1.0, 2);
 //! // Zero-initialised second factor: the adapted layer is the base layer.
 //! assert_eq!(ad.forward(x.view()).unwrap(), x.dot(&w0.t()));
 //! assert_eq!(ad.num_params(), 2 * (16 + 32));
@@ -33,7 +33,7 @@ pub use adapter::{FactorShapes, MoReAdapter, MoReGrad};
 pub use dropout::{check_dropout, dropout_mask};
 pub use lora::{LoraAdapter, LoraGrad};
 
-use crate::error::{Error, Result};
+use crate::primitives::error::{Error, Result};
 use crate::RealScalar;
 use ndarray::{Array1, Array2, ArrayView2};
 
@@ -82,8 +82,8 @@ pub(crate) fn check_base<T: RealScalar>(
     ctx: &str,
 ) -> Result<()> {
     let (out, inp) = weight.dim();
-    crate::error::check_nonzero(out, &format!("{ctx}: weight rows (out_features)"))?;
-    crate::error::check_nonzero(inp, &format!("{ctx}: weight columns (in_features)"))?;
+    crate::primitives::error::check_nonzero(out, &format!("{ctx}: weight rows (out_features)"))?;
+    crate::primitives::error::check_nonzero(inp, &format!("{ctx}: weight columns (in_features)"))?;
     if !weight.iter().all(|v| v.is_finite()) {
         return Err(Error::NonFinite {
             context: format!("{ctx}: base weight"),

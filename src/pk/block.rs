@@ -1,7 +1,7 @@
 //! The MLP-Mixer block built from PK layers.
 
 use super::layer::{PkLayer, PkLayerGrad};
-use crate::error::{check_nonzero, Error, Result};
+use crate::primitives::error::{check_nonzero, Error, Result};
 use crate::mixer::nn::{Activation, LayerNorm, LayerNormGrad};
 use crate::RealScalar;
 use ndarray::{Array1, Array2, Array3, ArrayView3};
@@ -98,7 +98,7 @@ impl<R: RealScalar> MlpMixerBlock<R> {
             check_nonzero(v, &format!("MlpMixerBlock: {n}"))?;
         }
         let w = |o: usize, i: usize, sd: u64| {
-            crate::random::normal_matrix::<R>((o, i), 1.0 / (i as f64).sqrt(), sd)
+            crate::primitives::random::normal_matrix::<R>((o, i), 1.0 / (i as f64).sqrt(), sd)
         };
         let eps = R::from_f64(1e-6);
         Ok(MlpMixerBlock {

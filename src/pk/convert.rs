@@ -1,7 +1,7 @@
 //! Exact conversion between a linear PK pair and a Monarch with tied blocks, and the
 //! effective-width rule.
 
-use crate::error::{check_nonzero, Error, Result};
+use crate::primitives::error::{check_nonzero, Error, Result};
 use crate::{Monarch, RealScalar};
 use ndarray::{Array2, Array3, Axis};
 

@@ -221,7 +221,7 @@ pub fn positional(nb: usize, nh: usize, n: usize, d: usize, amp: f64) -> Array4<
 /// Seeded Gaussian `(B, H, N, d)`.
 pub fn gauss4(shape: (usize, usize, usize, usize), seed: u64) -> Array4<f64> {
     let (a, b, c, d) = shape;
-    monarch::random::normal_matrix::<f64>((a * b * c, d), 1.0, seed)
+    monarch::primitives::random::normal_matrix::<f64>((a * b * c, d), 1.0, seed)
         .into_shape_with_order(shape)
         .unwrap()
 }

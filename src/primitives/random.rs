@@ -4,8 +4,8 @@
 //! same numbers for a given `rand` version on every platform.
 //!
 //! ```
-//! let a = monarch::random::normal_matrix::<f64>((3, 4), 1.0, 7);
-//! let b = monarch::random::normal_matrix::<f64>((3, 4), 1.0, 7);
+//! let a = monarch::primitives::random::normal_matrix::<f64>((3, 4), 1.0, 7);
+//! let b = monarch::primitives::random::normal_matrix::<f64>((3, 4), 1.0, 7);
 //! assert_eq!(a, b);
 //! ```
 

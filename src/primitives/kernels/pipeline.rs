@@ -28,8 +28,8 @@ use super::{
     interleaved_outer_into, row_chunk, Backend, PackedBlocked, PackedInterleaved, Rows, RowsMut,
     PAD,
 };
-use crate::blockdiag::BlockDiag;
-use crate::monarch::{Monarch, MonarchGrad};
+use crate::primitives::blockdiag::BlockDiag;
+use crate::primitives::monarch::{Monarch, MonarchGrad};
 use crate::{Par, Perm, Scalar};
 use ndarray::{Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut2};
 use rayon::prelude::*;

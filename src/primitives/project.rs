@@ -16,8 +16,8 @@
 //! assert!(p.error < 1e-10);
 //! ```
 
-use crate::error::{check_divides, check_nonzero, Error, Result};
-use crate::svd::svd;
+use crate::primitives::error::{check_divides, check_nonzero, Error, Result};
+use crate::primitives::svd::svd;
 use crate::{Monarch, RealScalar, Scalar};
 use ndarray::{s, Array2, Array3, ArrayView2};
 use num_traits::{Float, One, Zero};
@@ -61,7 +61,7 @@ fn slice_factor<T: Scalar>(a: ArrayView2<T>, rho: usize, buf: &mut Vec<T>) -> Sl
     let a = ArrayView2::from_shape((m, n), &buf[..]).expect("m·n elements");
     let d = if TypeId::of::<T>() == TypeId::of::<f32>() {
         let d = svd(a.mapv(|v| v.re().to_f64_val()).view());
-        crate::svd::Svd {
+        crate::primitives::svd::Svd {
             u: d.u.mapv(T::from_f64),
             s: d.s.mapv(<T::Real as Scalar>::from_f64),
             v: d.v.mapv(T::from_f64),
@@ -146,14 +146,14 @@ fn rank_one_certified<T: Scalar>(
     n: usize,
     f: T::Real,
 ) -> Option<SliceFactor<T>> {
-    match crate::kernels::Backend::detect() {
+    match crate::primitives::kernels::Backend::detect() {
         // SAFETY: `detect` returns a SIMD backend only after run-time detection of its
         // instruction set.
         #[cfg(target_arch = "x86_64")]
-        crate::kernels::Backend::Avx512 => unsafe { rank_one_avx512(data, m, n, f) },
+        crate::primitives::kernels::Backend::Avx512 => unsafe { rank_one_avx512(data, m, n, f) },
         // SAFETY: as above (AVX2 and FMA detected).
         #[cfg(target_arch = "x86_64")]
-        crate::kernels::Backend::Avx2 => unsafe { rank_one_avx2(data, m, n, f) },
+        crate::primitives::kernels::Backend::Avx2 => unsafe { rank_one_avx2(data, m, n, f) },
         _ => rank_one_body(data, m, n, f),
     }
 }

@@ -17,7 +17,7 @@
 //! assert!(p.compose(&p.inverse()).is_identity());
 //! ```
 
-use crate::error::{Error, Result};
+use crate::primitives::error::{Error, Result};
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 
 /// How a permutation was built: lets kernels read a stride permutation as strided access

@@ -18,7 +18,7 @@
 //! assert!((y[0].re - 120.0 / 4.0).abs() < 1e-12);
 //! ```
 
-use crate::error::{check_divides, check_nonzero, Error, Result};
+use crate::primitives::error::{check_divides, check_nonzero, Error, Result};
 use crate::{Monarch, Perm, RealScalar, Scalar};
 use ndarray::Array3;
 use num_complex::Complex;
@@ -53,9 +53,9 @@ where
         check_nonzero(k, "Monarch::dft_factored: k")?;
         check_nonzero(p, "Monarch::dft_factored: p")?;
         let size = std::mem::size_of::<Complex<R>>();
-        let n = crate::error::checked_len(&[k, p], size, "Monarch::dft_factored: n = k·p")?;
-        crate::error::checked_len(&[k, p, p], size, "Monarch::dft_factored: w1")?;
-        crate::error::checked_len(&[p, k, k], size, "Monarch::dft_factored: w2")?;
+        let n = crate::primitives::error::checked_len(&[k, p], size, "Monarch::dft_factored: n = k·p")?;
+        crate::primitives::error::checked_len(&[k, p, p], size, "Monarch::dft_factored: w1")?;
+        crate::primitives::error::checked_len(&[p, k, k], size, "Monarch::dft_factored: w2")?;
         let sign = if inverse { 1.0 } else { -1.0 };
         let tau = 2.0 * std::f64::consts::PI;
         let cis = |num: usize, den: usize, scale: f64| {
@@ -85,7 +85,7 @@ where
     pub fn dft_input_perm(k: usize, p: usize) -> Result<Perm> {
         check_nonzero(k, "Monarch::dft_input_perm: k")?;
         check_nonzero(p, "Monarch::dft_input_perm: p")?;
-        crate::error::checked_len(
+        crate::primitives::error::checked_len(
             &[k, p],
             std::mem::size_of::<usize>(),
             "Monarch::dft_input_perm",

@@ -17,8 +17,8 @@
 //! assert_eq!(y.dim(), (2, 128));
 //! ```
 
-use crate::error::{check_nonzero, Error, Result};
-use crate::random::{uniform_array3, uniform_vec};
+use crate::primitives::error::{check_nonzero, Error, Result};
+use crate::primitives::random::{uniform_array3, uniform_vec};
 use crate::{Monarch, Scalar};
 use ndarray::{s, Array1, Array2, Array3, ArrayView2, Axis};
 
@@ -78,7 +78,7 @@ pub fn monarch_linear_shapes(
         ((nblocks, ob, ib), (nblocks, ob, ob))
     };
     for (s, name) in [(s1, "w1"), (s2, "w2")] {
-        crate::error::checked_len(&[s.0, s.1, s.2], 16, &format!("MonarchLinear: {name}"))?;
+        crate::primitives::error::checked_len(&[s.0, s.1, s.2], 16, &format!("MonarchLinear: {name}"))?;
     }
     Ok((s1, s2))
 }

@@ -6,7 +6,7 @@
 //! rotation, and needs no dependency.
 //!
 //! ```
-//! use monarch::svd::svd;
+//! use monarch::primitives::svd::svd;
 //! use monarch::ndarray::array;
 //! let a = array![[3.0f64, 0.0], [4.0, 5.0]];
 //! let d = svd(a.view());

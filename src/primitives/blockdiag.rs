@@ -14,8 +14,8 @@
 //! assert_eq!(bd.to_dense(), array![[1.0, 2.0, 0.0, 0.0], [0.0, 0.0, 3.0, 4.0]]);
 //! ```
 
-use crate::error::{check_nonzero, Error, Result};
-use crate::kernels::Backend;
+use crate::primitives::error::{check_nonzero, Error, Result};
+use crate::primitives::kernels::Backend;
 use crate::{Par, Scalar};
 use ndarray::{s, Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut2, Axis};
 
@@ -55,7 +55,7 @@ impl<T: Scalar> BlockDiag<T> {
     /// [`Error::ZeroSize`] if `nb` or `size` is zero, [`Error::TooLarge`] if the element count
     /// overflows.
     pub fn identity(nb: usize, size: usize) -> Result<Self> {
-        crate::error::checked_len(
+        crate::primitives::error::checked_len(
             &[nb, size, size],
             std::mem::size_of::<T>(),
             "BlockDiag::identity",
@@ -174,7 +174,7 @@ impl<T: Scalar> BlockDiag<T> {
                 y.dim(),
             ));
         }
-        crate::kernels::pipeline::blockdiag_forward(self, x, y, par, Backend::detect());
+        crate::primitives::kernels::pipeline::blockdiag_forward(self, x, y, par, Backend::detect());
         Ok(())
     }
 
@@ -198,7 +198,7 @@ impl<T: Scalar> BlockDiag<T> {
                 grad_out.dim(),
             ));
         }
-        let gx = crate::kernels::pipeline::blockdiag_transpose(
+        let gx = crate::primitives::kernels::pipeline::blockdiag_transpose(
             self,
             grad_out,
             Par::Rayon,
@@ -224,5 +224,5 @@ pub(crate) fn blocks_outer_sum<T: Scalar>(
     rows: usize,
     cols: usize,
 ) -> Array3<T> {
-    crate::kernels::pipeline::blocks_outer(g, x, (nb, rows, cols), Par::Rayon, Backend::detect())
+    crate::primitives::kernels::pipeline::blocks_outer(g, x, (nb, rows, cols), Par::Rayon, Backend::detect())
 }

@@ -18,9 +18,9 @@
 //! assert_eq!(m.num_params(), 2 * 16 * 4);
 //! ```
 
-use crate::blockdiag::BlockDiag;
-use crate::error::{check_nonzero, check_shape, Error, Result};
-use crate::kernels::Backend;
+use crate::primitives::blockdiag::BlockDiag;
+use crate::primitives::error::{check_nonzero, check_shape, Error, Result};
+use crate::primitives::kernels::Backend;
 use crate::{Par, Perm, Scalar};
 use ndarray::{Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayViewMut2, Axis};
 
@@ -135,7 +135,7 @@ impl<T: Scalar> Monarch<T> {
     /// [`Error::ZeroSize`] or [`Error::NotDivisible`] unless `nblocks` divides `n`.
     pub fn identity(n: usize, nblocks: usize) -> Result<Self> {
         check_nonzero(n, "Monarch::identity: n")?;
-        crate::error::check_divides(n, nblocks, "Monarch::identity: n by nblocks")?;
+        crate::primitives::error::check_divides(n, nblocks, "Monarch::identity: n by nblocks")?;
         let b = n / nblocks;
         let eye = BlockDiag::<T>::identity(nblocks, b)?;
         Self::from_factors(eye.weights_array().clone(), eye.into_weights())
@@ -148,7 +148,7 @@ impl<T: Scalar> Monarch<T> {
     /// [`Error::ZeroSize`] or [`Error::NotDivisible`] unless `nblocks` divides `n`.
     pub fn random(n: usize, nblocks: usize, seed: u64) -> Result<Self> {
         check_nonzero(n, "Monarch::random: n")?;
-        crate::error::check_divides(n, nblocks, "Monarch::random: n by nblocks")?;
+        crate::primitives::error::check_divides(n, nblocks, "Monarch::random: n by nblocks")?;
         let b = n / nblocks;
         Self::random_factors((nblocks, b, b), (nblocks, b, b), seed)
     }
@@ -165,13 +165,13 @@ impl<T: Scalar> Monarch<T> {
     ) -> Result<Self> {
         use rand::SeedableRng;
         let size = std::mem::size_of::<T>();
-        crate::error::checked_len(&[w1.0, w1.1, w1.2], size, "Monarch::random_factors: w1")?;
-        crate::error::checked_len(&[w2.0, w2.1, w2.2], size, "Monarch::random_factors: w2")?;
+        crate::primitives::error::checked_len(&[w1.0, w1.1, w1.2], size, "Monarch::random_factors: w1")?;
+        crate::primitives::error::checked_len(&[w2.0, w2.1, w2.2], size, "Monarch::random_factors: w2")?;
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let s1 = 1.0 / (w1.2.max(1) as f64).sqrt();
         let s2 = 1.0 / (w2.2.max(1) as f64).sqrt();
-        let a = crate::random::normal_array3::<T, _>(&mut rng, w1, s1);
-        let b = crate::random::normal_array3::<T, _>(&mut rng, w2, s2);
+        let a = crate::primitives::random::normal_array3::<T, _>(&mut rng, w1, s1);
+        let b = crate::primitives::random::normal_array3::<T, _>(&mut rng, w2, s2);
         Self::from_factors(a, b)
     }
 
@@ -254,7 +254,7 @@ impl<T: Scalar> Monarch<T> {
     pub fn matmul_into(&self, x: ArrayView2<T>, out: ArrayViewMut2<T>, par: Par) -> Result<()> {
         self.check_input(x, "Monarch::matmul")?;
         self.check_out(x.nrows(), out.dim(), "Monarch::matmul_into")?;
-        crate::kernels::pipeline::monarch_forward(self, x, out, None, par, Backend::detect());
+        crate::primitives::kernels::pipeline::monarch_forward(self, x, out, None, par, Backend::detect());
         Ok(())
     }
 
@@ -320,7 +320,7 @@ impl<T: Scalar> Monarch<T> {
             (x.nrows(), self.out_features()),
             grad_out.dim(),
         )?;
-        Ok(crate::kernels::pipeline::monarch_vjp(
+        Ok(crate::primitives::kernels::pipeline::monarch_vjp(
             self,
             x,
             grad_out,
@@ -356,7 +356,7 @@ impl<T: Scalar> Monarch<T> {
         grads: &mut MonarchGrad<T>,
     ) -> Result<()> {
         self.check_vjp(x, grad_out, grads, "Monarch::vjp_into")?;
-        crate::kernels::pipeline::monarch_vjp_into(
+        crate::primitives::kernels::pipeline::monarch_vjp_into(
             self,
             x,
             None,
@@ -407,11 +407,11 @@ impl<T: Scalar> Monarch<T> {
         self.check_mid(x.nrows(), mid.dim(), ctx)?;
         let be = Backend::detect();
         match mid.as_slice_mut() {
-            Some(m) => crate::kernels::pipeline::monarch_forward(self, x, out, Some(m), par, be),
+            Some(m) => crate::primitives::kernels::pipeline::monarch_forward(self, x, out, Some(m), par, be),
             None => {
                 // Not one row-major block: kept in a buffer of our own, then copied.
                 let mut tmp = vec![T::zero(); mid.len()];
-                crate::kernels::pipeline::monarch_forward(self, x, out, Some(&mut tmp), par, be);
+                crate::primitives::kernels::pipeline::monarch_forward(self, x, out, Some(&mut tmp), par, be);
                 let tmp = ArrayView2::from_shape(mid.dim(), &tmp).expect("shape");
                 mid.assign(&tmp);
             }
@@ -435,7 +435,7 @@ impl<T: Scalar> Monarch<T> {
     ) -> Result<()> {
         self.check_vjp(x, grad_out, grads, "Monarch::vjp_kept_into")?;
         self.check_mid(x.nrows(), mid.dim(), "Monarch::vjp_kept_into")?;
-        crate::kernels::pipeline::monarch_vjp_into(
+        crate::primitives::kernels::pipeline::monarch_vjp_into(
             self,
             x,
             Some(mid),

@@ -26,7 +26,7 @@
 //! over threads.
 //!
 //! ```
-//! use monarch::kernels::{blocked_into, Backend, PackedBlocked, Rows, RowsMut};
+//! use monarch::primitives::kernels::{blocked_into, Backend, PackedBlocked, Rows, RowsMut};
 //! use monarch::ndarray::Array3;
 //! // Two 2×3 blocks applied to one row of length 6.
 //! let w = Array3::from_shape_fn((2, 2, 3), |(a, i, j)| (a * 6 + i * 3 + j) as f32);
@@ -48,7 +48,7 @@ mod portable;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-use crate::error::{check_shape, Result};
+use crate::primitives::error::{check_shape, Result};
 use crate::{BlockDiag, Monarch, MonarchGrad, Par, Scalar};
 use ndarray::{Array3, ArrayView2, ArrayView3, ArrayViewMut2};
 use rayon::prelude::*;
@@ -1075,9 +1075,9 @@ pub fn blocks_outer_sum_with<T: Scalar>(
     par: Par,
 ) -> Result<Array3<T>> {
     let ctx = "kernels::blocks_outer_sum_with";
-    crate::error::check_nonzero(nb, "kernels::blocks_outer_sum_with: blocks")?;
-    crate::error::check_nonzero(rows, "kernels::blocks_outer_sum_with: block rows")?;
-    crate::error::check_nonzero(cols, "kernels::blocks_outer_sum_with: block columns")?;
+    crate::primitives::error::check_nonzero(nb, "kernels::blocks_outer_sum_with: blocks")?;
+    crate::primitives::error::check_nonzero(rows, "kernels::blocks_outer_sum_with: block rows")?;
+    crate::primitives::error::check_nonzero(cols, "kernels::blocks_outer_sum_with: block columns")?;
     check_shape(ctx, "gradient shape", (g.nrows(), nb * rows), g.dim())?;
     check_shape(ctx, "input shape", (g.nrows(), nb * cols), x.dim())?;
     Ok(pipeline::blocks_outer(g, x, (nb, rows, cols), par, backend))
