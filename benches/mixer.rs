@@ -3,8 +3,8 @@
 //! `M₄ ReLU(M₃ x)` (a cheap activation, so the timing is the mixing) against a dense MLP of the same widths.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use monarch::primitives::linear::monarch_linear_shapes;
 use monarch::mixer::{ConvMethod, ConvPlan, LongConv};
+use monarch::primitives::linear::monarch_linear_shapes;
 use monarch::primitives::random::normal_matrix;
 use monarch::Monarch;
 use std::hint::black_box;

@@ -10,8 +10,8 @@
 //! `BENCH_QUICK=1` or `--quick` runs small sizes only (seconds), for CI smoke runs.
 
 use monarch::attention::{ExactAttention, MonarchAttention};
-use monarch::primitives::kernels::{fma_peak_gflops, Backend};
 use monarch::ndarray::Array4;
+use monarch::primitives::kernels::{fma_peak_gflops, Backend};
 use monarch::primitives::random::uniform_vec;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};

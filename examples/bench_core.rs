@@ -4,8 +4,8 @@
 //! `cargo run --release --example bench_core` (about a minute), or with `--quick` (or
 //! `MONARCH_BENCH_QUICK=1`) for a smoke run with small sizes and few trials (CI).
 
-use monarch::primitives::kernels::{fma_peak_gflops, Backend};
 use monarch::ndarray::{Array2, ArrayView2};
+use monarch::primitives::kernels::{fma_peak_gflops, Backend};
 use monarch::primitives::random::normal_matrix;
 use monarch::{Monarch, MonarchGrad, Par};
 use std::time::Instant;

@@ -1,8 +1,8 @@
 //! `MonarchLinear` (fly's layer) against a dense reference: padding, truncation, bias, init, VJP.
 use crate::common;
 use common::*;
-use monarch::primitives::linear::monarch_linear_shapes;
 use monarch::ndarray::{s, Array1, Array2};
+use monarch::primitives::linear::monarch_linear_shapes;
 use monarch::primitives::random::normal_matrix;
 use monarch::{Error, MonarchLinear};
 

@@ -5,14 +5,14 @@
 use crate::common;
 
 use common::{assert_close, naive_dense};
+use monarch::ndarray::{s, Array2, Array3};
+use monarch::num_complex::Complex;
 use monarch::primitives::kernels::{
     blockdiag_matmul_with, blocked_backward_into, blocked_dot_into, blocked_into,
     blocked_outer_into, blocks_outer_sum_with, interleaved_backward_into, interleaved_into,
     interleaved_outer_chunks_into, interleaved_outer_into, monarch_matmul_with, monarch_vjp_with,
     Backend, PackedBlocked, PackedInterleaved, Rows, RowsMut,
 };
-use monarch::ndarray::{s, Array2, Array3};
-use monarch::num_complex::Complex;
 use monarch::primitives::random::{normal_matrix, uniform_array3};
 use monarch::{BlockDiag, Monarch, Par, Perm, Scalar};
 

@@ -4,8 +4,8 @@
 use super::dtype::Dtype;
 use super::more::{check_finite, load_base, name_err};
 use super::state_dict::{join_name, StateDict};
-use crate::primitives::error::{Error, Result};
 use crate::gs::{GsoftLinear, OrthGs, OrthMap};
+use crate::primitives::error::{Error, Result};
 use crate::RealScalar;
 use std::path::Path;
 

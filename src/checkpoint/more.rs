@@ -3,8 +3,8 @@
 
 use super::dtype::Dtype;
 use super::state_dict::{join_name, StateDict};
-use crate::primitives::error::{Error, Result};
 use crate::more::{Adapter, MoReAdapter};
+use crate::primitives::error::{Error, Result};
 use crate::RealScalar;
 use ndarray::{Array1, Array2, Array3};
 use std::path::Path;

@@ -14,11 +14,11 @@
 //! factor's output and `V_t` the backward (bottom-up) value at its input; the new block rows
 //! are the normalised flows.
 
-use crate::primitives::blockdiag::BlockDiag;
 use crate::circuit::stochastic::{
     check_chain_stochastic, check_distribution, check_row_stochastic,
 };
 use crate::circuit::MonarchChain;
+use crate::primitives::blockdiag::BlockDiag;
 use crate::primitives::error::{Error, Result};
 use crate::{Par, Perm, RealScalar};
 use ndarray::linalg::general_mat_mul;

@@ -3,8 +3,8 @@
 
 use super::layer::OrthGs;
 use super::orthogonal::OrthMap;
-use crate::primitives::error::{Error, Result};
 use crate::more::{check_cols, check_grad};
+use crate::primitives::error::{Error, Result};
 use crate::RealScalar;
 use ndarray::{Array1, Array2, Array3, ArrayView2, Axis};
 

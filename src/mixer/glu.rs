@@ -112,11 +112,21 @@ impl<R: RealScalar> GatedMlp<R> {
         check_divides(hidden, nblocks, "GatedMlp: H by nblocks")?;
         check_divides(intermediate, nblocks, "GatedMlp: I by nblocks")?;
         let (hb, ib) = (hidden / nblocks, intermediate / nblocks);
-        let g =
-            crate::primitives::random::uniform_array3((nblocks, 2 * ib, hb), 1.0 / (hb as f64).sqrt(), seed);
-        let w =
-            crate::primitives::random::uniform_array3((nblocks, hb, ib), 1.0 / (ib as f64).sqrt(), seed + 1);
-        let b = crate::primitives::random::uniform_vec(hidden, 1.0 / (intermediate as f64).sqrt(), seed + 2);
+        let g = crate::primitives::random::uniform_array3(
+            (nblocks, 2 * ib, hb),
+            1.0 / (hb as f64).sqrt(),
+            seed,
+        );
+        let w = crate::primitives::random::uniform_array3(
+            (nblocks, hb, ib),
+            1.0 / (ib as f64).sqrt(),
+            seed + 1,
+        );
+        let b = crate::primitives::random::uniform_vec(
+            hidden,
+            1.0 / (intermediate as f64).sqrt(),
+            seed + 2,
+        );
         Self::new(g, w, b, LayerNorm::new(hidden, R::from_f64(1e-12))?)
     }
 

@@ -274,9 +274,15 @@ impl<R: RealScalar> Linear<R> {
         check_nonzero(in_features, "Linear: in features")?;
         check_nonzero(out_features, "Linear: out features")?;
         let bound = 1.0 / (in_features as f64).sqrt();
-        let w = crate::primitives::random::uniform_array3::<R>((1, out_features, in_features), bound, seed)
-            .index_axis_move(Axis(0), 0);
-        let b = bias.then(|| crate::primitives::random::uniform_vec::<R>(out_features, bound, seed ^ 0x5eed));
+        let w = crate::primitives::random::uniform_array3::<R>(
+            (1, out_features, in_features),
+            bound,
+            seed,
+        )
+        .index_axis_move(Axis(0), 0);
+        let b = bias.then(|| {
+            crate::primitives::random::uniform_vec::<R>(out_features, bound, seed ^ 0x5eed)
+        });
         Self::new(w, b)
     }
 

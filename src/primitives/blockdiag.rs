@@ -224,5 +224,11 @@ pub(crate) fn blocks_outer_sum<T: Scalar>(
     rows: usize,
     cols: usize,
 ) -> Array3<T> {
-    crate::primitives::kernels::pipeline::blocks_outer(g, x, (nb, rows, cols), Par::Rayon, Backend::detect())
+    crate::primitives::kernels::pipeline::blocks_outer(
+        g,
+        x,
+        (nb, rows, cols),
+        Par::Rayon,
+        Backend::detect(),
+    )
 }

@@ -53,7 +53,8 @@ where
         check_nonzero(k, "Monarch::dft_factored: k")?;
         check_nonzero(p, "Monarch::dft_factored: p")?;
         let size = std::mem::size_of::<Complex<R>>();
-        let n = crate::primitives::error::checked_len(&[k, p], size, "Monarch::dft_factored: n = k·p")?;
+        let n =
+            crate::primitives::error::checked_len(&[k, p], size, "Monarch::dft_factored: n = k·p")?;
         crate::primitives::error::checked_len(&[k, p, p], size, "Monarch::dft_factored: w1")?;
         crate::primitives::error::checked_len(&[p, k, k], size, "Monarch::dft_factored: w2")?;
         let sign = if inverse { 1.0 } else { -1.0 };

@@ -78,7 +78,11 @@ pub fn monarch_linear_shapes(
         ((nblocks, ob, ib), (nblocks, ob, ob))
     };
     for (s, name) in [(s1, "w1"), (s2, "w2")] {
-        crate::primitives::error::checked_len(&[s.0, s.1, s.2], 16, &format!("MonarchLinear: {name}"))?;
+        crate::primitives::error::checked_len(
+            &[s.0, s.1, s.2],
+            16,
+            &format!("MonarchLinear: {name}"),
+        )?;
     }
     Ok((s1, s2))
 }

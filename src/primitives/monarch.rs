@@ -165,8 +165,16 @@ impl<T: Scalar> Monarch<T> {
     ) -> Result<Self> {
         use rand::SeedableRng;
         let size = std::mem::size_of::<T>();
-        crate::primitives::error::checked_len(&[w1.0, w1.1, w1.2], size, "Monarch::random_factors: w1")?;
-        crate::primitives::error::checked_len(&[w2.0, w2.1, w2.2], size, "Monarch::random_factors: w2")?;
+        crate::primitives::error::checked_len(
+            &[w1.0, w1.1, w1.2],
+            size,
+            "Monarch::random_factors: w1",
+        )?;
+        crate::primitives::error::checked_len(
+            &[w2.0, w2.1, w2.2],
+            size,
+            "Monarch::random_factors: w2",
+        )?;
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let s1 = 1.0 / (w1.2.max(1) as f64).sqrt();
         let s2 = 1.0 / (w2.2.max(1) as f64).sqrt();
@@ -254,7 +262,14 @@ impl<T: Scalar> Monarch<T> {
     pub fn matmul_into(&self, x: ArrayView2<T>, out: ArrayViewMut2<T>, par: Par) -> Result<()> {
         self.check_input(x, "Monarch::matmul")?;
         self.check_out(x.nrows(), out.dim(), "Monarch::matmul_into")?;
-        crate::primitives::kernels::pipeline::monarch_forward(self, x, out, None, par, Backend::detect());
+        crate::primitives::kernels::pipeline::monarch_forward(
+            self,
+            x,
+            out,
+            None,
+            par,
+            Backend::detect(),
+        );
         Ok(())
     }
 
@@ -407,11 +422,25 @@ impl<T: Scalar> Monarch<T> {
         self.check_mid(x.nrows(), mid.dim(), ctx)?;
         let be = Backend::detect();
         match mid.as_slice_mut() {
-            Some(m) => crate::primitives::kernels::pipeline::monarch_forward(self, x, out, Some(m), par, be),
+            Some(m) => crate::primitives::kernels::pipeline::monarch_forward(
+                self,
+                x,
+                out,
+                Some(m),
+                par,
+                be,
+            ),
             None => {
                 // Not one row-major block: kept in a buffer of our own, then copied.
                 let mut tmp = vec![T::zero(); mid.len()];
-                crate::primitives::kernels::pipeline::monarch_forward(self, x, out, Some(&mut tmp), par, be);
+                crate::primitives::kernels::pipeline::monarch_forward(
+                    self,
+                    x,
+                    out,
+                    Some(&mut tmp),
+                    par,
+                    be,
+                );
                 let tmp = ArrayView2::from_shape(mid.dim(), &tmp).expect("shape");
                 mid.assign(&tmp);
             }
