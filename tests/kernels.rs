@@ -8,10 +8,10 @@ use common::{assert_close, naive_dense};
 use monarch::ndarray::{s, Array2, Array3};
 use monarch::num_complex::Complex;
 use monarch::primitives::kernels::{
-    blockdiag_matmul_with, blocked_backward_into, blocked_dot_into, blocked_into,
-    blocked_outer_into, blocks_outer_sum_with, interleaved_backward_into, interleaved_into,
-    interleaved_outer_chunks_into, interleaved_outer_into, monarch_matmul_with, monarch_vjp_with,
-    Backend, PackedBlocked, PackedInterleaved, Rows, RowsMut,
+    blocked_backward_into, blocked_dot_into, blocked_into, blocked_outer_into,
+    blocks_outer_sum_with, interleaved_backward_into, interleaved_into,
+    interleaved_outer_chunks_into, interleaved_outer_into, Backend, PackedBlocked,
+    PackedInterleaved, Rows, RowsMut,
 };
 use monarch::primitives::random::{normal_matrix, uniform_array3};
 use monarch::{BlockDiag, Monarch, Par, Perm, Scalar};
@@ -316,7 +316,8 @@ fn check_monarch_products<T: Scalar>() {
             let want = x.dot(&dense.t());
             for be in backends() {
                 let mut out = Array2::zeros((batch, m.out_features()));
-                monarch_matmul_with(be, &m, x.view(), out.view_mut(), Par::Seq).unwrap();
+                m.matmul_into_with(be, x.view(), out.view_mut(), Par::Seq)
+                    .unwrap();
                 let what = format!("{name} batch={batch} {be:?}");
                 assert_close(
                     out.as_slice().unwrap(),
@@ -365,7 +366,7 @@ fn strided_views_every_backend() {
             let want = x.dot(&dense.t()).as_standard_layout().into_owned();
             let mut out_t = Array2::<f32>::zeros((64, 17));
             let out = out_t.view_mut().reversed_axes();
-            monarch_matmul_with(be, &m, x, out, Par::Rayon).unwrap();
+            m.matmul_into_with(be, x, out, Par::Rayon).unwrap();
             let got = out_t.t().as_standard_layout().into_owned();
             let w = format!("{what} {be:?}");
             assert_close(got.as_slice().unwrap(), want.as_slice().unwrap(), 2e-5, &w);
@@ -376,7 +377,8 @@ fn strided_views_every_backend() {
             .as_standard_layout()
             .into_owned();
         let mut y = Array2::zeros((17, 64));
-        blockdiag_matmul_with(be, bd, window, y.view_mut(), Par::Seq).unwrap();
+        bd.matmul_into_with(be, window, y.view_mut(), Par::Seq)
+            .unwrap();
         assert_close(
             y.as_slice().unwrap(),
             want.as_slice().unwrap(),
@@ -404,14 +406,16 @@ fn thread_count_does_not_change_bits() {
                 for mm in [&m, &mt] {
                     let mut a = Array2::zeros((batch, n));
                     let mut b = Array2::zeros((batch, n));
-                    monarch_matmul_with(be, mm, x.view(), a.view_mut(), Par::Seq).unwrap();
+                    mm.matmul_into_with(be, x.view(), a.view_mut(), Par::Seq)
+                        .unwrap();
                     pool.install(|| {
-                        monarch_matmul_with(be, mm, x.view(), b.view_mut(), Par::Rayon).unwrap()
+                        mm.matmul_into_with(be, x.view(), b.view_mut(), Par::Rayon)
+                            .unwrap()
                     });
                     assert_eq!(a, b, "forward n={n} batch={batch} {be:?}");
-                    let ga = monarch_vjp_with(be, mm, x.view(), g.view(), Par::Seq).unwrap();
+                    let ga = mm.vjp_with(be, x.view(), g.view(), Par::Seq).unwrap();
                     let gb = pool
-                        .install(|| monarch_vjp_with(be, mm, x.view(), g.view(), Par::Rayon))
+                        .install(|| mm.vjp_with(be, x.view(), g.view(), Par::Rayon))
                         .unwrap();
                     assert_eq!(ga, gb, "vjp n={n} batch={batch} {be:?}");
                 }
@@ -449,7 +453,7 @@ fn vjp_every_backend_matches_finite_differences() {
         }
         let gx = g.dot(&m.to_dense());
         for be in backends() {
-            let d = monarch_vjp_with(be, &m, x.view(), g.view(), Par::Rayon).unwrap();
+            let d = m.vjp_with(be, x.view(), g.view(), Par::Rayon).unwrap();
             let w = format!("{name} {be:?}");
             assert_close(d.w1.as_slice().unwrap(), fd1.as_slice().unwrap(), 1e-7, &w);
             assert_close(d.w2.as_slice().unwrap(), fd2.as_slice().unwrap(), 1e-7, &w);
@@ -466,9 +470,11 @@ fn vjp_large_every_backend_matches_portable() {
         let wide = rand2::<f32>((64, m.in_features() + 3), 1);
         let x = wide.slice(s![.., 3..]);
         let g = rand2::<f32>((64, m.out_features()), 2);
-        let oracle = monarch_vjp_with(Backend::Portable, &m, x, g.view(), Par::Seq).unwrap();
+        let oracle = m
+            .vjp_with(Backend::Portable, x, g.view(), Par::Seq)
+            .unwrap();
         for be in backends() {
-            let d = monarch_vjp_with(be, &m, x, g.view(), Par::Rayon).unwrap();
+            let d = m.vjp_with(be, x, g.view(), Par::Rayon).unwrap();
             let w = format!("{name} {be:?}");
             let want = (&oracle.w1, &oracle.w2, &oracle.x);
             assert_grads_close(&d, want, 1e-4, &w);
@@ -531,7 +537,8 @@ fn blockdiag_paths_match_dense() {
     let dense = bd.to_dense();
     for be in backends() {
         let mut y = Array2::zeros((33, 85));
-        blockdiag_matmul_with(be, &bd, x.view(), y.view_mut(), Par::Rayon).unwrap();
+        bd.matmul_into_with(be, x.view(), y.view_mut(), Par::Rayon)
+            .unwrap();
         let want = x.dot(&dense.t());
         assert_close(
             y.as_slice().unwrap(),
@@ -564,14 +571,10 @@ fn blockdiag_paths_match_dense() {
         blocks_outer_sum_with(Backend::Portable, g.view(), x.view(), (5, 17, 8), Par::Seq).is_err()
     );
     let mut y = Array2::zeros((33, 84));
-    assert!(monarch_matmul_with(
-        Backend::Portable,
-        &Monarch::<f64>::random(45, 5, 1).unwrap(),
-        x.view(),
-        y.view_mut(),
-        Par::Seq
-    )
-    .is_err());
+    assert!(Monarch::<f64>::random(45, 5, 1)
+        .unwrap()
+        .matmul_into_with(Backend::Portable, x.view(), y.view_mut(), Par::Seq)
+        .is_err());
 }
 
 /// Output-feature windows (`irange` not starting at 0) and reductions longer than one slice of
@@ -754,9 +757,9 @@ fn fused_vjp_matches_stagewise_bitwise() {
         let g = rand2::<f64>((batch, m.out_features()), 32);
         for be in std::iter::once(Backend::Portable).chain(backends()) {
             let fused = pool
-                .install(|| monarch_vjp_with(be, &m, x.view(), g.view(), Par::Rayon))
+                .install(|| m.vjp_with(be, x.view(), g.view(), Par::Rayon))
                 .unwrap();
-            let staged = monarch_vjp_with(be, &m, x.view(), g.view(), Par::Seq).unwrap();
+            let staged = m.vjp_with(be, x.view(), g.view(), Par::Seq).unwrap();
             assert_eq!(fused, staged, "{be:?}");
             let gx = g.dot(&m.to_dense());
             assert_close(
@@ -815,10 +818,10 @@ fn one_pass_vjp_matches_factor_chain() {
             let d1 = m.factor1().vjp(xin.view(), gz.view()).unwrap();
             let gx = g.dot(&dense);
             for be in std::iter::once(Backend::Portable).chain(backends()) {
-                let seq = monarch_vjp_with(be, &m, x.view(), g.view(), Par::Seq).unwrap();
+                let seq = m.vjp_with(be, x.view(), g.view(), Par::Seq).unwrap();
                 for pool in &pools {
                     let par = pool
-                        .install(|| monarch_vjp_with(be, &m, x.view(), g.view(), Par::Rayon))
+                        .install(|| m.vjp_with(be, x.view(), g.view(), Par::Rayon))
                         .unwrap();
                     assert_eq!(par, seq, "{what} {be:?}: threads");
                 }

@@ -159,6 +159,28 @@ impl<T: Scalar> BlockDiag<T> {
     /// # Errors
     /// [`Error::ShapeMismatch`] if `x` or `y` has the wrong shape.
     pub fn matmul_into(&self, x: ArrayView2<T>, y: ArrayViewMut2<T>, par: Par) -> Result<()> {
+        self.matmul_into_with(Backend::detect(), x, y, par)
+    }
+
+    /// [`matmul_into`](Self::matmul_into) on a chosen kernel backend (for tests and benchmarks
+    /// comparing paths).
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] if `x` or `y` has the wrong shape.
+    ///
+    /// # Panics
+    /// If `backend` is not available on this CPU ([`Backend::is_available`]).
+    pub fn matmul_into_with(
+        &self,
+        backend: Backend,
+        x: ArrayView2<T>,
+        y: ArrayViewMut2<T>,
+        par: Par,
+    ) -> Result<()> {
+        assert!(
+            backend.is_available(),
+            "kernel backend {backend:?} is not available on this CPU"
+        );
         if x.ncols() != self.in_features() {
             return Err(Error::shape(
                 "BlockDiag::matmul: input columns (nb·cols)",
@@ -174,7 +196,7 @@ impl<T: Scalar> BlockDiag<T> {
                 y.dim(),
             ));
         }
-        crate::primitives::kernels::pipeline::blockdiag_forward(self, x, y, par, Backend::detect());
+        crate::primitives::kernels::pipeline::blockdiag_forward(self.w.view(), x, y, par, backend);
         Ok(())
     }
 
@@ -199,7 +221,7 @@ impl<T: Scalar> BlockDiag<T> {
             ));
         }
         let gx = crate::primitives::kernels::pipeline::blockdiag_transpose(
-            self,
+            self.w.view(),
             grad_out,
             Par::Rayon,
             Backend::detect(),

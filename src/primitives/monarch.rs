@@ -260,17 +260,50 @@ impl<T: Scalar> Monarch<T> {
     /// # Errors
     /// [`Error::ShapeMismatch`] if `x` or `out` has the wrong shape.
     pub fn matmul_into(&self, x: ArrayView2<T>, out: ArrayViewMut2<T>, par: Par) -> Result<()> {
+        self.matmul_into_with(Backend::detect(), x, out, par)
+    }
+
+    /// [`matmul_into`](Self::matmul_into) on a chosen kernel backend (for tests and benchmarks
+    /// comparing paths).
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] if `x` or `out` has the wrong shape.
+    ///
+    /// # Panics
+    /// If `backend` is not available on this CPU ([`Backend::is_available`]).
+    pub fn matmul_into_with(
+        &self,
+        backend: Backend,
+        x: ArrayView2<T>,
+        out: ArrayViewMut2<T>,
+        par: Par,
+    ) -> Result<()> {
+        assert!(
+            backend.is_available(),
+            "kernel backend {backend:?} is not available on this CPU"
+        );
         self.check_input(x, "Monarch::matmul")?;
         self.check_out(x.nrows(), out.dim(), "Monarch::matmul_into")?;
         crate::primitives::kernels::pipeline::monarch_forward(
-            self,
+            &self.parts(),
             x,
             out,
             None,
             par,
-            Backend::detect(),
+            backend,
         );
         Ok(())
+    }
+
+    /// The plain description the kernels run on.
+    fn parts(&self) -> crate::primitives::kernels::pipeline::MonarchParts<'_, T> {
+        crate::primitives::kernels::pipeline::MonarchParts {
+            w1: self.w1.weights(),
+            w2: self.w2.weights(),
+            p_in: &self.p_in,
+            p_mid: &self.p_mid,
+            p_out: &self.p_out,
+        }
     }
 
     fn check_input(&self, x: ArrayView2<T>, ctx: &str) -> Result<()> {
@@ -335,13 +368,67 @@ impl<T: Scalar> Monarch<T> {
             (x.nrows(), self.out_features()),
             grad_out.dim(),
         )?;
-        Ok(crate::primitives::kernels::pipeline::monarch_vjp(
-            self,
+        self.vjp_with(Backend::detect(), x, grad_out, Par::Rayon)
+    }
+
+    /// [`vjp`](Self::vjp) on a chosen kernel backend and threading policy (for tests and
+    /// benchmarks comparing paths).
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] if `x` or `grad_out` has the wrong shape.
+    ///
+    /// # Panics
+    /// If `backend` is not available on this CPU ([`Backend::is_available`]).
+    pub fn vjp_with(
+        &self,
+        backend: Backend,
+        x: ArrayView2<T>,
+        grad_out: ArrayView2<T>,
+        par: Par,
+    ) -> Result<MonarchGrad<T>> {
+        assert!(
+            backend.is_available(),
+            "kernel backend {backend:?} is not available on this CPU"
+        );
+        self.check_input(x, "Monarch::vjp")?;
+        check_shape(
+            "Monarch::vjp",
+            "grad_out shape (batch, out_features)",
+            (x.nrows(), self.out_features()),
+            grad_out.dim(),
+        )?;
+        let mut grads = MonarchGrad {
+            x: Array2::zeros((x.nrows(), self.in_features())),
+            w1: Array3::zeros((0, 0, 0)),
+            w2: Array3::zeros((0, 0, 0)),
+        };
+        self.run_vjp(x, None, grad_out, &mut grads, par, backend);
+        Ok(grads)
+    }
+
+    fn run_vjp(
+        &self,
+        x: ArrayView2<T>,
+        mid: Option<ArrayView2<T>>,
+        grad_out: ArrayView2<T>,
+        grads: &mut MonarchGrad<T>,
+        par: Par,
+        be: Backend,
+    ) {
+        let mut g = crate::primitives::kernels::pipeline::GradParts {
+            x: &mut grads.x,
+            w1: &mut grads.w1,
+            w2: &mut grads.w2,
+        };
+        crate::primitives::kernels::pipeline::monarch_vjp_into(
+            &self.parts(),
             x,
+            mid,
             grad_out,
-            Par::Rayon,
-            Backend::detect(),
-        ))
+            &mut g,
+            par,
+            be,
+        );
     }
 
     /// [`vjp`](Self::vjp) into a caller's gradients, for training loops: the input gradient
@@ -371,15 +458,7 @@ impl<T: Scalar> Monarch<T> {
         grads: &mut MonarchGrad<T>,
     ) -> Result<()> {
         self.check_vjp(x, grad_out, grads, "Monarch::vjp_into")?;
-        crate::primitives::kernels::pipeline::monarch_vjp_into(
-            self,
-            x,
-            None,
-            grad_out,
-            grads,
-            Par::Rayon,
-            Backend::detect(),
-        );
+        self.run_vjp(x, None, grad_out, grads, Par::Rayon, Backend::detect());
         Ok(())
     }
 
@@ -423,7 +502,7 @@ impl<T: Scalar> Monarch<T> {
         let be = Backend::detect();
         match mid.as_slice_mut() {
             Some(m) => crate::primitives::kernels::pipeline::monarch_forward(
-                self,
+                &self.parts(),
                 x,
                 out,
                 Some(m),
@@ -434,7 +513,7 @@ impl<T: Scalar> Monarch<T> {
                 // Not one row-major block: kept in a buffer of our own, then copied.
                 let mut tmp = vec![T::zero(); mid.len()];
                 crate::primitives::kernels::pipeline::monarch_forward(
-                    self,
+                    &self.parts(),
                     x,
                     out,
                     Some(&mut tmp),
@@ -464,15 +543,7 @@ impl<T: Scalar> Monarch<T> {
     ) -> Result<()> {
         self.check_vjp(x, grad_out, grads, "Monarch::vjp_kept_into")?;
         self.check_mid(x.nrows(), mid.dim(), "Monarch::vjp_kept_into")?;
-        crate::primitives::kernels::pipeline::monarch_vjp_into(
-            self,
-            x,
-            Some(mid),
-            grad_out,
-            grads,
-            Par::Rayon,
-            Backend::detect(),
-        );
+        self.run_vjp(x, Some(mid), grad_out, grads, Par::Rayon, Backend::detect());
         Ok(())
     }
 

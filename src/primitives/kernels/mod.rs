@@ -49,8 +49,8 @@ mod portable;
 mod x86;
 
 use crate::primitives::error::{check_shape, Result};
-use crate::{BlockDiag, Monarch, MonarchGrad, Par, Scalar};
-use ndarray::{Array3, ArrayView2, ArrayView3, ArrayViewMut2};
+use crate::{Par, Scalar};
+use ndarray::{Array3, ArrayView2, ArrayView3};
 use rayon::prelude::*;
 use std::any::TypeId;
 use std::ops::Range;
@@ -982,79 +982,6 @@ struct InterShape {
 pub(crate) fn row_chunk(width: usize) -> usize {
     let target = (128 * 1024) / width.max(1);
     target.clamp(1, 256)
-}
-
-/// [`Monarch::matmul_into`] on a chosen backend (for tests and benchmarks comparing paths).
-///
-/// # Errors
-/// [`Error::ShapeMismatch`](crate::Error::ShapeMismatch) if `x` or `out` has the wrong shape.
-///
-/// # Panics
-/// If `backend` is not available on this CPU.
-pub fn monarch_matmul_with<T: Scalar>(
-    backend: Backend,
-    m: &Monarch<T>,
-    x: ArrayView2<T>,
-    out: ArrayViewMut2<T>,
-    par: Par,
-) -> Result<()> {
-    let ctx = "kernels::monarch_matmul_with";
-    check_shape(ctx, "input columns", (x.nrows(), m.in_features()), x.dim())?;
-    check_shape(
-        ctx,
-        "output shape",
-        (x.nrows(), m.out_features()),
-        out.dim(),
-    )?;
-    pipeline::monarch_forward(m, x, out, None, par, backend);
-    Ok(())
-}
-
-/// [`Monarch::vjp`] on a chosen backend and threading policy.
-///
-/// # Errors
-/// [`Error::ShapeMismatch`](crate::Error::ShapeMismatch) if `x` or `grad_out` has the wrong
-/// shape.
-///
-/// # Panics
-/// If `backend` is not available on this CPU.
-pub fn monarch_vjp_with<T: Scalar>(
-    backend: Backend,
-    m: &Monarch<T>,
-    x: ArrayView2<T>,
-    grad_out: ArrayView2<T>,
-    par: Par,
-) -> Result<MonarchGrad<T>> {
-    let ctx = "kernels::monarch_vjp_with";
-    check_shape(ctx, "input columns", (x.nrows(), m.in_features()), x.dim())?;
-    check_shape(
-        ctx,
-        "grad_out shape",
-        (x.nrows(), m.out_features()),
-        grad_out.dim(),
-    )?;
-    Ok(pipeline::monarch_vjp(m, x, grad_out, par, backend))
-}
-
-/// [`BlockDiag::matmul_into`] on a chosen backend.
-///
-/// # Errors
-/// [`Error::ShapeMismatch`](crate::Error::ShapeMismatch) if `x` or `y` has the wrong shape.
-///
-/// # Panics
-/// If `backend` is not available on this CPU.
-pub fn blockdiag_matmul_with<T: Scalar>(
-    backend: Backend,
-    bd: &BlockDiag<T>,
-    x: ArrayView2<T>,
-    y: ArrayViewMut2<T>,
-    par: Par,
-) -> Result<()> {
-    let ctx = "kernels::blockdiag_matmul_with";
-    check_shape(ctx, "input columns", (x.nrows(), bd.in_features()), x.dim())?;
-    check_shape(ctx, "output shape", (x.nrows(), bd.out_features()), y.dim())?;
-    pipeline::blockdiag_forward(bd, x, y, par, backend);
-    Ok(())
 }
 
 /// The block-restricted `gᵀ x`: `out[a, i, j] = Σ_b g[b, a·rows + i] · x[b, a·cols + j]`, on

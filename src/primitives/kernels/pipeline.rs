@@ -28,12 +28,47 @@ use super::{
     interleaved_outer_into, row_chunk, Backend, PackedBlocked, PackedInterleaved, Rows, RowsMut,
     PAD,
 };
-use crate::primitives::blockdiag::BlockDiag;
-use crate::primitives::monarch::{Monarch, MonarchGrad};
 use crate::{Par, Perm, Scalar};
 use ndarray::{Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut2};
 use rayon::prelude::*;
 use std::ops::Range;
+
+/// A Monarch `P_out · BD(w2) · P_mid · BD(w1) · P_in` described by its parts: the two factors'
+/// blocks (`w1` `(k, q, p)`, `w2` `(l, s, r)`, each block out×in) and the three gather
+/// permutations. The types above the kernels (`Monarch`, `BlockDiag`) hand these over; the
+/// kernels never see those types.
+#[derive(Clone, Copy)]
+pub(crate) struct MonarchParts<'a, T> {
+    pub(crate) w1: ArrayView3<'a, T>,
+    pub(crate) w2: ArrayView3<'a, T>,
+    pub(crate) p_in: &'a Perm,
+    pub(crate) p_mid: &'a Perm,
+    pub(crate) p_out: &'a Perm,
+}
+
+impl<T> MonarchParts<'_, T> {
+    fn in_features(&self) -> usize {
+        self.p_in.len()
+    }
+    fn out_features(&self) -> usize {
+        self.p_out.len()
+    }
+    fn hidden_features(&self) -> usize {
+        let (k, q, _) = self.w1.dim();
+        k * q
+    }
+    fn num_params(&self) -> usize {
+        self.w1.len() + self.w2.len()
+    }
+}
+
+/// Where a Monarch VJP writes: the input gradient `(batch, in_features)` (shape checked by the
+/// caller) and the two weight gradients (replaced when their shapes or layouts do not fit).
+pub(crate) struct GradParts<'a, T> {
+    pub(crate) x: &'a mut Array2<T>,
+    pub(crate) w1: &'a mut Array3<T>,
+    pub(crate) w2: &'a mut Array3<T>,
+}
 
 /// Smallest row panel worth giving to a thread (one register tile of the blocked kernel).
 const MIN_PANEL: usize = 12;
@@ -357,9 +392,9 @@ struct Plan<'a, T> {
 }
 
 /// Stage layouts `(kind1, kind2)` for a Monarch, and whether gathers are needed.
-fn kinds<T: Scalar>(m: &Monarch<T>) -> (Kind, Kind, bool) {
-    let (k, q, p) = m.w1.weights().dim();
-    let (l, s, r) = m.w2.weights().dim();
+fn kinds<T: Scalar>(m: &MonarchParts<T>) -> (Kind, Kind, bool) {
+    let (k, q, p) = m.w1.dim();
+    let (l, s, r) = m.w2.dim();
     if m.p_in.is_identity() && is_stride(&m.p_mid, r, l) && is_stride(&m.p_out, l, s) {
         (Kind::Blocked, Kind::Inter, false)
     } else if m.p_out.is_identity() && is_stride(&m.p_in, p, k) && is_stride(&m.p_mid, k, q) {
@@ -381,10 +416,10 @@ impl<'a, T: Scalar> Plan<'a, T> {
     /// The plan for `rows` rows; with `split`, the two factors are packed side by side, which
     /// also wakes the second thread before the products need it (forward 4% faster at n = 256,
     /// 1024 and 4096 than packing one after the other, measured interleaved in one process).
-    fn forward(m: &'a Monarch<T>, rows: usize, split: bool) -> Self {
+    fn forward(m: &MonarchParts<'a, T>, rows: usize, split: bool) -> Self {
         let (k1, k2, general) = kinds(m);
-        let pack1 = || Packed::forward(k1, m.w1.weights(), rows);
-        let pack2 = || Packed::forward(k2, m.w2.weights(), rows);
+        let pack1 = || Packed::forward(k1, m.w1, rows);
+        let pack2 = || Packed::forward(k2, m.w2, rows);
         let (s1, s2) = if split {
             rayon::join(pack1, pack2)
         } else {
@@ -463,7 +498,7 @@ impl<'a, T: Scalar> Plan<'a, T> {
 /// `out = x · Mᵀ` row by row (`out[b] = M x[b]`) with backend `be`; when `mid` is given
 /// (`rows × h`, row-major) it receives the first factor's output `BD(w1) · P_in x`.
 pub(crate) fn monarch_forward<T: Scalar>(
-    m: &Monarch<T>,
+    m: &MonarchParts<T>,
     x: ArrayView2<T>,
     mut out: ArrayViewMut2<T>,
     mid: Option<&mut [T]>,
@@ -803,42 +838,25 @@ fn sum_chunked_parts<T: Scalar>(
     });
 }
 
-/// Gradients of `sum(out ⊙ g)` for `out = M x`, with backend `be`.
-pub(crate) fn monarch_vjp<T: Scalar>(
-    m: &Monarch<T>,
-    x: ArrayView2<T>,
-    g: ArrayView2<T>,
-    par: Par,
-    be: Backend,
-) -> MonarchGrad<T> {
-    let mut grads = MonarchGrad {
-        x: Array2::zeros((x.nrows(), m.in_features())),
-        w1: Array3::zeros((0, 0, 0)),
-        w2: Array3::zeros((0, 0, 0)),
-    };
-    monarch_vjp_into(m, x, None, g, &mut grads, par, be);
-    grads
-}
-
-/// [`monarch_vjp`] into `grads`: the input gradient is written into `grads.x` (shape
+/// Gradients of `sum(out ⊙ g)` for `out = M x` with backend `be`, into `grads`: the input gradient is written into `grads.x` (shape
 /// `(batch, in_features)`, checked by the caller), the weight gradients into `grads.w1` and
 /// `grads.w2` (reallocated only when their shapes or layouts do not fit). `mid`, when given,
 /// is the first factor's output `BD(w1) · P_in x` kept by the forward (`(rows, h)`, checked by
 /// the caller), so the first product is not recomputed.
 pub(crate) fn monarch_vjp_into<T: Scalar>(
-    m: &Monarch<T>,
+    m: &MonarchParts<T>,
     x: ArrayView2<T>,
     mid: Option<ArrayView2<T>>,
     g: ArrayView2<T>,
-    grads: &mut MonarchGrad<T>,
+    grads: &mut GradParts<T>,
     par: Par,
     be: Backend,
 ) {
     let rows = x.nrows();
     let (k1, k2, general) = kinds(m);
-    let (n, h, mo) = (m.in_features(), m.w1.out_features(), m.out_features());
+    let (n, h, mo) = (m.in_features(), m.hidden_features(), m.out_features());
     // The first factor packed for its forward product (not needed with a kept intermediate).
-    let s1 = || Packed::new(k1, m.w1.weights(), false);
+    let s1 = || Packed::new(k1, m.w1, false);
     let mut xbuf = Vec::new();
     let xr = contiguous(&x, &mut xbuf);
     let mut gbuf = Vec::new();
@@ -887,10 +905,10 @@ pub(crate) fn monarch_vjp_into<T: Scalar>(
         && rows >= 2 * MIN_PANEL
         && grads.x.is_standard_layout();
     if fused {
-        let s2t = Packed::new(k2, m.w2.weights(), true);
-        let s1t = Packed::new(k1, m.w1.weights(), true);
+        let s2t = Packed::new(k2, m.w2, true);
+        let s1t = Packed::new(k1, m.w1, true);
         let s1 = s1();
-        let (d1, d2) = (m.w1.weights().dim(), m.w2.weights().dim());
+        let (d1, d2) = (m.w1.dim(), m.w2.dim());
         with_scratch(|zbuf: &mut Vec<T>| {
             with_scratch(|gzbuf: &mut Vec<T>| {
                 let z = scratch_slice(zbuf, rows * h);
@@ -930,7 +948,7 @@ pub(crate) fn monarch_vjp_into<T: Scalar>(
     with_scratch(|gbuf: &mut Vec<T>| {
         // Backward: each factor's weight gradient and input gradient in one pass.
         let gz = scratch_slice(gbuf, rows * h);
-        let w2 = m.w2.weights();
+        let w2 = m.w2;
         if reference {
             let s1 = s1();
             inter_backward_into(be, w2, g2, Input::After(&s1, xin), par, &mut grads.w2, gz);
@@ -955,7 +973,7 @@ pub(crate) fn monarch_vjp_into<T: Scalar>(
         let g1_v = (general && !m.p_mid.is_identity())
             .then(|| gather_rows(Rows::new(gz, h, rows, h), &m.p_mid.inverse()));
         let g1 = Rows::new(g1_v.as_deref().unwrap_or(gz), h, rows, h);
-        let w1 = m.w1.weights();
+        let w1 = m.w1;
         let permute_in = general && !m.p_in.is_identity();
         match (permute_in, grads.x.as_slice_mut()) {
             (false, Some(dst)) => {
@@ -1040,26 +1058,23 @@ fn sum_parts<T: Scalar>(
 #[allow(clippy::too_many_arguments)]
 fn one_pass_vjp<T: Scalar>(
     be: Backend,
-    m: &Monarch<T>,
+    m: &MonarchParts<T>,
     (k1, k2): (Kind, Kind),
     xin: Rows<T>,
     kept: Option<Rows<T>>,
     g2: Rows<T>,
     split: bool,
-    grads: &mut MonarchGrad<T>,
+    grads: &mut GradParts<T>,
 ) {
     let rows = xin.nrows();
-    let (n, h) = (m.in_features(), m.w1.out_features());
+    let (n, h) = (m.in_features(), m.hidden_features());
     // Insensitive between 16 and 128 rows at n = 1024 (measured); half a `row_chunk` keeps
     // the panel's intermediate, its gradient and its rows of `x`, `g` and `gx` within L2.
     let panel = (row_chunk(h) / 2).max(MIN_PANEL);
-    let (d1, d2) = (m.w1.weights().dim(), m.w2.weights().dim());
-    let pack1 = || {
-        kept.is_none()
-            .then(|| Packed::new(k1, m.w1.weights(), false))
-    };
-    let pack2 = || Packed::new(k2, m.w2.weights(), true);
-    let pack3 = || Packed::new(k1, m.w1.weights(), true);
+    let (d1, d2) = (m.w1.dim(), m.w2.dim());
+    let pack1 = || kept.is_none().then(|| Packed::new(k1, m.w1, false));
+    let pack2 = || Packed::new(k2, m.w2, true);
+    let pack3 = || Packed::new(k1, m.w1, true);
     // Packed side by side when splitting (2–3% faster at n = 1024, measured in one process).
     let (s1, (w2t, w1t)) = if split {
         rayon::join(pack1, || rayon::join(pack2, pack3))
@@ -1114,7 +1129,7 @@ fn one_pass_vjp<T: Scalar>(
 
 /// `y = BD(w) x` row by row with backend `be`.
 pub(crate) fn blockdiag_forward<T: Scalar>(
-    bd: &BlockDiag<T>,
+    w: ArrayView3<T>,
     x: ArrayView2<T>,
     mut y: ArrayViewMut2<T>,
     par: Par,
@@ -1124,9 +1139,9 @@ pub(crate) fn blockdiag_forward<T: Scalar>(
     if rows == 0 {
         return;
     }
-    let packed = Packed::forward(Kind::Blocked, bd.weights(), rows);
-    let m = bd.out_features();
-    let split = par.should_split(rows * bd.num_params());
+    let packed = Packed::forward(Kind::Blocked, w, rows);
+    let m = w.dim().0 * w.dim().1;
+    let split = par.should_split(rows * w.len());
     let mut xbuf = Vec::new();
     let xr = contiguous(&x, &mut xbuf);
     if y.is_standard_layout() {
@@ -1157,15 +1172,15 @@ pub(crate) fn blocks_outer<T: Scalar>(
 
 /// Transpose product `BD(w)ᵀ g` with backend `be`.
 pub(crate) fn blockdiag_transpose<T: Scalar>(
-    bd: &BlockDiag<T>,
+    w: ArrayView3<T>,
     g: ArrayView2<T>,
     par: Par,
     be: Backend,
 ) -> Array2<T> {
     let rows = g.nrows();
-    let n = bd.in_features();
-    let packed = Packed::new(Kind::Blocked, bd.weights(), true);
-    let split = par.should_split(rows * bd.num_params());
+    let n = w.dim().0 * w.dim().2;
+    let packed = Packed::new(Kind::Blocked, w, true);
+    let split = par.should_split(rows * w.len());
     let mut gbuf = Vec::new();
     let gr = contiguous(&g, &mut gbuf);
     let mut out = vec![T::zero(); rows * n];
