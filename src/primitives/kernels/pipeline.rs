@@ -395,9 +395,9 @@ struct Plan<'a, T> {
 fn kinds<T: Scalar>(m: &MonarchParts<T>) -> (Kind, Kind, bool) {
     let (k, q, p) = m.w1.dim();
     let (l, s, r) = m.w2.dim();
-    if m.p_in.is_identity() && is_stride(&m.p_mid, r, l) && is_stride(&m.p_out, l, s) {
+    if m.p_in.is_identity() && is_stride(m.p_mid, r, l) && is_stride(m.p_out, l, s) {
         (Kind::Blocked, Kind::Inter, false)
-    } else if m.p_out.is_identity() && is_stride(&m.p_in, p, k) && is_stride(&m.p_mid, k, q) {
+    } else if m.p_out.is_identity() && is_stride(m.p_in, p, k) && is_stride(m.p_mid, k, q) {
         (Kind::Inter, Kind::Blocked, false)
     } else {
         (Kind::Blocked, Kind::Blocked, true)
@@ -426,11 +426,11 @@ impl<'a, T: Scalar> Plan<'a, T> {
             (pack1(), pack2())
         };
         Plan {
-            p_in: if general { opt_perm(&m.p_in) } else { None },
+            p_in: if general { opt_perm(m.p_in) } else { None },
             s1,
-            p_mid: if general { opt_perm(&m.p_mid) } else { None },
+            p_mid: if general { opt_perm(m.p_mid) } else { None },
             s2,
-            p_out: if general { opt_perm(&m.p_out) } else { None },
+            p_out: if general { opt_perm(m.p_out) } else { None },
             keep: if k1 == Kind::Inter && !general {
                 opt_perm(&m.p_mid.inverse())
             } else {
@@ -869,7 +869,7 @@ pub(crate) fn monarch_vjp_into<T: Scalar>(
         d
     };
     // Forward intermediates.
-    let xin_v = (general && !m.p_in.is_identity()).then(|| gather_rows(xr, &m.p_in));
+    let xin_v = (general && !m.p_in.is_identity()).then(|| gather_rows(xr, m.p_in));
     let xin = xin_v.as_deref().map_or(xr, |v| Rows::new(v, n, rows, n));
     let g2_v = (general && !m.p_out.is_identity()).then(|| gather_rows(gr0, &m.p_out.inverse()));
     let g2 = g2_v.as_deref().map_or(gr0, |v| Rows::new(v, mo, rows, mo));
@@ -951,7 +951,7 @@ pub(crate) fn monarch_vjp_into<T: Scalar>(
         let w2 = m.w2;
         if reference {
             let s1 = s1();
-            inter_backward_into(be, w2, g2, Input::After(&s1, xin), par, &mut grads.w2, gz);
+            inter_backward_into(be, w2, g2, Input::After(&s1, xin), par, grads.w2, gz);
         } else {
             with_scratch(|buf: &mut Vec<T>| {
                 // The second stage reads `P_mid · y1` as gathered here, except where the
@@ -965,9 +965,9 @@ pub(crate) fn monarch_vjp_into<T: Scalar>(
                         (Rows::new(y1, h, rows, h), general)
                     }
                 };
-                let z_v = (gather_mid && !m.p_mid.is_identity()).then(|| gather_rows(y, &m.p_mid));
+                let z_v = (gather_mid && !m.p_mid.is_identity()).then(|| gather_rows(y, m.p_mid));
                 let z = z_v.as_deref().map_or(y, |v| Rows::new(v, h, rows, h));
-                stage_backward_into(be, k2, w2, g2, z, par, &mut grads.w2, gz);
+                stage_backward_into(be, k2, w2, g2, z, par, grads.w2, gz);
             });
         }
         let g1_v = (general && !m.p_mid.is_identity())
@@ -977,11 +977,11 @@ pub(crate) fn monarch_vjp_into<T: Scalar>(
         let permute_in = general && !m.p_in.is_identity();
         match (permute_in, grads.x.as_slice_mut()) {
             (false, Some(dst)) => {
-                stage_backward_into(be, k1, w1, g1, xin, par, &mut grads.w1, dst);
+                stage_backward_into(be, k1, w1, g1, xin, par, grads.w1, dst);
             }
             (permute_in, _) => {
                 let mut gxin = vec![T::zero(); rows * n];
-                stage_backward_into(be, k1, w1, g1, xin, par, &mut grads.w1, &mut gxin);
+                stage_backward_into(be, k1, w1, g1, xin, par, grads.w1, &mut gxin);
                 let gx = if permute_in {
                     gather_rows(Rows::new(&gxin, n, rows, n), &m.p_in.inverse())
                 } else {
@@ -1081,8 +1081,8 @@ fn one_pass_vjp<T: Scalar>(
     } else {
         (pack1(), (pack2(), pack3()))
     };
-    let flat2 = fit_grad(&mut grads.w2, d2);
-    let flat1 = fit_grad(&mut grads.w1, d1);
+    let flat2 = fit_grad(grads.w2, d2);
+    let flat1 = fit_grad(grads.w1, d1);
     let gx = grads.x.as_slice_mut().expect("standard layout");
     let part = |r: Range<usize>, o: &mut [&mut [T]], gxp: &mut [T]| {
         let [o2, o1] = o else {
