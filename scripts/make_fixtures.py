@@ -11,12 +11,12 @@ MonarchLinear layers under PyTorch-style prefixes plus an unrelated int64 buffer
 
 and `monarch_linear_expected.json`: a fixed input for each layer and the output computed here
 in float64 from the weights as stored in each dtype, with an independent numpy forward written
-from shared/reference/core.md (convention A). Run from the repository root:
+from the crate's conventions page (monarch::guide::conventions, convention A). Run from the repository root:
 
     python3 scripts/make_fixtures.py
 
 It also writes the adapter fixtures of tests/checkpoint_adapters.rs (F32 on disk), with
-expected outputs from independent numpy forwards written from shared/reference/adapters.md:
+expected outputs from independent numpy forwards written from monarch::guide::conventions (Adapters):
 
   more_f32.safetensors   model.q_proj.{weight, bias, blkdiag1, blkdiag2}  MoRe 20->36, N=4, r=2
                          model.v_proj.{weight, blkdiag1, blkdiag2}        MoRe 30->14, N=4, r=2
@@ -27,8 +27,8 @@ expected outputs from independent numpy forwards written from shared/reference/a
 It also writes the M2-BERT fixtures of tests/checkpoint_m2bert.rs under the released module
 names of HazyResearch/m2 (bert_layers.py, monarch_mixer_sequence_mixer.py, hyena_utils.py,
 blockdiag_linear.py), with expected outputs from an independent numpy forward written from
-shared/reference/mixer.md (the long convolution as the released HyenaFilter.forward computes it,
-an FFT of length 2L of pad(k_fwd) + pad(flip(k_rev)), cross-checked here against the direct sum):
+monarch::guide::conventions (Mixers; the long convolution as the released HyenaFilter.forward
+computes it, an FFT of length 2L of pad(k_fwd) + pad(flip(k_rev)), cross-checked here against the direct sum):
 
   m2bert_<dtype>.safetensors  bert.encoder.layer.{0,1}.{attention,mlp}.*  H=8, I=16, nblocks=4,
                               l_max=12, order=6, emb_dim=5, 2 inner filter layers, bidirectional,
@@ -83,7 +83,7 @@ def stored(a, dtype):
 
 
 def forward(x, w1, w2, bias, in_f, out_f):
-    """MonarchLinear forward, the four steps of core.md convention A, in float64."""
+    """MonarchLinear forward, the four steps of convention A (monarch::guide::conventions), in float64."""
     k, q, p = w1.shape
     l, s, r = w2.shape
     assert k * q == l * r
@@ -176,7 +176,7 @@ GS_LAYERS = {"model.fc": (12, 10, 4, "cayley", True), "model.fc_exp": (8, 6, 4, 
 
 
 def more_shapes(in_f, out_f, nb, r):
-    """adapters.md: ib = ceil(in/N), effective N = ceil(in/ib), ob = ceil(ib*out/in)."""
+    """MoRe shapes (monarch::guide::conventions): ib = ceil(in/N), effective N = ceil(in/ib), ob = ceil(ib*out/in)."""
     ib = math.ceil(in_f / nb)
     n = math.ceil(in_f / ib)
     ob = math.ceil(ib * out_f / in_f)
@@ -184,7 +184,7 @@ def more_shapes(in_f, out_f, nb, r):
 
 
 def more_forward(x, w0, bias, w1, w2):
-    """y = W0 x + b + DeltaW x, DeltaW the rectangular Monarch (core.md convention A)."""
+    """y = W0 x + b + DeltaW x, DeltaW the rectangular Monarch (convention A)."""
     out_f, in_f = w0.shape
     y = x @ w0.T + forward(x, w1, w2, np.zeros(out_f), in_f, out_f)
     return y if bias is None else y + bias
@@ -225,7 +225,7 @@ def gs_q(v, gr, gl, kind):
 
 
 def gsoft_forward(x, w0, bias, gr, gl, scale, kind):
-    """y = s * (W0 Q x) + b (adapters.md, GSOFT)."""
+    """y = s * (W0 Q x) + b (GSOFT, monarch::guide::conventions)."""
     y = np.stack([scale * (w0 @ gs_q(xi, gr, gl, kind)) for xi in x])
     return y if bias is None else y + bias
 
@@ -286,7 +286,7 @@ def make_adapters():
 
 
 # ---------------------------------------------------------------------------------------------
-# M2-BERT (released block, mixer.md): numpy forward written from the reference, float64.
+# M2-BERT (released block, monarch::guide::conventions): numpy forward written from the reference, float64.
 
 def gelu(x):
     """Exact (erf) GELU, PyTorch's nn.GELU(approximate='none')."""
@@ -338,7 +338,7 @@ def long_conv_fft(v, k_fwd, k_rev, d):
 
 
 def long_conv_direct(v, k_fwd, k_rev, d):
-    """mixer.md step 4: y[t] = sum_{s<=t} k_fwd[t-s] v[s] + sum_{s>t} k_rev[s-t-1] v[s] + D v[t]."""
+    """Bidirectional long convolution: y[t] = sum_{s<=t} k_fwd[t-s] v[s] + sum_{s>t} k_rev[s-t-1] v[s] + D v[t]."""
     B, H, L = v.shape
     y = np.zeros_like(v)
     for t in range(L):

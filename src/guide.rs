@@ -2,7 +2,8 @@
 //!
 //! A map from the authors' PyTorch modules and functions to this crate, with the conventions
 //! that differ. Every layer here takes ndarray arrays whose rows are vectors (`(batch, features)`),
-//! like `torch.nn.Linear`.
+//! like `torch.nn.Linear`. The layouts and conventions the crate fixes are collected in
+//! [`conventions`].
 //!
 //! ## Monarch core (HazyResearch/fly)
 //!
@@ -154,3 +155,194 @@
 //!   bilinear form `sum(out ⊙ grad_out)`; PyTorch's autograd returns its complex conjugate.
 //! - Threading: every hot call takes or defaults to [`Par`](crate::Par); call with `Par::Seq` from
 //!   inside your own rayon loop.
+
+pub mod conventions {
+    //! # Conventions
+    //!
+    //! The layouts and sign conventions the crate fixes, in one place. The tests, the numpy
+    //! fixture generator (`scripts/make_fixtures.py`) and the dense reference implementations in
+    //! `tests/common/` are written against this page.
+    //!
+    //! ## Arrays
+    //!
+    //! - Every array is row-major (ndarray's standard layout).
+    //! - **Rows are vectors.** A layer takes `x` of shape `(batch, in_features)` and returns
+    //!   `(batch, out_features)`, with `out[b] = M · x[b]`, like `torch.nn.Linear`. A dense
+    //!   matrix built from a structured one ([`Monarch::to_dense`](crate::Monarch::to_dense)) is
+    //!   `(out, in)`, so `matmul(x) == x · Mᵀ`.
+    //! - **Blocks are stored out × in**, like a linear layer's weight: a block-diagonal factor
+    //!   of shape `(nblocks, rows, cols)` maps `cols` inputs of its block to `rows` outputs.
+    //!
+    //! ## Permutations
+    //!
+    //! A permutation is a **gather index**: applying `p` to `x` gives `y[i] = x[p[i]]`. Its
+    //! matrix has a one at `(i, p[i])`, so its transpose is its inverse.
+    //! [`Perm::stride(rows, cols)`](crate::Perm::stride) reads a vector of length `rows·cols`
+    //! as a row-major `(rows, cols)` matrix and transposes it, `y[j·rows + i] = x[i·cols + j]`;
+    //! its inverse is `Perm::stride(cols, rows)`. The direction of a stride permutation is the
+    //! easiest thing in this field to get backwards: every test checks a permutation and its
+    //! inverse separately.
+    //!
+    //! ## The Monarch factor layout ("convention A")
+    //!
+    //! This is the layout of the PyTorch reference code (HazyResearch/fly,
+    //! `blockdiag_butterfly_multiply`), which the MoRe and Group-and-Shuffle codes reuse, so
+    //! trained factors load without conversion.
+    //!
+    //! - `w1` has shape `(k, q, p)`: `k` blocks of `q × p`; `w2` has shape `(l, s, r)`: `l`
+    //!   blocks of `s × r`; they must satisfy `k·q == l·r`.
+    //! - Input length `n = k·p`, output length `m = l·s`.
+    //! - For one input row `x`, the multiply is four steps:
+    //!   1. `y1[a·q + i] = Σ_j w1[a, i, j] · x[a·p + j]` (the block-diagonal `BD(w1)`);
+    //!   2. `z[c·r + t] = y1[t·l + c]` (view `y1` as `(r, l)` and transpose: `P_mid =
+    //!      Perm::stride(r, l)`);
+    //!   3. `y2[c·s + i] = Σ_j w2[c, i, j] · z[c·r + j]` (`BD(w2)`);
+    //!   4. `out[i·l + c] = y2[c·s + i]` (view as `(l, s)` and transpose: `P_out =
+    //!      Perm::stride(l, s)`).
+    //!
+    //!   So `M = P_out · BD(w2) · P_mid · BD(w1)`. With all six sizes equal to `√n` both
+    //!   permutations are the same reshape-transpose involution.
+    //! - [`Monarch`](crate::Monarch) also holds an input permutation `P_in` (the identity for
+    //!   [`Monarch::from_factors`](crate::Monarch::from_factors)), so that the transpose
+    //!   `Mᵀ = P_inᵀ · BD(w1)ᵀ · P_midᵀ · BD(w2)ᵀ · P_outᵀ` is again an exact Monarch (blocks
+    //!   transposed, permutations inverted) and the DFT can take its input in natural order.
+    //!   For complex scalars [`adjoint`](crate::Monarch::adjoint) also conjugates the blocks;
+    //!   [`transpose`](crate::Monarch::transpose) does not.
+    //! - Parameters and multiply-adds per row are both `k·q·p + l·s·r`; a square `n × n`
+    //!   Monarch with `√n` blocks has `2·n^1.5` of them against `n²` dense.
+    //!
+    //! ## The rectangular layer
+    //!
+    //! [`MonarchLinear(in, out, nblocks)`](crate::MonarchLinear) follows fly's layer: with
+    //! `ib = ⌈in/nb⌉` and `ob = ⌈out/nb⌉` the input is zero-padded to `nb·ib` and the output
+    //! truncated to `out`, plus an optional bias `(out,)`. If `nb·ib < nb·ob` the factors are
+    //! `w1 (nb, ib, ib)`, `w2 (nb, ob, ib)`, otherwise `w1 (nb, ob, ib)`, `w2 (nb, ob, ob)`.
+    //! Initialisation: each factor uniform in `±1/√(block input width)`, the bias uniform in
+    //! `±1/√out`.
+    //!
+    //! ## Projection
+    //!
+    //! [`Monarch::project(m, k, l, rank)`](crate::Monarch::project) takes `k` input blocks,
+    //! `l` output blocks and the per-slice rank `ρ = q / l` (so `r = k·ρ`; the classic Monarch
+    //! has `ρ = 1`). For each input block `a` and output residue `c` the slice
+    //! `M[c::l, a·p..(a+1)·p]` has rank at most `ρ` on a Monarch; the slices partition the
+    //! matrix, so the Frobenius-optimal projection is the rank-`ρ` truncated SVD of each slice,
+    //! written back as `w2[c, :, a·ρ + t] = U[:, t]·√σ_t` and `w1[a, t·l + c, :] = √σ_t·V[:, t]ᵀ`.
+    //! The squared error is the sum of the discarded `σ²`. Factors are unique only up to signs
+    //! and the split of `σ`: compare dense products, not factors. Shapes where `l` does not
+    //! divide `q` have no slice form and are rejected.
+    //!
+    //! ## Gradients
+    //!
+    //! Every `vjp` returns the gradients of the scalar `sum(out ⊙ grad_out)` with respect to the
+    //! inputs and the parameters. For complex scalars this is the derivative of that
+    //! **bilinear** form, with no conjugation; PyTorch's autograd convention for a real loss is
+    //! its complex conjugate. For the Monarch multiply, `grad_x = grad_out · M` (that is,
+    //! `Mᵀ` applied to each row of `grad_out`), and each factor's gradient is the outer-product
+    //! sum over the batch of its pulled-back output gradient and its input, restricted to the
+    //! blocks.
+    //!
+    //! ## The DFT as a Monarch
+    //!
+    //! For `n = k·p` the `n`-point DFT is an exact complex Monarch (Cooley–Tukey: `p`-point
+    //! DFTs with the twiddles folded into their rows as `w1`, the stride permutation, `k`-point
+    //! DFTs as `w2`). Its input is taken in stride-permuted order `x'[a·p + j] = x[a + k·j]`
+    //! ([`Monarch::dft_input_perm`](crate::Monarch::dft_input_perm)), or in natural order by
+    //! [`Monarch::dft_natural`](crate::Monarch::dft_natural), which folds that permutation into
+    //! `P_in`. Scaling is orthonormal (`1/√n`), so the inverse is the adjoint. The plain FFT in
+    //! [`mixer::fft`](crate::mixer::fft) is unnormalised forward, `1/n` inverse.
+    //!
+    //! ## Attention
+    //!
+    //! - Layout is that of PyTorch's `scaled_dot_product_attention`: `q`, `k` are
+    //!   `(batch, heads, N, d)`, `v` is `(batch, heads, N, d_v)`. The optional key-padding mask
+    //!   is `(batch, N)` bool with `true` = the key takes part. The score scale defaults to
+    //!   `1/√d`.
+    //! - Every softmax subtracts its row maximum and adds no epsilon, so rows whose scores are
+    //!   all very negative are as accurate as any other. Inputs whose score bound
+    //!   `max(|scale|, 1)·max‖q‖·max‖k‖` exceeds the float range, and any non-finite result of
+    //!   finite inputs, are [`Error::NonFinite`](crate::Error::NonFinite); a batch element whose
+    //!   keys are all masked is [`Error::InvalidArgument`](crate::Error::InvalidArgument).
+    //! - [`MonarchAttention`](crate::attention::MonarchAttention) (Yaras et al. 2025) uses block
+    //!   size `b`, `m = ⌈N/b⌉` blocks and padded length `N_p = m·b`. Query `l·b + j` and key
+    //!   `a·b + i` (`l, a < m`; `j, i < b`) meet with weight
+    //!   `A[l·b + j, a·b + i] = L_j[a, l] · R_a[j, i]`, each `R_a` (`b × b`) row-stochastic over
+    //!   `i` and each `L_j` (`m × m`) column-stochastic over `a`, so every row of `A` sums to one.
+    //! - The method maximises the softmax variational objective `⟨A, S⟩ + H(A)`,
+    //!   `S = scale·Q Kᵀ`, over such matrices by alternating exact maximisation. It starts from
+    //!   `L_j = I` (the first R-update is block-local attention) and runs `T` rounds of an
+    //!   R-update (`R_a[j, ·] = softmax_i(scale·⟨u[a, j], k_{a·b+i}⟩)`, `u = α_R / c_R` the
+    //!   `L`-weighted mean of the queries `l·b + j`) and an L-update
+    //!   (`L_j[·, l] = softmax_a(⟨q_{l·b+j}, α_L[j, a]⟩ − c_L[j, a])` with
+    //!   `α_L[j, a] = scale·Σ_i R_a[j, i]·k_{a·b+i}` and `c_L[j, a] = Σ_i R_a[j, i]·log R_a[j, i]`).
+    //!   The output is `o_{l·b+j} = Σ_a L_j[a, l]·Σ_i R_a[j, i]·v_{a·b+i}` from the last round.
+    //!   The `N × N` matrix is never formed; only `O(N·d)` state lives between phases, and the
+    //!   VJP keeps that state per round (`O(T·N·d)`) and recomputes the factors.
+    //! - Padding ([`Padding`](crate::attention::Padding)) is at the back by default (token `t`
+    //!   at padded position `t`) or at the front (`t + N_p − N`). Padded and masked keys get
+    //!   weight zero; padded and masked queries carry no weight in the R-update, and their
+    //!   output rows are to be ignored. `b ≥ N` is exact softmax attention.
+    //!
+    //! ## Mixers
+    //!
+    //! - [`LongConv`](crate::mixer::LongConv) uses the authors' layout `(batch, H, L)` with
+    //!   kernels `k_fwd`, `k_rev` of shape `(H, L)` and skip weights `D` of shape `(H,)`:
+    //!   `y[t] = Σ_{s≤t} k_fwd[t−s]·u[s] + Σ_{s>t} k_rev[s−t−1]·u[s] + D·u[t]`; the causal
+    //!   form drops the `k_rev` term. Both are a circular convolution of length `2L` with the
+    //!   combined kernel `pad(k_fwd, (0, L)) + pad(flip(k_rev), (L, 0))`, as M2-BERT's
+    //!   `HyenaFilter.forward` computes it; the zero padding makes it linear. The three methods
+    //!   ([`ConvMethod`](crate::mixer::ConvMethod): direct sum, FFT of length `2L`, Monarch DFT
+    //!   of length `2L`) compute the same function.
+    //! - The released M2-BERT block takes `(batch, L, H)`: `in_linear` `H → 3H`, a depthwise
+    //!   causal short convolution of width 3, the split into `x1, x2, v` in that order,
+    //!   `v ⊙ x1`, the bidirectional long convolution, `⊙ x2`, optionally a residual long
+    //!   convolution of the block's input, and `out_linear`. Its MLP is gated and
+    //!   block-diagonal without permutations: `GELU(first half) ⊙ second half`, exact-erf GELU,
+    //!   then post-LayerNorm with eps `1e-12`. Dense linears store weights `(out, in)` and
+    //!   compute `x Wᵀ + b`. The name mapping is in [`checkpoint::m2bert`](crate::checkpoint::m2bert).
+    //! - The paper's [`M2Layer`](crate::mixer::M2Layer) works on `X` `(N × d)`, batched
+    //!   `(batch, N, d)`: sequence mixing `M₂(K₁ ⊙ M₁X)` (linear: the ReLU in the paper's
+    //!   pseudocode is a typo), dimension mixing `Yᵀ = M₄ σ(K₂ ⊙ M₃X̃ᵀ)`, then
+    //!   `LayerNorm(Y + X̃)`.
+    //! - PK layers ([`pk`](crate::pk)) vectorise `X` (`S × C`, tokens × channels) column-major,
+    //!   `vec X[c·S + s] = X[s, c]`. Token mixing is `I_C ⊗ W_t`; channel mixing is
+    //!   `J_cᵀ (I_S ⊗ W_c) J_c` with the commutation permutation `J_c` (a
+    //!   [`Perm::stride`](crate::Perm::stride)); a linear token-then-channel pair is `W_c ⊗ W_t`,
+    //!   a Monarch with tied blocks.
+    //!
+    //! ## Adapters
+    //!
+    //! - [`MoReAdapter`](crate::more::MoReAdapter): a frozen `W0` (`out × in`, bias kept) plus
+    //!   `dropout(ΔW x)` (dropout on the adapter's output), `ΔW` a rectangular Monarch in the
+    //!   layout above with `N` blocks and per-block rank `r`: `ib = ⌈in/N⌉`, effective
+    //!   `N = ⌈in/ib⌉`, `ob = ⌈ib·out/in⌉`, `blkdiag1 (N, r, ib)`, `blkdiag2 (N, ob, r)`. The
+    //!   second factor starts at zero (the adapted layer equals the base layer at step 0), the
+    //!   first uniform in `±1/√ib`; there is no `α/r` scaling. Merge and unmerge add and
+    //!   subtract the dense `ΔW`.
+    //! - Group-and-Shuffle ([`gs`](crate::gs)): the orthogonal layer is
+    //!   `Q = Pᵀ · BD(L) · P · BD(R)` with `k` square `b × b` blocks (`n = k·b`) and the shuffle
+    //!   gather `z[l·b + t] = v[t·k + l]`. Each stored block `A` is skew-symmetrised,
+    //!   `K = (A − Aᵀ)/2`, and mapped by Cayley `(I + K)(I − K)⁻¹` (the default) or `exp(K)`;
+    //!   zero parameters give `Q = I`. GSOFT is `y = s ⊙ (W0 · Q x) + b` with a learnable
+    //!   scale `s` (initially one); Double GSOFT is `s ⊙ (Q_out W0 Q_in x) + b`. The channel
+    //!   shuffle of the orthogonal convolution is the gather `idx[g·cpg + c] = c·groups + g`.
+    //!
+    //! ## Circuits and compute-in-memory
+    //!
+    //! - Monarch circuits ([`circuit`](crate::circuit)) carry **log-probabilities** in rows;
+    //!   `−∞` is probability zero. Blocks are non-negative and row-stochastic (a softmax of
+    //!   unconstrained logits per block row). Every block product is `log(A · exp(X))` with each
+    //!   row's input slice shifted by its maximum before `exp`; an all-`−∞` slice gives `−∞`,
+    //!   never NaN. The product of two HMMs is a Kronecker transition, a Monarch with tied
+    //!   blocks. Training is EM on expected flows.
+    //! - The CIM planner ([`cim`](crate::cim)) maps each block-diagonal factor's blocks (out ×
+    //!   in, as everywhere) onto `R × C` arrays: a block needs `out` array columns and `in`
+    //!   array rows. Permutations are folded into addressing as one gather index. A block larger
+    //!   than the array is an error rather than tiled.
+    //!
+    //! ## Errors and threads
+    //!
+    //! Fallible entry points return [`Error`](crate::Error) on bad input, never panic; sizes
+    //! whose element count overflows are [`Error::TooLarge`](crate::Error::TooLarge). Results
+    //! are bitwise identical for any thread count ([`Par`](crate::Par)).
+}

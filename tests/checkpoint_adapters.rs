@@ -1,7 +1,7 @@
 //! MoRe and GSOFT checkpoints: fixtures written by numpy + safetensors (scripts/make_fixtures.py,
-//! with independent numpy forwards written from the reference note) load and reproduce the numpy
-//! outputs; save → load round trips are bit-identical; wrong or missing tensors are errors
-//! naming the tensor.
+//! with independent numpy forwards written from `monarch::guide::conventions`) load and
+//! reproduce the numpy outputs; save → load round trips are bit-identical; wrong or missing
+//! tensors are errors naming the tensor.
 
 use crate::ckpt;
 use crate::common;

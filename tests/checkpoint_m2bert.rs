@@ -1,8 +1,9 @@
 //! M2-BERT checkpoints under the released module names (`bert.encoder.layer.{i}.attention.…`,
 //! `….mlp.…`): fixtures written by numpy + safetensors (scripts/make_fixtures.py, with an
-//! independent numpy forward of the block written from the reference note) load and reproduce
-//! the numpy outputs in every on-disk dtype; save → load round trips are exact and write the
-//! released names; missing, misshapen, non-finite or unsupported tensors are errors naming them.
+//! independent numpy forward of the block written from `monarch::guide::conventions`) load and
+//! reproduce the numpy outputs in every on-disk dtype; save → load round trips are exact and
+//! write the released names; missing, misshapen, non-finite or unsupported tensors are errors
+//! naming them.
 
 use crate::ckpt;
 use crate::common;

@@ -392,7 +392,7 @@ fn dft_monarch_matches_naive_dft() {
         let x = normal_matrix::<Complex64>((1, n), 1.0, n as u64);
         let xs = x.row(0).to_vec();
         let b = (n as f64).sqrt() as usize;
-        // perm[i·b + j] = j·b + i, as core.md states.
+        // perm[i·b + j] = j·b + i (`monarch::guide::conventions`, "The DFT as a Monarch").
         let perm: Vec<usize> = (0..n).map(|idx| (idx % b) * b + idx / b).collect();
         let xp: Vec<Complex64> = perm.iter().map(|&i| xs[i]).collect();
         let y = f.matvec(Array1::from(xp).view()).unwrap();

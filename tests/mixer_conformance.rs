@@ -1,5 +1,5 @@
 //! Conformance of the M2 layers with outputs of the authors' PyTorch code (HazyResearch/m2),
-//! stored in `tests/data/` (see `shared/testdata/reference/README.md`).
+//! stored in `tests/data/` (layouts: `monarch::guide::conventions`, "Mixers").
 
 use crate::common;
 use common::{assert_close, fixture, t2, t3, tensor};

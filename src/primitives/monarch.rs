@@ -2,10 +2,11 @@
 //! `M = P_out · BD(w2) · P_mid · BD(w1) · P_in`.
 //!
 //! Built with [`Monarch::from_factors`] it follows the PyTorch reference codes' layout
-//! ("convention A" of `shared/reference/core.md`): `w1` is `(k, q, p)`, `w2` is `(l, s, r)`,
-//! `k·q == l·r`, input length `n = k·p`, output length `m = l·s`, `P_in` the identity,
-//! `P_mid = Perm::stride(r, l)` and `P_out = Perm::stride(l, s)`. Holding an input permutation as
-//! well lets [`transpose`](Monarch::transpose) return an exact Monarch, never a dense matrix.
+//! ("convention A" of [`guide::conventions`](crate::guide::conventions)): `w1` is `(k, q, p)`,
+//! `w2` is `(l, s, r)`, `k·q == l·r`, input length `n = k·p`, output length `m = l·s`, `P_in`
+//! the identity, `P_mid = Perm::stride(r, l)` and `P_out = Perm::stride(l, s)`. Holding an input
+//! permutation as well lets [`transpose`](Monarch::transpose) return an exact Monarch, never a
+//! dense matrix.
 //!
 //! ```
 //! use monarch::Monarch;

@@ -1,7 +1,7 @@
 //! Permutations as gather indices, with the stride (reshape-transpose) permutations of Monarch.
 //!
-//! Convention (as in every reference note): applying a permutation `p` to a vector `x` gives
-//! `y[i] = x[p.index()[i]]` — a *gather*. The matrix of `p` has a one at `(i, p[i])`, so its
+//! Convention (see [`guide::conventions`](crate::guide::conventions)): applying a permutation
+//! `p` to a vector `x` gives `y[i] = x[p.index()[i]]` — a *gather*. The matrix of `p` has a one at `(i, p[i])`, so its
 //! transpose is the [`inverse`](Perm::inverse).
 //!
 //! [`Perm::stride(rows, cols)`](Perm::stride) views a vector of length `rows·cols` as a

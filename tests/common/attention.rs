@@ -1,5 +1,5 @@
-//! Dense references for attention, written from `shared/reference/attention.md` with the full
-//! `N × N` score matrix (independent of the crate's streaming and Monarch kernels).
+//! Dense references for attention, written from the attention section of
+//! `monarch::guide::conventions` with the full `N × N` score matrix (independent of the crate's streaming and Monarch kernels).
 #![allow(dead_code)]
 
 use monarch::ndarray::{s, Array2, Array3, Array4};

@@ -1,5 +1,6 @@
-//! Shared test helpers: naive dense references written from the formulas in
-//! `shared/reference/core.md`, independent of the crate's kernels, and JSON fixture loading.
+//! Shared test helpers: naive dense references written from the formulas of the crate's
+//! conventions page (`monarch::guide::conventions`), independent of the crate's kernels, and
+//! JSON fixture loading.
 #![allow(dead_code)]
 
 use monarch::ndarray::{Array, Array2, Array3, ArrayD, IxDyn};
@@ -8,7 +9,7 @@ use monarch::Scalar;
 use serde_json::Value;
 
 /// Dense matrix of the reference multiply (convention A), built by running the four steps of
-/// core.md literally on every basis vector.
+/// `monarch::guide::conventions` literally on every basis vector.
 pub fn naive_dense<T: Scalar>(w1: &Array3<T>, w2: &Array3<T>) -> Array2<T> {
     let (k, q, p) = w1.dim();
     let (l, s, r) = w2.dim();
