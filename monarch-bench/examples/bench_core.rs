@@ -1,13 +1,16 @@
 //! Core kernel benchmark: Monarch products (f32) against the FMA peak measured in this run and
 //! against the dense products a user would pick instead (faer, ndarray `dot`), on the same data.
 //!
-//! `cargo run --release --example bench_core` (about a minute), or with `--quick` (or
-//! `MONARCH_BENCH_QUICK=1`) for a smoke run with small sizes and few trials (CI).
+//! `cargo run --release -p monarch-bench --example bench_core` (about a minute), or with
+//! `--quick` (or `MONARCH_BENCH_QUICK=1`) for a smoke run with small sizes and few trials (CI).
+//! `--markdown` prints the machine line as a Markdown paragraph ready for the README; the
+//! tables are Markdown either way.
 
 use monarch::ndarray::{Array2, ArrayView2};
 use monarch::primitives::kernels::{fma_peak_gflops, Backend};
 use monarch::primitives::random::normal_matrix;
 use monarch::{Monarch, MonarchGrad, Par};
+use monarch_bench::{cpu_model, has_flag};
 use std::time::Instant;
 
 /// Repetitions of `f` (after one warm-up call) that last at least `min_s`.
@@ -117,8 +120,8 @@ fn pool(n: usize) -> rayon::ThreadPool {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick")
-        || std::env::var("MONARCH_BENCH_QUICK").is_ok_and(|v| v != "0");
+    let quick = has_flag("--quick") || std::env::var("MONARCH_BENCH_QUICK").is_ok_and(|v| v != "0");
+    let markdown = has_flag("--markdown");
     let cfg = if quick {
         Cfg {
             trials: 3,
@@ -140,11 +143,20 @@ fn main() {
         .broadcast(|_| fma_peak_gflops(be, peak_min))
         .into_iter()
         .sum();
-    println!(
-        "# monarch core benchmark (f32, backend {be:?}{})",
-        if quick { ", quick" } else { "" }
-    );
-    println!("measured FMA peak: {peak1:.0} GFLOP/s on 1 thread, {peak2:.0} GFLOP/s on {threads} threads");
+    let cpu = cpu_model();
+    let mode = if quick { ", quick run" } else { "" };
+    if markdown {
+        println!(
+            "Measured by `bench_core` on **{cpu}**, f32, kernel path `{be:?}`{mode}; FMA peak \
+             measured in the same run: {peak1:.0} GFLOP/s on 1 thread, {peak2:.0} GFLOP/s on \
+             {threads} threads. Percentages are of the {threads}-thread peak; ratios are times of \
+             the named baseline over ours on the same data."
+        );
+    } else {
+        println!("# monarch core benchmark (f32, kernel path {be:?}{mode})");
+        println!("CPU: {cpu}");
+        println!("measured FMA peak: {peak1:.0} GFLOP/s on 1 thread, {peak2:.0} GFLOP/s on {threads} threads");
+    }
     println!();
     println!("| case | GFLOP/s (best) | % of peak | median GFLOP/s (% of peak) | vs faer dense | vs ndarray dot |");
     println!("|---|---|---|---|---|---|");

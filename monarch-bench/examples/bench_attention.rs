@@ -13,6 +13,7 @@ use monarch::attention::{ExactAttention, MonarchAttention};
 use monarch::ndarray::Array4;
 use monarch::primitives::kernels::{fma_peak_gflops, Backend};
 use monarch::primitives::random::uniform_vec;
+use monarch_bench::{cpu_model, has_flag};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -216,8 +217,8 @@ fn block_for(n: usize) -> usize {
 }
 
 fn main() {
-    let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| v != "0")
-        || std::env::args().any(|a| a == "--quick");
+    let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| v != "0") || has_flag("--quick");
+    let markdown = has_flag("--markdown");
     let (d, heads) = (64, if quick { 2 } else { 12 });
     let sizes: &[usize] = if quick {
         &[256, 1024]
@@ -227,12 +228,25 @@ fn main() {
     let budget = if quick { 0.2 } else { 2.0 };
     let peak = measure_peak(if quick { 0.05 } else { 0.3 });
     let threads = rayon::current_num_threads();
-    println!("threads: {threads}; FMA peak measured in this run: {peak:.0} GFLOP/s");
-    println!("f32, d={d}, heads={heads}, batch 1, T=1, b≈√N");
-    println!(
-        "{:>6} {:>4} {:>12} {:>12} {:>8} {:>10} {:>11}",
-        "N", "b", "exact ms", "monarch ms", "ratio", "GFLOP/s", "% of peak"
-    );
+    let cpu = cpu_model();
+    if markdown {
+        println!(
+            "Measured by `bench_attention` on **{cpu}**, {threads} threads, f32, d = {d}, \
+             {heads} heads, batch 1, T = 1, b ≈ √N; FMA peak measured in the same run: \
+             {peak:.0} GFLOP/s. GFLOP/s and % of peak are the exact attention's (4·N²·d per head)."
+        );
+        println!();
+        println!("| N | b | exact ms | MonarchAttention ms | exact / Monarch | exact GFLOP/s | % of peak |");
+        println!("|---|---|---|---|---|---|---|");
+    } else {
+        println!("CPU: {cpu}");
+        println!("threads: {threads}; FMA peak measured in this run: {peak:.0} GFLOP/s");
+        println!("f32, d={d}, heads={heads}, batch 1, T=1, b≈√N");
+        println!(
+            "{:>6} {:>4} {:>12} {:>12} {:>8} {:>10} {:>11}",
+            "N", "b", "exact ms", "monarch ms", "ratio", "GFLOP/s", "% of peak"
+        );
+    }
     let exact = ExactAttention::new();
     for &n in sizes {
         let q = input(heads, n, d, 1);
@@ -247,6 +261,16 @@ fn main() {
             std::hint::black_box(ma.forward(q.view(), k.view(), v.view(), None).unwrap());
         });
         let gflops = (4 * n * n * d * heads) as f64 / te / 1e9;
+        if markdown {
+            println!(
+                "| {n} | {b} | {:.3} | {:.3} | {:.1}× | {gflops:.1} | {:.1}% |",
+                te * 1e3,
+                tm * 1e3,
+                te / tm,
+                100.0 * gflops / peak
+            );
+            continue;
+        }
         println!(
             "{:>6} {:>4} {:>12.3} {:>12.3} {:>7.1}x {:>10.1} {:>10.1}%",
             n,
@@ -257,6 +281,11 @@ fn main() {
             gflops,
             100.0 * gflops / peak
         );
+    }
+    if markdown {
+        // The quality and memory reports stay fixed-width text; fence them for Markdown.
+        println!();
+        println!("```text");
     }
     quality(quick);
     // Peak extra memory of MonarchAttention.
@@ -286,4 +315,7 @@ fn main() {
         (extra - out_bytes.min(extra)) as f64 / qkv_bytes as f64,
         secs
     );
+    if markdown {
+        println!("```");
+    }
 }
