@@ -53,8 +53,8 @@ fn sym_eigenvalues(mut g: Array2<f64>) -> Vec<f64> {
                     continue;
                 }
                 let theta = (g[[q, q]] - g[[p, p]]) / (2.0 * g[[p, q]]);
+                // `signum(0.0)` is 1, the rotation by π/4 that the equal-diagonal case needs.
                 let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
-                let t = if theta == 0.0 { 1.0 } else { t };
                 let c = 1.0 / (t * t + 1.0).sqrt();
                 let sn = t * c;
                 for k in 0..n {

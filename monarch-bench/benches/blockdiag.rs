@@ -1,4 +1,4 @@
-//! Block-diagonal products and gradients: `cargo bench --bench blockdiag`.
+//! Block-diagonal products and gradients: `cargo bench -p monarch-bench --bench blockdiag`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use monarch::ndarray::Array2;

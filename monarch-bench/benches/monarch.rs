@@ -1,6 +1,6 @@
 //! Monarch products against the dense product on the same data (ndarray `dot`), for
 //! n ∈ {256, 1024, 4096} (√n blocks) and batch ∈ {1, 64, 1024}; transposed product; VJP.
-//! Sample sizes are small so the whole suite stays short: `cargo bench --bench monarch`.
+//! Sample sizes are small so the whole suite stays short: `cargo bench -p monarch-bench --bench monarch`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use monarch::ndarray::Array2;

@@ -1,5 +1,5 @@
 //! Projection of a dense matrix onto the Monarch class (ρ = 1, √n blocks):
-//! `cargo bench --bench project`. The near-Monarch inputs (a Monarch plus 1% noise, the case of
+//! `cargo bench -p monarch-bench --bench project`. The near-Monarch inputs (a Monarch plus 1% noise, the case of
 //! projecting a matrix that is close to the class) take the certified power-iteration path; the
 //! unstructured random input exercises the exact Jacobi fallback.
 

@@ -6,7 +6,8 @@
 //! same program, and MonarchAttention's peak extra memory at N = 65536 measured with a counting
 //! global allocator.
 //!
-//! `cargo run --release --example bench_attention` (about a minute);
+//! `cargo run --release -p monarch-bench --example bench_attention` (about a minute); `--markdown`
+//! prints the machine line and the timing table as Markdown for the README;
 //! `BENCH_QUICK=1` or `--quick` runs small sizes only (seconds), for CI smoke runs.
 
 use monarch::attention::{ExactAttention, MonarchAttention};

@@ -16,7 +16,7 @@
 //!   b ≈ √n). Best of 3 to 10 runs each; the numbers are printed too.
 //!
 //! Run: `cargo run --release --example finetune -- curves.csv` then
-//! `cargo run --release --features plots --example pictures -- curves.csv` (without a CSV the
+//! `cargo run --release -p monarch-bench --features plots --example pictures -- curves.csv` (without a CSV the
 //! fine-tuning picture is not redrawn). The font is `$MONARCH_FONT` if set, else DejaVu Sans
 //! from the usual system paths (Debian: `apt-get install fonts-dejavu-core`).
 
@@ -461,7 +461,7 @@ fn bench_picture(path: &str) -> Res<()> {
     ))?;
     title.draw(&Text::new(
         format!(
-            "cargo run --release --features plots --example pictures{load}; full-size figures: \
+            "cargo run --release -p monarch-bench --features plots --example pictures{load}; full-size figures: \
              README (bench_attention, bench_core)"
         ),
         (12, 38),
