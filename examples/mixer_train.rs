@@ -7,10 +7,10 @@
 //!
 //! Run: `cargo run --release --example mixer_train`
 
-use monarch::mixer::nn::Activation;
 use monarch::mixer::{ConvMethod, LongConv, M2Layer, SequenceMixing, SequenceMixingGrad};
 use monarch::ndarray::{Array1, Array2, Array3, Axis};
 use monarch::pk::MlpMixerBlock;
+use monarch::primitives::nn::Activation;
 use monarch::primitives::random::normal_matrix;
 use rand::{Rng, SeedableRng};
 

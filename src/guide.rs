@@ -109,7 +109,7 @@
 //!
 //! | released name (under `bert.encoder.layer.{i}.`) | monarch ([`M2BertLayer`](crate::mixer::M2BertLayer)) | conversion |
 //! |---|---|---|
-//! | `attention.in_linear.{weight,bias}`, `attention.out_linear.{weight,bias}` | `mixer.in_linear`, `mixer.out_linear` ([`Linear`](crate::mixer::nn::Linear), weight `(out, in)`) | none |
+//! | `attention.in_linear.{weight,bias}`, `attention.out_linear.{weight,bias}` | `mixer.in_linear`, `mixer.out_linear` ([`Linear`](crate::primitives::nn::Linear), weight `(out, in)`) | none |
 //! | `attention.short_filter.weight` `(3H, 1, 3)`, `.bias` | `mixer.short_conv_weight` `(3H, 3)`, `mixer.short_conv_bias` | middle axis dropped |
 //! | `attention.filter_fn.bias` | `mixer.filter.bias` (the skip weight `D`) | none |
 //! | `attention.filter_fn.pos_emb.z` `(1, l_max, emb)`, `.pos_emb.t` `(1, l_max, 1)` | `mixer.filter.z` `(l_max, emb)`, `mixer.filter.t` `(l_max,)` | unit axes dropped |

@@ -7,7 +7,9 @@
 //! `O(n√n)` instead of `O(n²)` and runs as small dense GEMMs.
 //!
 //! The core, [`primitives`] ([`Perm`], [`BlockDiag`], [`Monarch`], projection, SVD, DFT,
-//! [`MonarchLinear`], kernels), sits at the bottom; each paper's layer is a thin module on top.
+//! [`MonarchLinear`], the shared dense layers of [`primitives::nn`], kernels), sits at the bottom;
+//! each paper's layer is a thin module on top that uses the core and no other paper module, with
+//! one exception: [`cim`]'s cost accounting also covers [`circuit::MonarchChain`].
 //!
 //! ```
 //! use monarch::Monarch;

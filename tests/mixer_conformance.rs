@@ -48,8 +48,8 @@ fn fftconv_bidirectional_matches_m2_reference() {
 
 #[test]
 fn glu_mlp_blockdiag_matches_m2_reference() {
-    use monarch::mixer::nn::LayerNorm;
     use monarch::mixer::GatedMlp;
+    use monarch::primitives::nn::LayerNorm;
     let f = fixture("m2_glu_mlp_blockdiag_H8_I16_b4.json");
     let h = t3(&f["inputs"]["h"]);
     let g = t3(&f["inputs"]["gated_weight"]);

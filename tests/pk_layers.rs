@@ -4,9 +4,9 @@
 use crate::common;
 use crate::mx;
 use common::assert_close;
-use monarch::mixer::nn::{Activation, LayerNorm};
 use monarch::ndarray::{Array1, Array2, Array3};
 use monarch::pk::*;
+use monarch::primitives::nn::{Activation, LayerNorm};
 use monarch::primitives::random::normal_matrix;
 use monarch::{Monarch, Perm};
 use mx::{bump, check_grad, dot, flat};
@@ -207,7 +207,7 @@ fn mlp_mixer_block_matches_matrix_form_and_vjp() {
         .unwrap();
     // Matrix form of MLP-Mixer: X₁ = X + W₂ᵗ GELU(W₁ᵗ LN(X) + b₁) + b₂ (token MLP acts on columns),
     // out = X₁ + GELU(LN(X₁) W₁ᶜᵀ + b₁) W₂ᶜᵀ + b₂.
-    let gelu = |a: Array2<f64>| a.mapv(monarch::mixer::nn::gelu);
+    let gelu = |a: Array2<f64>| a.mapv(monarch::primitives::nn::gelu);
     let y = blk.forward(x.view()).unwrap();
     for bi in 0..b {
         let xb = x.index_axis(monarch::ndarray::Axis(0), bi).to_owned();

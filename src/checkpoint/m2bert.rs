@@ -44,11 +44,11 @@
 use super::dtype::Dtype;
 use super::more::{check_finite, name_err};
 use super::state_dict::{join_name, StateDict};
-use crate::mixer::nn::{LayerNorm, Linear};
 use crate::mixer::{
     FilterMlp, GatedMlp, ImplicitFilter, M2BertEncoder, M2BertLayer, M2SequenceMixer,
 };
 use crate::primitives::error::{Error, Result};
+use crate::primitives::nn::{LayerNorm, Linear};
 use crate::{RealScalar, Scalar};
 use ndarray::{Array1, Array2, Array3, ArrayD, Axis, Ix2, Ix3};
 use num_complex::Complex;

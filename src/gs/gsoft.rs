@@ -3,8 +3,8 @@
 
 use super::layer::OrthGs;
 use super::orthogonal::OrthMap;
-use crate::more::{check_cols, check_grad};
 use crate::primitives::error::{Error, Result};
+use crate::primitives::nn::{check_cols, check_grad};
 use crate::RealScalar;
 use ndarray::{Array1, Array2, Array3, ArrayView2, Axis};
 
@@ -81,7 +81,7 @@ impl<T: RealScalar> GsoftLinear<T> {
         nfactors: usize,
         map: OrthMap,
     ) -> Result<Self> {
-        crate::more::check_base(&weight, bias.as_ref(), "GsoftLinear")?;
+        crate::primitives::nn::check_base(&weight, bias.as_ref(), "GsoftLinear")?;
         let q = OrthGs::identity(weight.ncols(), block, nfactors, map)?;
         let scale = Array1::ones(weight.nrows());
         Ok(GsoftLinear {
@@ -224,7 +224,7 @@ impl<T: RealScalar> DoubleGsoft<T> {
         nfactors: usize,
         map: OrthMap,
     ) -> Result<Self> {
-        crate::more::check_base(&weight, bias.as_ref(), "DoubleGsoft")?;
+        crate::primitives::nn::check_base(&weight, bias.as_ref(), "DoubleGsoft")?;
         let q_in = OrthGs::identity(weight.ncols(), block_in, nfactors, map)?;
         let q_out = OrthGs::identity(weight.nrows(), block_out, nfactors, map)?;
         let scale = Array1::ones(weight.nrows());

@@ -8,7 +8,8 @@
 //!   M2-BERT block and stack, as its checkpoints compute it;
 //! * [`M2Layer`]: the paper's layer, sequence mixing `M₂(K₁ ⊙ M₁X)` (learned Monarchs or
 //!   the DFT long convolution) and dimension mixing `M₄σ(K₂ ⊙ M₃X̃ᵀ)`, residual, LayerNorm;
-//! * [`nn`]: exact-erf GELU, LayerNorm, dense linear, each with its VJP.
+//! * [`nn`] (re-exported from the core): exact-erf GELU, LayerNorm, dense linear, each with
+//!   its VJP.
 //!
 //! Every layer has `forward` and `vjp` (gradients of `sum(out ⊙ grad_out)`).
 //!
@@ -33,7 +34,9 @@ pub mod filter;
 pub mod glu;
 pub mod longconv;
 pub mod m2bert;
-pub mod nn;
+/// The dense building blocks the mixing layers use; they live in the core
+/// ([`primitives::nn`](crate::primitives::nn)) because `pk` shares them.
+pub use crate::primitives::nn;
 pub mod paper;
 
 pub use filter::{FilterMlp, ImplicitFilter, ImplicitFilterGrad};

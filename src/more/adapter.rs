@@ -1,7 +1,8 @@
 //! The MoRe adapter: a rectangular Monarch `ΔW` added to a frozen linear layer.
 
-use super::{check_base, check_cols, check_grad, dropout_mask, frozen_plus_adapter, Adapter};
+use super::{dropout_mask, frozen_plus_adapter, Adapter};
 use crate::primitives::error::{check_nonzero, Error, Result};
+use crate::primitives::nn::{check_base, check_cols, check_grad};
 use crate::primitives::random::uniform_array3;
 use crate::{Monarch, RealScalar};
 use ndarray::{s, Array1, Array2, Array3, ArrayView2, ArrayViewMut3};

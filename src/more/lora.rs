@@ -13,8 +13,9 @@
 //! assert_eq!(lora.max_rank(), 2);
 //! ```
 
-use super::{check_base, check_cols, check_grad, dropout_mask, frozen_plus_adapter, Adapter};
+use super::{dropout_mask, frozen_plus_adapter, Adapter};
 use crate::primitives::error::{check_nonzero, Error, Result};
+use crate::primitives::nn::{check_base, check_cols, check_grad};
 use crate::RealScalar;
 use ndarray::{Array1, Array2, ArrayView2};
 use rand::{Rng, SeedableRng};

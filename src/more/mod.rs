@@ -33,7 +33,7 @@ pub use adapter::{FactorShapes, MoReAdapter, MoReGrad};
 pub use dropout::{check_dropout, dropout_mask};
 pub use lora::{LoraAdapter, LoraGrad};
 
-use crate::primitives::error::{Error, Result};
+use crate::primitives::error::Result;
 use crate::RealScalar;
 use ndarray::{Array1, Array2, ArrayView2};
 
@@ -73,61 +73,6 @@ pub trait Adapter<T: RealScalar> {
     fn unmerge(&mut self) -> Result<()>;
     /// True between [`merge`](Adapter::merge) and [`unmerge`](Adapter::unmerge).
     fn is_merged(&self) -> bool;
-}
-
-/// Validates a frozen base layer: non-empty finite `out × in` weight, bias of length `out`.
-pub(crate) fn check_base<T: RealScalar>(
-    weight: &Array2<T>,
-    bias: Option<&Array1<T>>,
-    ctx: &str,
-) -> Result<()> {
-    let (out, inp) = weight.dim();
-    crate::primitives::error::check_nonzero(out, &format!("{ctx}: weight rows (out_features)"))?;
-    crate::primitives::error::check_nonzero(inp, &format!("{ctx}: weight columns (in_features)"))?;
-    if !weight.iter().all(|v| v.is_finite()) {
-        return Err(Error::NonFinite {
-            context: format!("{ctx}: base weight"),
-        });
-    }
-    if let Some(b) = bias {
-        if b.len() != out {
-            return Err(Error::shape(
-                format!("{ctx}: bias length (out_features of the {out}×{inp} weight)"),
-                out,
-                b.len(),
-            ));
-        }
-        if !b.iter().all(|v| v.is_finite()) {
-            return Err(Error::NonFinite {
-                context: format!("{ctx}: base bias"),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Checks that `x` has `n` columns.
-pub(crate) fn check_cols<T>(x: ArrayView2<T>, n: usize, ctx: &str) -> Result<()> {
-    if x.ncols() != n {
-        return Err(Error::shape(
-            format!("{ctx}: input columns (in_features)"),
-            n,
-            x.ncols(),
-        ));
-    }
-    Ok(())
-}
-
-/// Checks that `g` is `(batch, out)`.
-pub(crate) fn check_grad<T>(g: ArrayView2<T>, batch: usize, out: usize, ctx: &str) -> Result<()> {
-    if g.dim() != (batch, out) {
-        return Err(Error::shape(
-            format!("{ctx}: grad_out shape (batch, out_features)"),
-            (batch, out),
-            g.dim(),
-        ));
-    }
-    Ok(())
 }
 
 /// `x · wᵀ (+ bias)` for rows `x`.

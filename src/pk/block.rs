@@ -1,8 +1,8 @@
 //! The MLP-Mixer block built from PK layers.
 
 use super::layer::{PkLayer, PkLayerGrad};
-use crate::mixer::nn::{Activation, LayerNorm, LayerNormGrad};
 use crate::primitives::error::{check_nonzero, Error, Result};
+use crate::primitives::nn::{Activation, LayerNorm, LayerNormGrad};
 use crate::RealScalar;
 use ndarray::{Array1, Array2, Array3, ArrayView3};
 

@@ -1,7 +1,7 @@
 //! The permuted-Kronecker layer `y = J₂ · φ((I_a ⊗ W)·J₁x + 1_a ⊗ b)`.
 
-use crate::mixer::nn::{standard, Activation};
 use crate::primitives::error::{check_nonzero, Error, Result};
+use crate::primitives::nn::{standard, Activation};
 use crate::{Perm, RealScalar};
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 

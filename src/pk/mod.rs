@@ -10,7 +10,7 @@
 //!
 //! ```
 //! use monarch::pk::{pk_pair_to_monarch, PkLayer};
-//! use monarch::mixer::nn::Activation;
+//! use monarch::primitives::nn::Activation;
 //! use monarch::ndarray::Array2;
 //! let (s, c) = (3, 4);
 //! let w_t = Array2::from_shape_fn((s, s), |(i, j)| (i * 3 + j) as f64 / 10.0);

@@ -100,10 +100,9 @@ where
     /// # Errors
     /// As [`dft`](Monarch::dft).
     pub fn dft_natural(n: usize) -> Result<Self> {
-        let mut m = Self::dft(n)?;
         let b = isqrt(n);
-        m.p_in = Self::dft_input_perm(b, b)?;
-        Ok(m)
+        let (_, w1, p_mid, w2, p_out) = Self::dft(n)?.into_parts();
+        Monarch::from_parts(Self::dft_input_perm(b, b)?, w1, p_mid, w2, p_out)
     }
 
     /// Natural-order DFT (or inverse) of any length `n = k·p` with `k` input blocks.
@@ -114,9 +113,8 @@ where
         check_nonzero(n, "Monarch::dft_natural_factored: n")?;
         check_divides(n, k, "Monarch::dft_natural_factored: n by k")?;
         let p = n / k;
-        let mut m = Self::dft_factored(k, p, inverse)?;
-        m.p_in = Self::dft_input_perm(k, p)?;
-        Ok(m)
+        let (_, w1, p_mid, w2, p_out) = Self::dft_factored(k, p, inverse)?.into_parts();
+        Monarch::from_parts(Self::dft_input_perm(k, p)?, w1, p_mid, w2, p_out)
     }
 }
 

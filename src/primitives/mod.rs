@@ -1,6 +1,7 @@
 //! The core every paper module builds on: permutations, block-diagonal factors, the
 //! [`Monarch`](monarch::Monarch) matrix, its optimal projection, the DFT as a Monarch, the
-//! rectangular linear layer, and the block-diagonal product kernels beneath them, with the
+//! rectangular linear layer, the small dense layers (GELU, LayerNorm, dense linear) that
+//! several paper modules share, and the block-diagonal product kernels beneath them, with the
 //! crate's error type, threading policy, scalar traits and seeded random arrays.
 //!
 //! Dependencies run one way: [`kernels`] works on plain shapes and slices; [`blockdiag`] and
@@ -21,6 +22,7 @@ pub mod error;
 pub mod kernels;
 pub mod linear;
 pub mod monarch;
+pub mod nn;
 pub mod par;
 pub mod perm;
 pub mod project;

@@ -214,6 +214,12 @@ impl<T: Scalar> Monarch<T> {
     pub fn w2_mut(&mut self) -> ndarray::ArrayViewMut3<'_, T> {
         self.w2.weights_mut()
     }
+    /// Takes the Monarch apart into `(P_in, w1, P_mid, w2, P_out)`, the arguments of
+    /// [`from_parts`](Monarch::from_parts), so a caller can replace one part and rebuild
+    /// through the checked constructor.
+    pub fn into_parts(self) -> (Perm, BlockDiag<T>, Perm, BlockDiag<T>, Perm) {
+        (self.p_in, self.w1, self.p_mid, self.w2, self.p_out)
+    }
     /// The permutations `(P_in, P_mid, P_out)`.
     pub fn perms(&self) -> (&Perm, &Perm, &Perm) {
         (&self.p_in, &self.p_mid, &self.p_out)

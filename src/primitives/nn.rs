@@ -1,8 +1,9 @@
-//! Small dense building blocks shared by the mixing layers: exact-erf GELU, LayerNorm and a
+//! Small dense building blocks shared by several paper modules (the M2 and PK mixers, the
+//! adapters' shape checks): exact-erf GELU, LayerNorm and a
 //! dense linear layer, each with its vector-Jacobian product.
 //!
 //! ```
-//! use monarch::mixer::nn::{gelu, LayerNorm};
+//! use monarch::primitives::nn::{gelu, LayerNorm};
 //! use monarch::ndarray::array;
 //! assert!((gelu(1.0f64) - 0.8413447460685429).abs() < 1e-15);
 //! let ln = LayerNorm::<f64>::new(2, 1e-12).unwrap();
@@ -362,4 +363,59 @@ pub(crate) fn check_finite<'a, R: RealScalar>(
             context: ctx.into(),
         })
     }
+}
+
+/// Validates a frozen base layer: non-empty finite `out × in` weight, bias of length `out`.
+pub(crate) fn check_base<T: RealScalar>(
+    weight: &Array2<T>,
+    bias: Option<&Array1<T>>,
+    ctx: &str,
+) -> Result<()> {
+    let (out, inp) = weight.dim();
+    crate::primitives::error::check_nonzero(out, &format!("{ctx}: weight rows (out_features)"))?;
+    crate::primitives::error::check_nonzero(inp, &format!("{ctx}: weight columns (in_features)"))?;
+    if !weight.iter().all(|v| v.is_finite()) {
+        return Err(Error::NonFinite {
+            context: format!("{ctx}: base weight"),
+        });
+    }
+    if let Some(b) = bias {
+        if b.len() != out {
+            return Err(Error::shape(
+                format!("{ctx}: bias length (out_features of the {out}×{inp} weight)"),
+                out,
+                b.len(),
+            ));
+        }
+        if !b.iter().all(|v| v.is_finite()) {
+            return Err(Error::NonFinite {
+                context: format!("{ctx}: base bias"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks that `x` has `n` columns.
+pub(crate) fn check_cols<T>(x: ArrayView2<T>, n: usize, ctx: &str) -> Result<()> {
+    if x.ncols() != n {
+        return Err(Error::shape(
+            format!("{ctx}: input columns (in_features)"),
+            n,
+            x.ncols(),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that `g` is `(batch, out)`.
+pub(crate) fn check_grad<T>(g: ArrayView2<T>, batch: usize, out: usize, ctx: &str) -> Result<()> {
+    if g.dim() != (batch, out) {
+        return Err(Error::shape(
+            format!("{ctx}: grad_out shape (batch, out_features)"),
+            (batch, out),
+            g.dim(),
+        ));
+    }
+    Ok(())
 }
