@@ -88,7 +88,7 @@
 //! Loading a released M2-BERT checkpoint (`BertForMaskedLM` / `BertModel` of
 //! `bert/src/bert_layers.py`, its `state_dict()` saved with safetensors): the encoder's tensors
 //! are read under their module names, every size from the tensors, and the options that are not
-//! stored come from [`M2BertConfig`](crate::checkpoint::M2BertConfig) (its default is the
+//! stored come from [`M2BertConfig`](crate::mixer::M2BertConfig) (its default is the
 //! released configuration: `bidirectional`, `residual_long_conv`, `hyena_w_mod = 1`,
 //! `layer_norm_eps = 1e-12`). Embeddings, pooler and heads are not part of the encoder.
 //!
@@ -99,7 +99,7 @@
 //! ```
 //!
 //! ```no_run
-//! # use monarch::{checkpoint::M2BertConfig, mixer::M2BertEncoder, ndarray::Array3};
+//! # use monarch::{mixer::M2BertConfig, mixer::M2BertEncoder, ndarray::Array3};
 //! # let embeddings = Array3::<f32>::zeros((1, 128, 768));
 //! let enc = M2BertEncoder::<f32>::load_safetensors("m2-bert.safetensors", "bert.encoder", &M2BertConfig::default())?;
 //! let h = enc.forward(embeddings.view())?;                         // (B, L, H)
@@ -124,7 +124,7 @@
 //!
 //! Not loaded (an error names the tensor): `hyena_training_additions` (`attention.layernorm`),
 //! the Flash inference modules (`attention.fast_filter`, `attention.k`), the non-gated
-//! `BertMLP`. The full table and the rules are in [`checkpoint::m2bert`](crate::checkpoint::m2bert).
+//! `BertMLP`. The full table and the rules are in [`mixer::checkpoint`](crate::mixer::checkpoint).
 //!
 //! ## MoRe and LoRA
 //!
@@ -299,7 +299,7 @@ pub mod conventions {
     //!   convolution of the block's input, and `out_linear`. Its MLP is gated and
     //!   block-diagonal without permutations: `GELU(first half) ⊙ second half`, exact-erf GELU,
     //!   then post-LayerNorm with eps `1e-12`. Dense linears store weights `(out, in)` and
-    //!   compute `x Wᵀ + b`. The name mapping is in [`checkpoint::m2bert`](crate::checkpoint::m2bert).
+    //!   compute `x Wᵀ + b`. The name mapping is in [`mixer::checkpoint`](crate::mixer::checkpoint).
     //! - The paper's [`M2Layer`](crate::mixer::M2Layer) works on `X` `(N × d)`, batched
     //!   `(batch, N, d)`: sequence mixing `M₂(K₁ ⊙ M₁X)` (linear: the ReLU in the paper's
     //!   pseudocode is a typo), dimension mixing `Yᵀ = M₄ σ(K₂ ⊙ M₃X̃ᵀ)`, then

@@ -10,7 +10,8 @@ use crate::common;
 
 use ckpt::*;
 use common::assert_close;
-use monarch::checkpoint::{Dtype, M2BertConfig, StateDict};
+use monarch::checkpoint::{Dtype, StateDict};
+use monarch::mixer::M2BertConfig;
 use monarch::mixer::{ConvMethod, M2BertEncoder, M2BertLayer};
 use monarch::ndarray::{Array3, ArrayD, IxDyn};
 use monarch::RealScalar;

@@ -4,13 +4,17 @@
 //! safetensors file (F32, F64, F16 and BF16 tensors are converted to `f32`/`f64` on load) and
 //! saves to one; layers read and write their parameters in it under a prefix, PyTorch's module
 //! path (`"encoder.layer.0.mlp.fc1"`), so a layer nested in a bigger model loads as it is.
-//! [`MonarchLinear`](crate::MonarchLinear) uses fly's names `blkdiag1`, `blkdiag2`, `bias`;
-//! a bare [`Monarch`](crate::Monarch) uses `w1`, `w2`; a [`MoReAdapter`](crate::more::MoReAdapter)
-//! stores `weight`, `bias`, `blkdiag1`, `blkdiag2`; a [`GsoftLinear`](crate::gs::GsoftLinear)
-//! stores `weight`, `bias`, `gsoft_R`, `gsoft_L`, `gsoft_scale`. The M2-BERT encoder, its
-//! layers, sequence mixers, implicit filters and gated MLPs load from and save to the names of
-//! the released M2-BERT checkpoints (`bert.encoder.layer.{i}.attention.in_linear.weight`, …):
-//! see [`m2bert`] for the table of names and what is not supported.
+//! This module is the format only, and sits with the core: it depends on nothing but the
+//! crate's error and scalar types. Each layer's parameter names live beside the layer:
+//! [`MonarchLinear`](crate::MonarchLinear) uses fly's names `blkdiag1`, `blkdiag2`, `bias` and
+//! a bare [`Monarch`](crate::Monarch) `w1`, `w2` (`src/primitives/checkpoint.rs`); a
+//! [`MoReAdapter`](crate::more::MoReAdapter) stores `weight`, `bias`, `blkdiag1`, `blkdiag2`
+//! (`src/more/checkpoint.rs`); a [`GsoftLinear`](crate::gs::GsoftLinear) stores `weight`,
+//! `bias`, `gsoft_R`, `gsoft_L`, `gsoft_scale` (`src/gs/checkpoint.rs`). The M2-BERT encoder,
+//! its layers, sequence mixers, implicit filters and gated MLPs use the names of the released
+//! M2-BERT checkpoints (`bert.encoder.layer.{i}.attention.in_linear.weight`, …): see
+//! [`mixer::checkpoint`](crate::mixer::checkpoint) for the table of names and what is not
+//! supported.
 //!
 //! The reader trusts nothing in the file: every size and offset the header declares is checked
 //! against the bytes that exist before a tensor is allocated, and every failure is an
@@ -35,13 +39,9 @@
 
 mod dtype;
 mod format;
-mod gs;
-mod layers;
-pub mod m2bert;
-mod more;
+pub(crate) mod read;
 mod state_dict;
 
 pub use dtype::Dtype;
 pub use format::{parse_header, Header, TensorInfo, MAX_HEADER_LEN};
-pub use m2bert::M2BertConfig;
 pub use state_dict::{join_name, StateDict};

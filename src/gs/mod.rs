@@ -26,6 +26,7 @@
 //! assert_eq!(monarch::gs::butterfly_factors(32).unwrap(), 6);
 //! ```
 
+mod checkpoint;
 mod conv;
 mod gsoft;
 mod layer;

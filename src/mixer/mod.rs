@@ -29,6 +29,7 @@
 //! assert!(direct.iter().zip(&monarch).all(|(a, b)| (a - b).abs() < 1e-10));
 //! ```
 
+pub mod checkpoint;
 pub mod fft;
 pub mod filter;
 pub mod glu;
@@ -39,6 +40,7 @@ pub mod m2bert;
 pub use crate::primitives::nn;
 pub mod paper;
 
+pub use checkpoint::M2BertConfig;
 pub use filter::{FilterMlp, ImplicitFilter, ImplicitFilterGrad};
 pub use glu::{GatedMlp, GatedMlpGrad};
 pub use longconv::{dft_block_count, ConvMethod, ConvPlan, LongConv, LongConvGrad};

@@ -26,6 +26,7 @@
 //! ```
 
 mod adapter;
+mod checkpoint;
 mod dropout;
 pub mod lora;
 
@@ -34,6 +35,8 @@ pub use dropout::{check_dropout, dropout_mask};
 pub use lora::{LoraAdapter, LoraGrad};
 
 use crate::primitives::error::Result;
+#[cfg(doc)]
+use crate::Error;
 use crate::RealScalar;
 use ndarray::{Array1, Array2, ArrayView2};
 

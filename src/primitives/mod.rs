@@ -17,6 +17,7 @@
 //! ```
 
 pub mod blockdiag;
+mod checkpoint;
 pub mod dft;
 pub mod error;
 pub mod kernels;

@@ -1,104 +1,13 @@
-//! Load/save of MoRe adapters: the frozen `weight`/`bias` and the factors `blkdiag1`,
+//! MoRe adapters' parameter names: the frozen `weight`/`bias` and the factors `blkdiag1`,
 //! `blkdiag2` under one module prefix.
 
-use super::dtype::Dtype;
-use super::state_dict::{join_name, StateDict};
-use crate::more::{Adapter, MoReAdapter};
+use super::{Adapter, MoReAdapter};
+use crate::checkpoint::read::{check_finite, load_base, name_err};
+use crate::checkpoint::{join_name, Dtype, StateDict};
 use crate::primitives::error::{Error, Result};
 use crate::RealScalar;
-use ndarray::{Array1, Array2, Array3};
+use ndarray::Array3;
 use std::path::Path;
-
-/// The 2-D tensor `name`, whatever its sizes.
-pub(crate) fn array2_any<T: RealScalar>(sd: &StateDict<T>, name: &str) -> Result<Array2<T>> {
-    let a = sd.tensor(name)?;
-    if a.ndim() != 2 {
-        return Err(Error::ShapeMismatch {
-            context: format!("tensor \"{name}\": shape"),
-            expected: "2 dimensions".into(),
-            found: format!("{:?}", a.shape()),
-        });
-    }
-    a.clone()
-        .into_dimensionality()
-        .map_err(|e| Error::Format(format!("tensor \"{name}\": {e}")))
-}
-
-/// `Err` naming the tensor unless every value of `a` is finite.
-pub(crate) fn check_finite<'a, T: RealScalar + 'a>(
-    name: &str,
-    a: impl IntoIterator<Item = &'a T>,
-) -> Result<()> {
-    if a.into_iter().all(|v| v.is_finite()) {
-        Ok(())
-    } else {
-        Err(Error::NonFinite {
-            context: format!("tensor \"{name}\""),
-        })
-    }
-}
-
-/// The frozen base layer `{prefix}.weight` `(out, in)` and, if `bias`, `{prefix}.bias` `(out,)`.
-pub(crate) fn load_base<T: RealScalar>(
-    sd: &StateDict<T>,
-    prefix: &str,
-    bias: bool,
-) -> Result<(Array2<T>, Option<Array1<T>>)> {
-    let wn = join_name(prefix, "weight");
-    let bn = join_name(prefix, "bias");
-    let w = array2_any(sd, &wn)?;
-    if w.is_empty() {
-        return Err(Error::zero(format!(
-            "tensor \"{wn}\": shape {:?}",
-            w.shape()
-        )));
-    }
-    check_finite(&wn, w.iter())?;
-    let b = if bias {
-        let b = sd.array1(&bn, w.nrows())?;
-        check_finite(&bn, b.iter())?;
-        Some(b)
-    } else {
-        if sd.contains(&bn) {
-            return Err(Error::Format(format!(
-                "tensor \"{bn}\": present but the layer was requested without bias"
-            )));
-        }
-        None
-    };
-    Ok((w, b))
-}
-
-/// Prefixes a shape/size error's context with the names of the tensors involved.
-pub(crate) fn name_err(names: &str, e: Error) -> Error {
-    match e {
-        Error::ShapeMismatch {
-            context,
-            expected,
-            found,
-        } => Error::ShapeMismatch {
-            context: format!("{names}: {context}"),
-            expected,
-            found,
-        },
-        Error::ZeroSize { context } => Error::ZeroSize {
-            context: format!("{names}: {context}"),
-        },
-        Error::TooLarge {
-            context,
-            value,
-            max,
-        } => Error::TooLarge {
-            context: format!("{names}: {context}"),
-            value,
-            max,
-        },
-        Error::NonFinite { context } => Error::NonFinite {
-            context: format!("{names}: {context}"),
-        },
-        other => other,
-    }
-}
 
 impl<T: RealScalar> MoReAdapter<T> {
     /// Loads a MoRe adapter from `sd`: the frozen `{prefix}.weight` `(out, in)` and, if `bias`,

@@ -1,10 +1,9 @@
-//! Load/save of GSOFT layers: the frozen `weight`/`bias`, the two block-diagonal factors
+//! GSOFT layers' parameter names: the frozen `weight`/`bias`, the two block-diagonal factors
 //! `gsoft_R` (applied first) and `gsoft_L`, and the scale `gsoft_scale`, under one prefix.
 
-use super::dtype::Dtype;
-use super::more::{check_finite, load_base, name_err};
-use super::state_dict::{join_name, StateDict};
-use crate::gs::{GsoftLinear, OrthGs, OrthMap};
+use super::{GsoftLinear, OrthGs, OrthMap};
+use crate::checkpoint::read::{check_finite, load_base, name_err};
+use crate::checkpoint::{join_name, Dtype, StateDict};
 use crate::primitives::error::{Error, Result};
 use crate::RealScalar;
 use std::path::Path;

@@ -1,7 +1,7 @@
-//! Load/save of the core layers under the reference codes' parameter names.
+//! The core layers' parameter names, as the Monarch reference code (fly) stores them:
+//! `blkdiag1`, `blkdiag2`, `bias` for [`MonarchLinear`], `w1`, `w2` for a bare [`Monarch`].
 
-use super::dtype::Dtype;
-use super::state_dict::{join_name, StateDict};
+use crate::checkpoint::{join_name, Dtype, StateDict};
 use crate::primitives::error::{Error, Result};
 use crate::primitives::linear::monarch_linear_shapes;
 use crate::{Monarch, MonarchLinear, Perm, RealScalar};
