@@ -222,7 +222,9 @@ impl<R: RealScalar> ImplicitFilter<R> {
             let n = mlp.layers.len();
             if mlp.layers[0].in_features() != emb_dim {
                 return Err(Error::shape(
-                    format!("ImplicitFilter: {name} layer 0 input width (emb_dim, the columns of z)"),
+                    format!(
+                        "ImplicitFilter: {name} layer 0 input width (emb_dim, the columns of z)"
+                    ),
                     emb_dim,
                     mlp.layers[0].in_features(),
                 ));

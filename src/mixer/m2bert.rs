@@ -176,11 +176,7 @@ where
             ));
         }
         if filter.channels() != h {
-            return Err(Error::shape(
-                ctx("filter channels"),
-                h,
-                filter.channels(),
-            ));
+            return Err(Error::shape(ctx("filter channels"), h, filter.channels()));
         }
         if let Some(f2) = &filter2 {
             if f2.channels() != h {
@@ -659,7 +655,10 @@ impl<R: RealScalar> Params<R> for M2SequenceMixer<R> {
     type Grad = M2SequenceMixerGrad<R>;
     fn visit_params<'a>(&'a self, f: &mut dyn FnMut(&str, ArrayViewD<'a, R>)) {
         self.in_linear.visit_params(&mut prefixed("in_linear", f));
-        f("short_filter.weight", self.short_conv_weight.view().into_dyn());
+        f(
+            "short_filter.weight",
+            self.short_conv_weight.view().into_dyn(),
+        );
         f("short_filter.bias", self.short_conv_bias.view().into_dyn());
         f("filter_fn.bias", self.filter.bias.view().into_dyn());
         self.filter.visit_params(&mut prefixed("filter_fn", f));
@@ -670,25 +669,33 @@ impl<R: RealScalar> Params<R> for M2SequenceMixer<R> {
         self.out_linear.visit_params(&mut prefixed("out_linear", f));
     }
     fn visit_params_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, ArrayViewMutD<'a, R>)) {
-        self.in_linear.visit_params_mut(&mut prefixed("in_linear", f));
+        self.in_linear
+            .visit_params_mut(&mut prefixed("in_linear", f));
         f(
             "short_filter.weight",
             self.short_conv_weight.view_mut().into_dyn(),
         );
-        f("short_filter.bias", self.short_conv_bias.view_mut().into_dyn());
+        f(
+            "short_filter.bias",
+            self.short_conv_bias.view_mut().into_dyn(),
+        );
         self.filter
             .visit_mut_with_bias(true, &mut prefixed("filter_fn", f));
         if let Some(f2) = &mut self.filter2 {
             f2.visit_mut_with_bias(true, &mut prefixed("filter_fn2", f));
         }
-        self.out_linear.visit_params_mut(&mut prefixed("out_linear", f));
+        self.out_linear
+            .visit_params_mut(&mut prefixed("out_linear", f));
     }
 }
 
 impl<R> Grads<R> for M2SequenceMixerGrad<R> {
     fn visit_grads<'a>(&'a self, f: &mut dyn FnMut(&str, ArrayViewD<'a, R>)) {
         self.in_linear.visit_grads(&mut prefixed("in_linear", f));
-        f("short_filter.weight", self.short_conv_weight.view().into_dyn());
+        f(
+            "short_filter.weight",
+            self.short_conv_weight.view().into_dyn(),
+        );
         f("short_filter.bias", self.short_conv_bias.view().into_dyn());
         f("filter_fn.bias", self.filter_bias.view().into_dyn());
         self.filter.visit_grads(&mut prefixed("filter_fn", f));

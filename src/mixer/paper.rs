@@ -188,7 +188,9 @@ where
         let (dp, n) = k2.dim();
         let d = m3.in_features();
         let ctx = |what: &str| {
-            format!("M2Layer: {what} for N = {n} (K₂ columns), d = {d} (M₃ input), d' = {dp} (K₂ rows)")
+            format!(
+                "M2Layer: {what} for N = {n} (K₂ columns), d = {d} (M₃ input), d' = {dp} (K₂ rows)"
+            )
         };
         if m3.out_features() != dp {
             return Err(Error::shape(ctx("M₃ output (d')"), dp, m3.out_features()));

@@ -70,7 +70,9 @@ impl<R: RealScalar> Adam<R> {
     pub fn with_hyper(mut self, beta1: f64, beta2: f64, eps: f64) -> Result<Self> {
         for (name, b) in [("beta1", beta1), ("beta2", beta2)] {
             if !(0.0..1.0).contains(&b) {
-                return Err(Error::invalid(format!("Adam: {name} = {b} must be in [0, 1)")));
+                return Err(Error::invalid(format!(
+                    "Adam: {name} = {b} must be in [0, 1)"
+                )));
             }
         }
         if !(eps.is_finite() && eps >= 0.0) {
