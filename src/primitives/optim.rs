@@ -1,5 +1,5 @@
 //! Adam (Kingma & Ba 2015) over any layer that lists its parameters through
-//! [`Params`](crate::primitives::params::Params).
+//! [`Params`] (see [`params`](crate::primitives::params)).
 //!
 //! ```
 //! use monarch::primitives::optim::Adam;
