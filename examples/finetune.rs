@@ -1,5 +1,5 @@
 //! Fine-tuning a frozen "pretrained" MLP on a shifted task with LoRA, MoRe and GSOFT at matched
-//! parameter budgets, Adam written out below.
+//! parameter budgets, trained with the crate's Adam (`monarch::primitives::optim`).
 //!
 //! The pretrained model is a random two-layer MLP `64 → 128 → 32` (tanh). Two target tasks
 //! shift its weights: a **low-rank** shift (rank 4 per layer, LoRA's home ground) and a
@@ -13,9 +13,11 @@
 //! Run: `cargo run --release --example finetune [-- curves.csv]` (the CSV has one row per
 //! logged step: `task,step,lora,more,gsoft`).
 
-use monarch::gs::{GsoftLinear, OrthMap};
-use monarch::more::{Adapter, LoraAdapter, MoReAdapter};
-use monarch::ndarray::{Array1, Array2, Array3};
+use monarch::gs::{GsoftGrad, GsoftLinear, OrthMap};
+use monarch::more::{Adapter, LoraAdapter, LoraGrad, MoReAdapter, MoReGrad};
+use monarch::ndarray::{Array1, Array2};
+use monarch::primitives::optim::Adam;
+use monarch::primitives::params::Params;
 use monarch::primitives::random::normal_matrix;
 use std::time::Instant;
 
@@ -26,47 +28,22 @@ const STEPS: usize = 1000;
 const BATCH: usize = 64;
 const LOG_EVERY: usize = 50;
 
-/// One adapted linear layer, whichever the method.
-trait Trainable {
+/// One adapted linear layer, whichever the method; its trainable parameters are listed by
+/// [`Params`] and stepped by the crate's [`Adam`].
+trait Trainable: Params<f64> {
     fn forward(&self, x: &Array2<f64>) -> Array2<f64>;
-    /// Input gradient and the parameter gradient, flattened in `params()` order.
-    fn backward(&self, x: &Array2<f64>, g: &Array2<f64>) -> (Array2<f64>, Vec<f64>);
-    fn params(&self) -> Vec<f64>;
-    fn set_params(&mut self, p: &[f64]);
+    /// Input gradient and the parameter gradients.
+    fn backward(&self, x: &Array2<f64>, g: &Array2<f64>) -> (Array2<f64>, Self::Grad);
     fn effective_params(&self) -> usize;
-}
-
-fn flat3(a: &[&Array3<f64>]) -> Vec<f64> {
-    a.iter().flat_map(|x| x.iter().copied()).collect()
-}
-
-fn fill3(dst: &mut [f64], src: &[f64], off: &mut usize) {
-    dst.copy_from_slice(&src[*off..*off + dst.len()]);
-    *off += dst.len();
 }
 
 impl Trainable for LoraAdapter<f64> {
     fn forward(&self, x: &Array2<f64>) -> Array2<f64> {
         Adapter::forward(self, x.view()).unwrap()
     }
-    fn backward(&self, x: &Array2<f64>, g: &Array2<f64>) -> (Array2<f64>, Vec<f64>) {
+    fn backward(&self, x: &Array2<f64>, g: &Array2<f64>) -> (Array2<f64>, LoraGrad<f64>) {
         let gr = self.vjp(x.view(), g.view()).unwrap();
-        (
-            gr.x,
-            gr.lora_a.iter().chain(gr.lora_b.iter()).copied().collect(),
-        )
-    }
-    fn params(&self) -> Vec<f64> {
-        self.lora_a()
-            .iter()
-            .chain(self.lora_b().iter())
-            .copied()
-            .collect()
-    }
-    fn set_params(&mut self, p: &[f64]) {
-        let mut off = 0;
-        fill3(self.lora_a_mut().as_slice_mut().unwrap(), p, &mut off);
-        fill3(self.lora_b_mut().as_slice_mut().unwrap(), p, &mut off);
+        (gr.x.clone(), gr)
     }
     fn effective_params(&self) -> usize {
         self.num_params()
@@ -77,17 +54,9 @@ impl Trainable for MoReAdapter<f64> {
     fn forward(&self, x: &Array2<f64>) -> Array2<f64> {
         Adapter::forward(self, x.view()).unwrap()
     }
-    fn backward(&self, x: &Array2<f64>, g: &Array2<f64>) -> (Array2<f64>, Vec<f64>) {
+    fn backward(&self, x: &Array2<f64>, g: &Array2<f64>) -> (Array2<f64>, MoReGrad<f64>) {
         let gr = self.vjp(x.view(), g.view()).unwrap();
-        (gr.x, flat3(&[&gr.blkdiag1, &gr.blkdiag2]))
-    }
-    fn params(&self) -> Vec<f64> {
-        flat3(&[self.blkdiag1(), self.blkdiag2()])
-    }
-    fn set_params(&mut self, p: &[f64]) {
-        let mut off = 0;
-        fill3(self.blkdiag1_mut().as_slice_mut().unwrap(), p, &mut off);
-        fill3(self.blkdiag2_mut().as_slice_mut().unwrap(), p, &mut off);
+        (gr.x.clone(), gr)
     }
     fn effective_params(&self) -> usize {
         self.num_params()
@@ -98,60 +67,12 @@ impl Trainable for GsoftLinear<f64> {
     fn forward(&self, x: &Array2<f64>) -> Array2<f64> {
         GsoftLinear::forward(self, x.view()).unwrap()
     }
-    fn backward(&self, x: &Array2<f64>, g: &Array2<f64>) -> (Array2<f64>, Vec<f64>) {
+    fn backward(&self, x: &Array2<f64>, g: &Array2<f64>) -> (Array2<f64>, GsoftGrad<f64>) {
         let gr = self.vjp(x.view(), g.view()).unwrap();
-        let mut v: Vec<f64> = gr.params.iter().flat_map(|p| p.iter().copied()).collect();
-        v.extend(gr.scale.iter());
-        (gr.x, v)
-    }
-    fn params(&self) -> Vec<f64> {
-        let mut v: Vec<f64> = self
-            .q()
-            .params()
-            .iter()
-            .flat_map(|p| p.iter().copied())
-            .collect();
-        v.extend(self.scale().iter());
-        v
-    }
-    fn set_params(&mut self, p: &[f64]) {
-        let mut off = 0;
-        for q in self.q_mut().params_mut() {
-            fill3(q.as_slice_mut().unwrap(), p, &mut off);
-        }
-        fill3(self.scale_mut().as_slice_mut().unwrap(), p, &mut off);
+        (gr.x.clone(), gr)
     }
     fn effective_params(&self) -> usize {
         self.q().num_free_params() + self.scale().len()
-    }
-}
-
-/// Adam with the usual defaults, on a flat parameter vector.
-struct Adam {
-    lr: f64,
-    m: Vec<f64>,
-    v: Vec<f64>,
-    t: i32,
-}
-
-impl Adam {
-    fn new(n: usize, lr: f64) -> Self {
-        Adam {
-            lr,
-            m: vec![0.0; n],
-            v: vec![0.0; n],
-            t: 0,
-        }
-    }
-    fn step(&mut self, p: &mut [f64], g: &[f64]) {
-        let (b1, b2, eps) = (0.9, 0.999, 1e-8);
-        self.t += 1;
-        let (c1, c2) = (1.0 - f64::powi(b1, self.t), 1.0 - f64::powi(b2, self.t));
-        for i in 0..p.len() {
-            self.m[i] = b1 * self.m[i] + (1.0 - b1) * g[i];
-            self.v[i] = b2 * self.v[i] + (1.0 - b2) * g[i] * g[i];
-            p[i] -= self.lr * (self.m[i] / c1) / ((self.v[i] / c2).sqrt() + eps);
-        }
     }
 }
 
@@ -182,9 +103,7 @@ fn train<L1: Trainable, L2: Trainable>(
         let y = l2.forward(&l1.forward(eval_x).mapv(f64::tanh));
         (&y - eval_y).mapv(|v| v * v).sum() / eval_x.nrows() as f64
     };
-    let mut p1 = l1.params();
-    let mut p2 = l2.params();
-    let (mut o1, mut o2) = (Adam::new(p1.len(), lr), Adam::new(p2.len(), lr));
+    let (mut o1, mut o2) = (Adam::new(lr).unwrap(), Adam::new(lr).unwrap());
     let mut curve = vec![eval(&l1, &l2)];
     for step in 0..STEPS {
         let x = normal_matrix::<f64>((BATCH, D_IN), 1.0, 10_000 + step as u64);
@@ -195,10 +114,8 @@ fn train<L1: Trainable, L2: Trainable>(
         let (gh, g2) = l2.backward(&h, &gy);
         let gpre = gh * &h.mapv(|v| 1.0 - v * v);
         let (_, g1) = l1.backward(&x, &gpre);
-        o1.step(&mut p1, &g1);
-        o2.step(&mut p2, &g2);
-        l1.set_params(&p1);
-        l2.set_params(&p2);
+        o1.step(&mut l1, &g1).unwrap();
+        o2.step(&mut l2, &g2).unwrap();
         if (step + 1) % LOG_EVERY == 0 {
             let l = eval(&l1, &l2);
             if !l.is_finite() {

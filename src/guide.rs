@@ -107,20 +107,20 @@
 //! # Ok::<(), monarch::Error>(())
 //! ```
 //!
-//! | released name (under `bert.encoder.layer.{i}.`) | monarch ([`M2BertLayer`](crate::mixer::M2BertLayer)) | conversion |
+//! | released name (under `bert.encoder.layer.{i}.`) | monarch ([`M2BertLayer`](crate::mixer::M2BertLayer) accessors) | conversion |
 //! |---|---|---|
-//! | `attention.in_linear.{weight,bias}`, `attention.out_linear.{weight,bias}` | `mixer.in_linear`, `mixer.out_linear` ([`Linear`](crate::primitives::nn::Linear), weight `(out, in)`) | none |
-//! | `attention.short_filter.weight` `(3H, 1, 3)`, `.bias` | `mixer.short_conv_weight` `(3H, 3)`, `mixer.short_conv_bias` | middle axis dropped |
-//! | `attention.filter_fn.bias` | `mixer.filter.bias` (the skip weight `D`) | none |
-//! | `attention.filter_fn.pos_emb.z` `(1, l_max, emb)`, `.pos_emb.t` `(1, l_max, 1)` | `mixer.filter.z` `(l_max, emb)`, `mixer.filter.t` `(l_max,)` | unit axes dropped |
-//! | `attention.filter_fn.modulation.deltas` `(1, 1, H)` | `mixer.filter.deltas` `(H,)` | unit axes dropped |
-//! | `attention.filter_fn.implicit_filter.{0,2,4,6}.{weight,bias}` | `mixer.filter.mlp_fwd.layers[0..4]` (last without bias) | none |
-//! | `attention.filter_fn.implicit_filter_rev.*` | `mixer.filter.mlp_rev` | none |
-//! | `attention.filter_fn.implicit_filter{,_rev}.{1,3,5}.freq` `(1, order)` (one shared `Sin`) | `mixer.filter.freq` `(order,)` | any copy; all present must agree |
-//! | `attention.filter_fn2.*` (residual long conv) | `mixer.filter2` | as `filter_fn` |
-//! | `mlp.gated_layers.weight` `(nb, 2I/nb, H/nb)` (`BlockdiagLinear`, no bias) | `mlp.gated` ([`BlockDiag`](crate::BlockDiag), same layout) | none (`nn.Linear` `(2I, H)` is read as one block) |
-//! | `mlp.wo.weight` `(nb, H/nb, I/nb)`, `mlp.wo.bias` | `mlp.wo`, `mlp.wo_bias` | as above |
-//! | `mlp.layernorm.{weight,bias}` | `mlp.ln` | eps from the config |
+//! | `attention.in_linear.{weight,bias}`, `attention.out_linear.{weight,bias}` | `mixer().in_linear()`, `mixer().out_linear()` ([`Linear`](crate::primitives::nn::Linear), weight `(out, in)`) | none |
+//! | `attention.short_filter.weight` `(3H, 1, 3)`, `.bias` | `mixer().short_conv_weight()` `(3H, 3)`, `mixer().short_conv_bias()` | middle axis dropped |
+//! | `attention.filter_fn.bias` | `mixer().filter().bias()` (the skip weight `D`) | none |
+//! | `attention.filter_fn.pos_emb.z` `(1, l_max, emb)`, `.pos_emb.t` `(1, l_max, 1)` | `mixer().filter().z()` `(l_max, emb)`, `mixer().filter().t()` `(l_max,)` | unit axes dropped |
+//! | `attention.filter_fn.modulation.deltas` `(1, 1, H)` | `mixer().filter().deltas()` `(H,)` | unit axes dropped |
+//! | `attention.filter_fn.implicit_filter.{0,2,4,6}.{weight,bias}` | `mixer().filter().mlp_fwd().layers()[0..4]` (last without bias) | none |
+//! | `attention.filter_fn.implicit_filter_rev.*` | `mixer().filter().mlp_rev()` | none |
+//! | `attention.filter_fn.implicit_filter{,_rev}.{1,3,5}.freq` `(1, order)` (one shared `Sin`) | `mixer().filter().freq()` `(order,)` | any copy; all present must agree |
+//! | `attention.filter_fn2.*` (residual long conv) | `mixer().filter2()` | as `filter_fn` |
+//! | `mlp.gated_layers.weight` `(nb, 2I/nb, H/nb)` (`BlockdiagLinear`, no bias) | `mlp().gated()` ([`BlockDiag`](crate::BlockDiag), same layout) | none (`nn.Linear` `(2I, H)` is read as one block) |
+//! | `mlp.wo.weight` `(nb, H/nb, I/nb)`, `mlp.wo.bias` | `mlp().wo()`, `mlp().wo_bias()` | as above |
+//! | `mlp.layernorm.{weight,bias}` | `mlp().ln()` | eps from the config |
 //!
 //! Not loaded (an error names the tensor): `hyena_training_additions` (`attention.layernorm`),
 //! the Flash inference modules (`attention.fast_filter`, `attention.k`), the non-gated

@@ -30,6 +30,7 @@ mod determinism;
 mod determinism_modules;
 mod gs_layers;
 mod kernels;
+mod mixer_api;
 mod mixer_conformance;
 mod mixer_layers;
 mod more_adapters;

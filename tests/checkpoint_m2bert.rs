@@ -12,8 +12,11 @@ use ckpt::*;
 use common::assert_close;
 use monarch::checkpoint::{Dtype, StateDict};
 use monarch::mixer::M2BertConfig;
-use monarch::mixer::{ConvMethod, M2BertEncoder, M2BertLayer};
+use monarch::mixer::{
+    ConvMethod, FilterMlp, ImplicitFilter, M2BertEncoder, M2BertLayer, M2SequenceMixer,
+};
 use monarch::ndarray::{Array3, ArrayD, IxDyn};
+use monarch::primitives::nn::Linear;
 use monarch::RealScalar;
 use serde_json::Value;
 
@@ -40,9 +43,7 @@ fn set_method<T: RealScalar>(enc: &mut M2BertEncoder<T>, m: ConvMethod)
 where
     monarch::num_complex::Complex<T>: monarch::Scalar<Real = T>,
 {
-    for l in &mut enc.layers {
-        l.mixer.method = m;
-    }
+    enc.set_method(m);
 }
 
 fn check_main<T: RealScalar>(tol: f64)
@@ -59,13 +60,13 @@ where
             let mut enc =
                 M2BertEncoder::<T>::load_safetensors(&file, prefix, &M2BertConfig::default())
                     .unwrap();
-            assert_eq!(enc.layers.len(), 2);
-            let l0 = &enc.layers[0];
-            assert_eq!(l0.mixer.hidden(), 8);
-            assert_eq!(l0.mlp.intermediate(), 16);
-            assert_eq!(l0.mlp.gated.nblocks(), 4);
-            assert_eq!(l0.mixer.filter.l_max(), 12);
-            assert!(l0.mixer.filter.is_bidirectional() && l0.mixer.filter2.is_some());
+            assert_eq!(enc.layers().len(), 2);
+            let l0 = &enc.layers()[0];
+            assert_eq!(l0.mixer().hidden(), 8);
+            assert_eq!(l0.mlp().intermediate(), 16);
+            assert_eq!(l0.mlp().gated().nblocks(), 4);
+            assert_eq!(l0.mixer().filter().l_max(), 12);
+            assert!(l0.mixer().filter().is_bidirectional() && l0.mixer().filter2().is_some());
             for m in [ConvMethod::MonarchDft, ConvMethod::Fft, ConvMethod::Direct] {
                 set_method(&mut enc, m);
                 let y = enc.forward(u.view()).unwrap().mapv(|v| v.to_f64_val());
@@ -120,11 +121,11 @@ fn m2bert_variant_matches_numpy() {
     let want = arr3(&v["y"]);
     let enc = M2BertEncoder::<f64>::load_safetensors(&file, "model.bert.encoder", &variant_cfg())
         .unwrap();
-    assert_eq!(enc.layers.len(), 1);
-    let l0 = &enc.layers[0];
-    assert!(!l0.mixer.filter.is_bidirectional() && l0.mixer.filter2.is_none());
-    assert_eq!(l0.mlp.gated.nblocks(), 1);
-    assert_eq!(l0.mixer.filter.mlp_fwd.layers.len(), 3);
+    assert_eq!(enc.layers().len(), 1);
+    let l0 = &enc.layers()[0];
+    assert!(!l0.mixer().filter().is_bidirectional() && l0.mixer().filter2().is_none());
+    assert_eq!(l0.mlp().gated().nblocks(), 1);
+    assert_eq!(l0.mixer().filter().mlp_fwd().layers().len(), 3);
     let y = enc.forward(u.view()).unwrap();
     assert_close(
         y.as_slice().unwrap(),
@@ -158,6 +159,64 @@ fn m2bert_variant_matches_numpy() {
 
 fn main_sd() -> StateDict<f64> {
     StateDict::load(ckpt_path("m2bert_f64.safetensors")).unwrap()
+}
+
+/// `f` with modulation shift `shift` and, if given, reverse MLP `rev`.
+fn filter_with(
+    f: &ImplicitFilter<f64>,
+    shift: f64,
+    rev: Option<FilterMlp<f64>>,
+) -> ImplicitFilter<f64> {
+    ImplicitFilter::new(
+        f.z().clone(),
+        f.t().clone(),
+        f.mlp_fwd().clone(),
+        rev.or_else(|| f.mlp_rev().cloned()),
+        f.freq().clone(),
+        f.w_mod(),
+        f.deltas().clone(),
+        shift,
+        f.bias().clone(),
+    )
+    .unwrap()
+}
+
+/// `m` with its filter replaced by `filter`.
+fn mixer_with_filter(
+    m: &M2SequenceMixer<f64>,
+    filter: ImplicitFilter<f64>,
+) -> M2SequenceMixer<f64> {
+    M2SequenceMixer::new(
+        m.in_linear().clone(),
+        m.short_conv_weight().clone(),
+        m.short_conv_bias().clone(),
+        filter,
+        m.filter2().cloned(),
+        m.out_linear().clone(),
+    )
+    .unwrap()
+}
+
+/// `enc` with layer `i`'s sequence mixer replaced by `f(mixer)`.
+fn replace_mixer(
+    enc: &M2BertEncoder<f64>,
+    i: usize,
+    f: impl FnOnce(&M2SequenceMixer<f64>) -> M2SequenceMixer<f64>,
+) -> M2BertEncoder<f64> {
+    let mut f = Some(f);
+    let layers = enc
+        .layers()
+        .iter()
+        .enumerate()
+        .map(|(j, l)| {
+            if j == i {
+                M2BertLayer::new((f.take().unwrap())(l.mixer()), l.mlp().clone()).unwrap()
+            } else {
+                l.clone()
+            }
+        })
+        .collect();
+    M2BertEncoder::new(layers).unwrap()
 }
 
 fn load_main(sd: &StateDict<f64>) -> monarch::Result<M2BertEncoder<f64>> {
@@ -435,27 +494,56 @@ fn m2bert_missing_misshapen_or_nonfinite_tensors_are_errors_naming_them() {
 
 #[test]
 fn m2bert_layers_without_released_names_refuse_to_save() {
-    let mut enc = load_main(&main_sd()).unwrap();
-    enc.layers[0].mixer.filter.shift = 0.5;
+    let main = load_main(&main_sd()).unwrap();
+    let enc = replace_mixer(&main, 0, |m| {
+        mixer_with_filter(m, filter_with(m.filter(), 0.5, None))
+    });
     let e = enc.to_state_dict(&mut StateDict::new(), "e").unwrap_err();
     assert!(e.to_string().contains("shift"), "{e}");
-    let mut enc = load_main(&main_sd()).unwrap();
-    enc.layers[1].mixer.out_linear.bias = None;
+    let enc = replace_mixer(&main, 1, |m| {
+        M2SequenceMixer::new(
+            m.in_linear().clone(),
+            m.short_conv_weight().clone(),
+            m.short_conv_bias().clone(),
+            m.filter().clone(),
+            m.filter2().cloned(),
+            Linear::new(m.out_linear().weight.clone(), None).unwrap(),
+        )
+        .unwrap()
+    });
     let e = enc.to_state_dict(&mut StateDict::new(), "e").unwrap_err();
     assert!(
         e.to_string()
             .contains("e.layer.1.attention.out_linear.bias"),
         "{e}"
     );
-    let mut enc = load_main(&main_sd()).unwrap();
-    enc.layers[0]
-        .mixer
-        .filter
-        .mlp_rev
-        .as_mut()
-        .unwrap()
-        .layers
-        .pop();
+    // A reverse MLP shorter than the forward one has no released names. (Dropping its last
+    // layer leaves an `order`-wide output, which the filter's constructor already refuses.)
+    let f0 = main.layers()[0].mixer().filter();
+    let mut rev = f0.mlp_rev().unwrap().layers().to_vec();
+    let mut popped = rev.clone();
+    popped.pop();
+    assert!(FilterMlp::new(popped)
+        .and_then(|m| ImplicitFilter::new(
+            f0.z().clone(),
+            f0.t().clone(),
+            f0.mlp_fwd().clone(),
+            Some(m),
+            f0.freq().clone(),
+            f0.w_mod(),
+            f0.deltas().clone(),
+            f0.shift(),
+            f0.bias().clone(),
+        ))
+        .is_err());
+    rev.remove(rev.len() - 2);
+    let shorter = FilterMlp::new(rev).unwrap();
+    let enc = replace_mixer(&main, 0, |m| {
+        mixer_with_filter(
+            m,
+            filter_with(m.filter(), m.filter().shift(), Some(shorter)),
+        )
+    });
     assert!(enc.to_state_dict(&mut StateDict::new(), "e").is_err());
 }
 

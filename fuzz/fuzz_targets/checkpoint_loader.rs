@@ -57,11 +57,11 @@ fuzz_target!(|data: &[u8]| {
         ] {
             if done.insert((enc_prefix.clone(), cfg.bidirectional)) {
                 if let Ok(enc) = M2BertEncoder::<f32>::from_state_dict(&sd, enc_prefix, &cfg) {
-                    let l0 = &enc.layers[0];
+                    let l0 = &enc.layers()[0];
                     run_m2(
                         |u| enc.forward(u.view()),
-                        l0.mixer.hidden(),
-                        l0.mixer.filter.l_max(),
+                        l0.mixer().hidden(),
+                        l0.mixer().filter().l_max(),
                     );
                     let mut out = StateDict::new();
                     enc.to_state_dict(&mut out, enc_prefix)
@@ -74,8 +74,8 @@ fuzz_target!(|data: &[u8]| {
             if let Ok(layer) = M2BertLayer::<f32>::from_state_dict(&sd, layer_prefix, &cfg) {
                 run_m2(
                     |u| layer.forward(u.view()),
-                    layer.mixer.hidden(),
-                    layer.mixer.filter.l_max(),
+                    layer.mixer().hidden(),
+                    layer.mixer().filter().l_max(),
                 );
             }
         }

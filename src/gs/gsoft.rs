@@ -342,3 +342,44 @@ impl<T: RealScalar> DoubleGsoft<T> {
         })
     }
 }
+
+/// The name of `Q`'s factor `i` of `n`: `gsoft_R`, `gsoft_L` for the two-factor layer the
+/// checkpoints store, `gsoft_q.{i}` otherwise.
+fn factor_name(i: usize, n: usize) -> String {
+    match (n, i) {
+        (2, 0) => "gsoft_R".into(),
+        (2, _) => "gsoft_L".into(),
+        _ => format!("gsoft_q.{i}"),
+    }
+}
+
+/// `Q`'s factors (`gsoft_R`, `gsoft_L`), then `gsoft_scale` (the base layer is frozen).
+impl<T: RealScalar> crate::primitives::params::Params<T> for GsoftLinear<T> {
+    type Grad = GsoftGrad<T>;
+    fn visit_params<'a>(&'a self, f: &mut dyn FnMut(&str, ndarray::ArrayViewD<'a, T>)) {
+        let n = self.q.params().len();
+        for (i, p) in self.q.params().iter().enumerate() {
+            f(&factor_name(i, n), p.view().into_dyn());
+        }
+        f("gsoft_scale", self.scale.view().into_dyn());
+    }
+    fn visit_params_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, ndarray::ArrayViewMutD<'a, T>)) {
+        let GsoftLinear { q, scale, .. } = self;
+        let ps = q.params_mut();
+        let n = ps.len();
+        for (i, p) in ps.iter_mut().enumerate() {
+            f(&factor_name(i, n), p.view_mut().into_dyn());
+        }
+        f("gsoft_scale", scale.view_mut().into_dyn());
+    }
+}
+
+impl<T> crate::primitives::params::Grads<T> for GsoftGrad<T> {
+    fn visit_grads<'a>(&'a self, f: &mut dyn FnMut(&str, ndarray::ArrayViewD<'a, T>)) {
+        let n = self.params.len();
+        for (i, p) in self.params.iter().enumerate() {
+            f(&factor_name(i, n), p.view().into_dyn());
+        }
+        f("gsoft_scale", self.scale.view().into_dyn());
+    }
+}

@@ -20,15 +20,45 @@
 
 use super::nn::{Linear, LinearGrad};
 use crate::primitives::error::{check_nonzero, Error, Result};
+use crate::primitives::params::{prefixed, Grads, Params};
 use crate::RealScalar;
-use ndarray::{s, Array1, Array2, ArrayView2, Axis};
+use ndarray::{s, Array1, Array2, ArrayView2, ArrayViewD, ArrayViewMutD, Axis};
+
+impl<R: RealScalar> FilterMlp<R> {
+    /// From its linear layers, in order: widths must chain (`layers[i]`'s output is
+    /// `layers[i + 1]`'s input).
+    ///
+    /// # Errors
+    /// [`Error::ZeroSize`] for no layer; [`Error::ShapeMismatch`] naming the first layer whose
+    /// input width is not the previous layer's output width.
+    pub fn new(layers: Vec<Linear<R>>) -> Result<Self> {
+        check_nonzero(layers.len(), "FilterMlp: number of layers")?;
+        for (i, w) in layers.windows(2).enumerate() {
+            if w[1].in_features() != w[0].out_features() {
+                return Err(Error::shape(
+                    format!(
+                        "FilterMlp: layer {} input width vs layer {i} output width",
+                        i + 1
+                    ),
+                    w[0].out_features(),
+                    w[1].in_features(),
+                ));
+            }
+        }
+        Ok(FilterMlp { layers })
+    }
+
+    /// The linear layers, in order.
+    pub fn layers(&self) -> &[Linear<R>] {
+        &self.layers
+    }
+}
 
 /// The sine-activated MLP of one direction: `layers[0]` is `emb_dim → order`, inner layers
 /// `order → order`, the last `order → H` without bias; a sine follows every layer but the last.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FilterMlp<R> {
-    /// The linear layers, in order.
-    pub layers: Vec<Linear<R>>,
+    pub(crate) layers: Vec<Linear<R>>,
 }
 
 /// Gradients of an [`ImplicitFilter`].
@@ -47,24 +77,15 @@ pub struct ImplicitFilterGrad<R> {
 /// M2-BERT's implicit filter (see the module docs).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImplicitFilter<R> {
-    /// Positional features `(l_max, emb_dim)`.
-    pub z: Array2<R>,
-    /// Normalised time `(l_max,)`.
-    pub t: Array1<R>,
-    /// MLP producing `k_fwd`.
-    pub mlp_fwd: FilterMlp<R>,
-    /// MLP producing `k_rev` (bidirectional filters only).
-    pub mlp_rev: Option<FilterMlp<R>>,
-    /// Sine frequencies `(order,)`, shared by every sine layer.
-    pub freq: Array1<R>,
-    /// Fixed multiplier of `freq`.
-    pub w_mod: R,
-    /// Decay rates `δ` `(H,)`.
-    pub deltas: Array1<R>,
-    /// Added to the decay.
-    pub shift: R,
-    /// Skip weights `D` `(H,)` of the convolution that uses these kernels.
-    pub bias: Array1<R>,
+    pub(crate) z: Array2<R>,
+    pub(crate) t: Array1<R>,
+    pub(crate) mlp_fwd: FilterMlp<R>,
+    pub(crate) mlp_rev: Option<FilterMlp<R>>,
+    pub(crate) freq: Array1<R>,
+    pub(crate) w_mod: R,
+    pub(crate) deltas: Array1<R>,
+    pub(crate) shift: R,
+    pub(crate) bias: Array1<R>,
 }
 
 fn linspace(a: f64, b: f64, n: usize) -> Vec<f64> {
@@ -127,26 +148,150 @@ impl<R: RealScalar> ImplicitFilter<R> {
                 layers.push(Linear::random(order, order, true, s + 1 + i)?);
             }
             layers.push(Linear::random(order, channels, false, s + 3)?);
-            Ok(FilterMlp { layers })
+            FilterMlp::new(layers)
         };
         let deltas = linspace((0.01f64).ln() / 1.5, (0.01f64).ln() / 0.3, channels);
         let bias = crate::primitives::random::normal_matrix::<R>((1, channels), 1.0, seed ^ 0xb1a5)
             .index_axis_move(Axis(0), 0);
-        Ok(ImplicitFilter {
+        ImplicitFilter::new(
             z,
             t,
-            mlp_fwd: mlp(seed.wrapping_mul(7919))?,
-            mlp_rev: if bidirectional {
+            mlp(seed.wrapping_mul(7919))?,
+            if bidirectional {
                 Some(mlp(seed.wrapping_mul(7919) + 100)?)
             } else {
                 None
             },
-            freq: Array1::from_elem(order, R::from_f64(10.0)),
-            w_mod: R::one(),
-            deltas: deltas.into_iter().map(R::from_f64).collect(),
-            shift: R::zero(),
+            Array1::from_elem(order, R::from_f64(10.0)),
+            R::one(),
+            deltas.into_iter().map(R::from_f64).collect(),
+            R::zero(),
+            bias,
+        )
+    }
+
+    /// A filter from its parts: positional features `z` `(l_max, emb_dim)`, normalised time `t`
+    /// `(l_max,)`, the forward MLP and (bidirectional filters) the reverse MLP, the shared sine
+    /// frequencies `freq` `(order,)` and their multiplier `w_mod`, decay rates `deltas` `(H,)`,
+    /// the modulation `shift` and the skip weights `bias` (`D`, `(H,)`).
+    ///
+    /// Each MLP's first layer must take `emb_dim` inputs, every layer but the last must be
+    /// `order` wide (a sine with `freq` follows it) and the last `H` wide.
+    ///
+    /// # Errors
+    /// [`Error::ZeroSize`] for an empty `z`, `freq` or `deltas`; [`Error::ShapeMismatch`]
+    /// naming the part and the sizes that do not fit.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        z: Array2<R>,
+        t: Array1<R>,
+        mlp_fwd: FilterMlp<R>,
+        mlp_rev: Option<FilterMlp<R>>,
+        freq: Array1<R>,
+        w_mod: R,
+        deltas: Array1<R>,
+        shift: R,
+        bias: Array1<R>,
+    ) -> Result<Self> {
+        let (l_max, emb_dim) = z.dim();
+        check_nonzero(l_max, "ImplicitFilter: z rows (l_max)")?;
+        check_nonzero(emb_dim, "ImplicitFilter: z columns (emb_dim)")?;
+        let h = deltas.len();
+        check_nonzero(h, "ImplicitFilter: deltas length (channels H)")?;
+        let order = freq.len();
+        check_nonzero(order, "ImplicitFilter: freq length (order)")?;
+        if t.len() != l_max {
+            return Err(Error::shape(
+                "ImplicitFilter: t length (l_max, the rows of z)",
+                l_max,
+                t.len(),
+            ));
+        }
+        if bias.len() != h {
+            return Err(Error::shape(
+                "ImplicitFilter: bias length (H, the length of deltas)",
+                h,
+                bias.len(),
+            ));
+        }
+        let mut mlps = vec![("mlp_fwd", &mlp_fwd)];
+        if let Some(r) = &mlp_rev {
+            mlps.push(("mlp_rev", r));
+        }
+        for (name, mlp) in mlps {
+            let n = mlp.layers.len();
+            if mlp.layers[0].in_features() != emb_dim {
+                return Err(Error::shape(
+                    format!(
+                        "ImplicitFilter: {name} layer 0 input width (emb_dim, the columns of z)"
+                    ),
+                    emb_dim,
+                    mlp.layers[0].in_features(),
+                ));
+            }
+            for (i, l) in mlp.layers.iter().enumerate() {
+                let (want, what) = if i + 1 < n {
+                    (order, "order, the length of freq")
+                } else {
+                    (h, "H, the length of deltas")
+                };
+                if l.out_features() != want {
+                    return Err(Error::shape(
+                        format!("ImplicitFilter: {name} layer {i} output width ({what})"),
+                        want,
+                        l.out_features(),
+                    ));
+                }
+            }
+        }
+        Ok(ImplicitFilter {
+            z,
+            t,
+            mlp_fwd,
+            mlp_rev,
+            freq,
+            w_mod,
+            deltas,
+            shift,
             bias,
         })
+    }
+
+    /// Positional features `(l_max, emb_dim)` (trained).
+    pub fn z(&self) -> &Array2<R> {
+        &self.z
+    }
+    /// Normalised time `(l_max,)` (a fixed buffer).
+    pub fn t(&self) -> &Array1<R> {
+        &self.t
+    }
+    /// The MLP producing `k_fwd`.
+    pub fn mlp_fwd(&self) -> &FilterMlp<R> {
+        &self.mlp_fwd
+    }
+    /// The MLP producing `k_rev` (bidirectional filters only).
+    pub fn mlp_rev(&self) -> Option<&FilterMlp<R>> {
+        self.mlp_rev.as_ref()
+    }
+    /// Sine frequencies `(order,)`, shared by every sine layer.
+    pub fn freq(&self) -> &Array1<R> {
+        &self.freq
+    }
+    /// Fixed multiplier of `freq`.
+    pub fn w_mod(&self) -> R {
+        self.w_mod
+    }
+    /// Decay rates `δ` `(H,)` (a fixed buffer).
+    pub fn deltas(&self) -> &Array1<R> {
+        &self.deltas
+    }
+    /// Added to the decay.
+    pub fn shift(&self) -> R {
+        self.shift
+    }
+    /// Skip weights `D` `(H,)` of the convolution that uses these kernels.
+    pub fn bias(&self) -> &Array1<R> {
+        &self.bias
     }
 
     /// Number of channels `H`.
@@ -164,13 +309,6 @@ impl<R: RealScalar> ImplicitFilter<R> {
 
     fn check_len(&self, l: usize) -> Result<()> {
         check_nonzero(l, "ImplicitFilter: sequence length")?;
-        if self.t.len() != self.l_max() || self.bias.len() != self.channels() {
-            return Err(Error::shape(
-                "ImplicitFilter: t length (l_max) and bias length (H)",
-                (self.l_max(), self.channels()),
-                (self.t.len(), self.bias.len()),
-            ));
-        }
         if l > self.l_max() {
             return Err(Error::TooLarge {
                 context: "ImplicitFilter: sequence length vs l_max".into(),
@@ -189,26 +327,20 @@ impl<R: RealScalar> ImplicitFilter<R> {
         for (i, layer) in mlp.layers.iter().enumerate() {
             let a = layer.forward(h.view())?;
             if i + 1 < mlp.layers.len() {
-                h = self.sin_act(a.view())?;
+                h = self.sin_act(a.view());
             }
             pre.push(a);
         }
         Ok(pre)
     }
 
-    fn sin_act(&self, a: ArrayView2<R>) -> Result<Array2<R>> {
-        if a.ncols() != self.freq.len() {
-            return Err(Error::shape(
-                "ImplicitFilter: sine width (order) vs freq length",
-                self.freq.len(),
-                a.ncols(),
-            ));
-        }
+    /// `sin(w_mod·freq·a)` row by row (the constructor makes every hidden width `order`).
+    fn sin_act(&self, a: ArrayView2<R>) -> Array2<R> {
         let mut h = a.to_owned();
         for mut row in h.rows_mut() {
             row.zip_mut_with(&self.freq, |v, &f| *v = (self.w_mod * f * *v).sin());
         }
-        Ok(h)
+        h
     }
 
     fn modulation(&self, l: usize) -> Array2<R> {
@@ -228,13 +360,6 @@ impl<R: RealScalar> ImplicitFilter<R> {
         let one = |mlp: &FilterMlp<R>| -> Result<Array2<R>> {
             let pre = self.mlp_pre(mlp, z)?;
             let out = pre.last().expect("at least one layer") * &md;
-            if out.ncols() != self.channels() {
-                return Err(Error::shape(
-                    "ImplicitFilter: last layer width vs H",
-                    self.channels(),
-                    out.ncols(),
-                ));
-            }
             Ok(out.reversed_axes().as_standard_layout().into_owned())
         };
         let kf = one(&self.mlp_fwd)?;
@@ -286,7 +411,7 @@ impl<R: RealScalar> ImplicitFilter<R> {
                 let input = if i == 0 {
                     z.to_owned()
                 } else {
-                    self.sin_act(pre[i - 1].view())?
+                    self.sin_act(pre[i - 1].view())
                 };
                 let lg = mlp.layers[i].vjp(input.view(), g.view())?;
                 if i > 0 {
@@ -321,5 +446,81 @@ impl<R: RealScalar> ImplicitFilter<R> {
             freq: gfreq,
             z: gz,
         })
+    }
+}
+
+/// `pos_emb.z`, the forward MLP's linears `implicit_filter.{0,2,…}.{weight,bias}`, the shared
+/// `implicit_filter.1.freq`, then the reverse MLP's `implicit_filter_rev.*` (the released
+/// `HyenaFilter`'s names); `t` and `deltas` are fixed, and `bias` (`D`) belongs to the
+/// convolution, so the sequence mixer visits it (as `filter_fn.bias`).
+impl<R: RealScalar> Params<R> for ImplicitFilter<R> {
+    type Grad = ImplicitFilterGrad<R>;
+    fn visit_params<'a>(&'a self, f: &mut dyn FnMut(&str, ArrayViewD<'a, R>)) {
+        f("pos_emb.z", self.z.view().into_dyn());
+        for (i, l) in self.mlp_fwd.layers.iter().enumerate() {
+            let p = format!("implicit_filter.{}", 2 * i);
+            l.visit_params(&mut prefixed(&p, f));
+        }
+        f("implicit_filter.1.freq", self.freq.view().into_dyn());
+        if let Some(m) = &self.mlp_rev {
+            for (i, l) in m.layers.iter().enumerate() {
+                let p = format!("implicit_filter_rev.{}", 2 * i);
+                l.visit_params(&mut prefixed(&p, f));
+            }
+        }
+    }
+    fn visit_params_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, ArrayViewMutD<'a, R>)) {
+        self.visit_mut_with_bias(false, f);
+    }
+}
+
+impl<R: RealScalar> ImplicitFilter<R> {
+    /// [`Params::visit_params_mut`], led by `bias` (`D`) if `with_bias` (for the mixer, which
+    /// trains `D` through the convolution).
+    pub(crate) fn visit_mut_with_bias<'a>(
+        &'a mut self,
+        with_bias: bool,
+        f: &mut dyn FnMut(&str, ArrayViewMutD<'a, R>),
+    ) {
+        let ImplicitFilter {
+            z,
+            mlp_fwd,
+            mlp_rev,
+            freq,
+            bias,
+            ..
+        } = self;
+        if with_bias {
+            f("bias", bias.view_mut().into_dyn());
+        }
+        f("pos_emb.z", z.view_mut().into_dyn());
+        for (i, l) in mlp_fwd.layers.iter_mut().enumerate() {
+            let p = format!("implicit_filter.{}", 2 * i);
+            l.visit_params_mut(&mut prefixed(&p, f));
+        }
+        f("implicit_filter.1.freq", freq.view_mut().into_dyn());
+        if let Some(m) = mlp_rev {
+            for (i, l) in m.layers.iter_mut().enumerate() {
+                let p = format!("implicit_filter_rev.{}", 2 * i);
+                l.visit_params_mut(&mut prefixed(&p, f));
+            }
+        }
+    }
+}
+
+impl<R> Grads<R> for ImplicitFilterGrad<R> {
+    fn visit_grads<'a>(&'a self, f: &mut dyn FnMut(&str, ArrayViewD<'a, R>)) {
+        f("pos_emb.z", self.z.view().into_dyn());
+        for (i, l) in self.mlp_fwd.iter().enumerate() {
+            let p = format!("implicit_filter.{}", 2 * i);
+            l.visit_grads(&mut prefixed(&p, f));
+        }
+        f("implicit_filter.1.freq", self.freq.view().into_dyn());
+        if let Some(m) = &self.mlp_rev {
+            for (i, l) in m.iter().enumerate() {
+                let p = format!("implicit_filter_rev.{}", 2 * i);
+                l.visit_grads(&mut prefixed(&p, f));
+            }
+        }
     }
 }

@@ -18,20 +18,17 @@
 
 use super::nn::{gelu, gelu_grad, LayerNorm, LayerNormGrad};
 use crate::primitives::error::{check_divides, check_nonzero, Error, Result};
+use crate::primitives::params::{prefixed, Grads, Params};
 use crate::{BlockDiag, RealScalar};
-use ndarray::{Array1, Array2, Array3, ArrayView2, Axis};
+use ndarray::{Array1, Array2, Array3, ArrayView2, ArrayViewD, ArrayViewMutD, Axis};
 
 /// The gated block-diagonal MLP with post-LayerNorm (see the module docs).
 #[derive(Debug, Clone, PartialEq)]
 pub struct GatedMlp<R> {
-    /// `H → 2I`, blocks `(nb, 2I/nb, H/nb)` stored out×in.
-    pub gated: BlockDiag<R>,
-    /// `I → H`, blocks `(nb, H/nb, I/nb)`.
-    pub wo: BlockDiag<R>,
-    /// Bias of `wo`, `(H,)`.
-    pub wo_bias: Array1<R>,
-    /// Post-LayerNorm over `H`.
-    pub ln: LayerNorm<R>,
+    pub(crate) gated: BlockDiag<R>,
+    pub(crate) wo: BlockDiag<R>,
+    pub(crate) wo_bias: Array1<R>,
+    pub(crate) ln: LayerNorm<R>,
 }
 
 /// Gradients of a [`GatedMlp`].
@@ -130,6 +127,23 @@ impl<R: RealScalar> GatedMlp<R> {
         Self::new(g, w, b, LayerNorm::new(hidden, R::from_f64(1e-12))?)
     }
 
+    /// `H → 2I`, blocks `(nb, 2I/nb, H/nb)` stored out×in.
+    pub fn gated(&self) -> &BlockDiag<R> {
+        &self.gated
+    }
+    /// `I → H`, blocks `(nb, H/nb, I/nb)`.
+    pub fn wo(&self) -> &BlockDiag<R> {
+        &self.wo
+    }
+    /// Bias of `wo`, `(H,)`.
+    pub fn wo_bias(&self) -> &Array1<R> {
+        &self.wo_bias
+    }
+    /// Post-LayerNorm over `H`.
+    pub fn ln(&self) -> &LayerNorm<R> {
+        &self.ln
+    }
+
     /// Hidden width `H`.
     pub fn hidden(&self) -> usize {
         self.gated.in_features()
@@ -209,5 +223,32 @@ impl<R: RealScalar> GatedMlp<R> {
             wo_bias,
             ln,
         })
+    }
+}
+
+/// `gated_layers.weight`, `wo.weight`, `wo.bias`, `layernorm.weight`, `layernorm.bias` (the
+/// released `BertGatedLinearUnitMLP`'s names; block weights `(nb, out/nb, in/nb)`).
+impl<R: RealScalar> Params<R> for GatedMlp<R> {
+    type Grad = GatedMlpGrad<R>;
+    fn visit_params<'a>(&'a self, f: &mut dyn FnMut(&str, ArrayViewD<'a, R>)) {
+        f("gated_layers.weight", self.gated.w.view().into_dyn());
+        f("wo.weight", self.wo.w.view().into_dyn());
+        f("wo.bias", self.wo_bias.view().into_dyn());
+        self.ln.visit_params(&mut prefixed("layernorm", f));
+    }
+    fn visit_params_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, ArrayViewMutD<'a, R>)) {
+        f("gated_layers.weight", self.gated.w.view_mut().into_dyn());
+        f("wo.weight", self.wo.w.view_mut().into_dyn());
+        f("wo.bias", self.wo_bias.view_mut().into_dyn());
+        self.ln.visit_params_mut(&mut prefixed("layernorm", f));
+    }
+}
+
+impl<R> Grads<R> for GatedMlpGrad<R> {
+    fn visit_grads<'a>(&'a self, f: &mut dyn FnMut(&str, ArrayViewD<'a, R>)) {
+        f("gated_layers.weight", self.gated.view().into_dyn());
+        f("wo.weight", self.wo.view().into_dyn());
+        f("wo.bias", self.wo_bias.view().into_dyn());
+        self.ln.visit_grads(&mut prefixed("layernorm", f));
     }
 }

@@ -519,3 +519,35 @@ fn to_rows<R: RealScalar>(u: ArrayView3<R>) -> Array2<R> {
         .into_shape_with_order((b * h, l))
         .expect("standard layout")
 }
+
+/// `k_fwd`, then `k_rev` if bidirectional, then `d`.
+impl<R: RealScalar> crate::primitives::params::Params<R> for LongConv<R>
+where
+    Complex<R>: Scalar<Real = R>,
+{
+    type Grad = LongConvGrad<R>;
+    fn visit_params<'a>(&'a self, f: &mut dyn FnMut(&str, ndarray::ArrayViewD<'a, R>)) {
+        f("k_fwd", self.k_fwd.view().into_dyn());
+        if let Some(k) = &self.k_rev {
+            f("k_rev", k.view().into_dyn());
+        }
+        f("d", self.d.view().into_dyn());
+    }
+    fn visit_params_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, ndarray::ArrayViewMutD<'a, R>)) {
+        f("k_fwd", self.k_fwd.view_mut().into_dyn());
+        if let Some(k) = &mut self.k_rev {
+            f("k_rev", k.view_mut().into_dyn());
+        }
+        f("d", self.d.view_mut().into_dyn());
+    }
+}
+
+impl<R> crate::primitives::params::Grads<R> for LongConvGrad<R> {
+    fn visit_grads<'a>(&'a self, f: &mut dyn FnMut(&str, ndarray::ArrayViewD<'a, R>)) {
+        f("k_fwd", self.k_fwd.view().into_dyn());
+        if let Some(k) = &self.k_rev {
+            f("k_rev", k.view().into_dyn());
+        }
+        f("d", self.d.view().into_dyn());
+    }
+}

@@ -29,27 +29,21 @@ use super::glu::{GatedMlp, GatedMlpGrad};
 use super::longconv::{ConvMethod, ConvPlan, LongConv};
 use super::nn::{Linear, LinearGrad};
 use crate::primitives::error::{check_nonzero, Error, Result};
+use crate::primitives::params::{prefixed, Grads, Params};
 use crate::{RealScalar, Scalar};
-use ndarray::{s, Array1, Array2, Array3, ArrayView3, Axis};
+use ndarray::{s, Array1, Array2, Array3, ArrayView3, ArrayViewD, ArrayViewMutD, Axis};
 use num_complex::Complex;
 
 /// M2-BERT's sequence mixer (see the module docs).
 #[derive(Debug, Clone, PartialEq)]
 pub struct M2SequenceMixer<R> {
-    /// `H → 3H` with bias.
-    pub in_linear: Linear<R>,
-    /// Depthwise short-conv weights `(3H, 3)` (PyTorch's `(3H, 1, 3)` squeezed).
-    pub short_conv_weight: Array2<R>,
-    /// Short-conv bias `(3H,)`.
-    pub short_conv_bias: Array1<R>,
-    /// Generates `k_fwd`, `k_rev` and holds `D` (its `bias`).
-    pub filter: ImplicitFilter<R>,
-    /// The residual long convolution's filter, if enabled.
-    pub filter2: Option<ImplicitFilter<R>>,
-    /// `H → H` with bias.
-    pub out_linear: Linear<R>,
-    /// How the long convolutions are computed.
-    pub method: ConvMethod,
+    pub(crate) in_linear: Linear<R>,
+    pub(crate) short_conv_weight: Array2<R>,
+    pub(crate) short_conv_bias: Array1<R>,
+    pub(crate) filter: ImplicitFilter<R>,
+    pub(crate) filter2: Option<ImplicitFilter<R>>,
+    pub(crate) out_linear: Linear<R>,
+    pub(crate) method: ConvMethod,
 }
 
 /// Gradients of an [`M2SequenceMixer`].
@@ -114,12 +108,12 @@ where
         let bound = 1.0 / 3f64.sqrt();
         let scw = crate::primitives::random::uniform_array3::<R>((1, h3, 3), bound, seed + 2)
             .index_axis_move(Axis(0), 0);
-        Ok(M2SequenceMixer {
-            in_linear: Linear::random(hidden, h3, true, seed)?,
-            short_conv_weight: scw,
-            short_conv_bias: crate::primitives::random::uniform_vec(h3, bound, seed + 3),
-            filter: ImplicitFilter::random(hidden, l_max, 16, 5, true, seed + 4)?,
-            filter2: if residual_long_conv {
+        M2SequenceMixer::new(
+            Linear::random(hidden, h3, true, seed)?,
+            scw,
+            crate::primitives::random::uniform_vec(h3, bound, seed + 3),
+            ImplicitFilter::random(hidden, l_max, 16, 5, true, seed + 4)?,
+            if residual_long_conv {
                 Some(ImplicitFilter::random(
                     hidden,
                     l_max,
@@ -131,9 +125,106 @@ where
             } else {
                 None
             },
-            out_linear: Linear::random(hidden, hidden, true, seed + 1)?,
+            Linear::random(hidden, hidden, true, seed + 1)?,
+        )
+    }
+
+    /// A mixer from its parts, computing the long convolutions with [`ConvMethod::default`]:
+    /// `in_linear` `H → 3H`, the depthwise short conv's weights `(3H, 3)` (PyTorch's
+    /// `(3H, 1, 3)` squeezed) and bias `(3H,)`, the filter (and the residual long
+    /// convolution's `filter2`) with `H` channels, `out_linear` `H → H`.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] naming the part whose size does not fit the `H` of
+    /// `out_linear`'s output.
+    pub fn new(
+        in_linear: Linear<R>,
+        short_conv_weight: Array2<R>,
+        short_conv_bias: Array1<R>,
+        filter: ImplicitFilter<R>,
+        filter2: Option<ImplicitFilter<R>>,
+        out_linear: Linear<R>,
+    ) -> Result<Self> {
+        let h = out_linear.out_features();
+        let ctx = |what: &str| format!("M2SequenceMixer: {what} for H = {h} (out_linear's output)");
+        if out_linear.in_features() != h {
+            return Err(Error::shape(
+                ctx("out_linear (out, in) = (H, H)"),
+                (h, h),
+                out_linear.weight.dim(),
+            ));
+        }
+        if in_linear.weight.dim() != (3 * h, h) {
+            return Err(Error::shape(
+                ctx("in_linear (out, in) = (3H, H)"),
+                (3 * h, h),
+                in_linear.weight.dim(),
+            ));
+        }
+        if short_conv_weight.dim() != (3 * h, 3) {
+            return Err(Error::shape(
+                ctx("short conv weight (3H, 3)"),
+                (3 * h, 3),
+                short_conv_weight.dim(),
+            ));
+        }
+        if short_conv_bias.len() != 3 * h {
+            return Err(Error::shape(
+                ctx("short conv bias (3H,)"),
+                3 * h,
+                short_conv_bias.len(),
+            ));
+        }
+        if filter.channels() != h {
+            return Err(Error::shape(ctx("filter channels"), h, filter.channels()));
+        }
+        if let Some(f2) = &filter2 {
+            if f2.channels() != h {
+                return Err(Error::shape(ctx("filter2 channels"), h, f2.channels()));
+            }
+        }
+        Ok(M2SequenceMixer {
+            in_linear,
+            short_conv_weight,
+            short_conv_bias,
+            filter,
+            filter2,
+            out_linear,
             method: ConvMethod::default(),
         })
+    }
+
+    /// `H → 3H` with bias.
+    pub fn in_linear(&self) -> &Linear<R> {
+        &self.in_linear
+    }
+    /// Depthwise short-conv weights `(3H, 3)` (PyTorch's `(3H, 1, 3)` squeezed).
+    pub fn short_conv_weight(&self) -> &Array2<R> {
+        &self.short_conv_weight
+    }
+    /// Short-conv bias `(3H,)`.
+    pub fn short_conv_bias(&self) -> &Array1<R> {
+        &self.short_conv_bias
+    }
+    /// Generates `k_fwd`, `k_rev` and holds `D` (its `bias`).
+    pub fn filter(&self) -> &ImplicitFilter<R> {
+        &self.filter
+    }
+    /// The residual long convolution's filter, if enabled.
+    pub fn filter2(&self) -> Option<&ImplicitFilter<R>> {
+        self.filter2.as_ref()
+    }
+    /// `H → H` with bias.
+    pub fn out_linear(&self) -> &Linear<R> {
+        &self.out_linear
+    }
+    /// How the long convolutions are computed.
+    pub fn method(&self) -> ConvMethod {
+        self.method
+    }
+    /// Sets how the long convolutions are computed.
+    pub fn set_method(&mut self, method: ConvMethod) {
+        self.method = method;
     }
 
     /// Hidden width `H`.
@@ -146,28 +237,12 @@ where
         check_nonzero(b, &format!("{ctx}: batch"))?;
         check_nonzero(l, &format!("{ctx}: sequence length"))?;
         let hh = self.hidden();
-        if h != hh
-            || self.in_linear.in_features() != hh
-            || self.in_linear.out_features() != 3 * hh
-            || self.out_linear.in_features() != hh
-            || self.short_conv_weight.dim() != (3 * hh, 3)
-            || self.short_conv_bias.len() != 3 * hh
-            || self.filter.channels() != hh
-        {
+        if h != hh {
             return Err(Error::shape(
-                format!("{ctx}: input (batch, L, H) and parameters for H = {hh} (in 3H, short conv (3H, 3))"),
+                format!("{ctx}: input (batch, L, H)"),
                 (b, l, hh),
-                (u.dim(), self.in_linear.weight.dim(), self.short_conv_weight.dim()),
+                u.dim(),
             ));
-        }
-        if let Some(f2) = &self.filter2 {
-            if f2.channels() != hh {
-                return Err(Error::shape(
-                    "M2SequenceMixer: filter2 channels",
-                    hh,
-                    f2.channels(),
-                ));
-            }
         }
         Ok(())
     }
@@ -356,10 +431,8 @@ where
 /// One M2-BERT layer: [`M2SequenceMixer`] then [`GatedMlp`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct M2BertLayer<R> {
-    /// Sequence mixing.
-    pub mixer: M2SequenceMixer<R>,
-    /// Dimension mixing with the post-LayerNorm.
-    pub mlp: GatedMlp<R>,
+    pub(crate) mixer: M2SequenceMixer<R>,
+    pub(crate) mlp: GatedMlp<R>,
 }
 
 /// Gradients of an [`M2BertLayer`].
@@ -388,10 +461,38 @@ where
         nblocks: usize,
         seed: u64,
     ) -> Result<Self> {
-        Ok(M2BertLayer {
-            mixer: M2SequenceMixer::random(hidden, l_max, false, seed)?,
-            mlp: GatedMlp::random(hidden, intermediate, nblocks, seed + 10)?,
-        })
+        M2BertLayer::new(
+            M2SequenceMixer::random(hidden, l_max, false, seed)?,
+            GatedMlp::random(hidden, intermediate, nblocks, seed + 10)?,
+        )
+    }
+
+    /// A layer from its sequence mixer and MLP.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] unless the MLP's width is the mixer's `H`.
+    pub fn new(mixer: M2SequenceMixer<R>, mlp: GatedMlp<R>) -> Result<Self> {
+        if mlp.hidden() != mixer.hidden() {
+            return Err(Error::shape(
+                "M2BertLayer: MLP width vs the sequence mixer's H",
+                mixer.hidden(),
+                mlp.hidden(),
+            ));
+        }
+        Ok(M2BertLayer { mixer, mlp })
+    }
+
+    /// Sequence mixing.
+    pub fn mixer(&self) -> &M2SequenceMixer<R> {
+        &self.mixer
+    }
+    /// Dimension mixing with the post-LayerNorm.
+    pub fn mlp(&self) -> &GatedMlp<R> {
+        &self.mlp
+    }
+    /// Sets how the mixer's long convolutions are computed.
+    pub fn set_method(&mut self, method: ConvMethod) {
+        self.mixer.set_method(method);
     }
 
     /// `mlp(mixer(u))` for `u` `(batch, L, H)`.
@@ -440,8 +541,7 @@ where
 /// A stack of [`M2BertLayer`]s (`M2BertEncoder` without the optional position encodings).
 #[derive(Debug, Clone, PartialEq)]
 pub struct M2BertEncoder<R> {
-    /// The layers, applied in order.
-    pub layers: Vec<M2BertLayer<R>>,
+    pub(crate) layers: Vec<M2BertLayer<R>>,
 }
 
 /// Gradients of an [`M2BertEncoder`].
@@ -475,7 +575,40 @@ where
                 M2BertLayer::random(hidden, l_max, intermediate, nblocks, seed + 100 * i as u64)
             })
             .collect::<Result<_>>()?;
+        M2BertEncoder::new(layers)
+    }
+
+    /// A stack of `layers`, applied in order.
+    ///
+    /// # Errors
+    /// [`Error::ZeroSize`] for no layer; [`Error::ShapeMismatch`] naming the first layer whose
+    /// width differs from layer 0's.
+    pub fn new(layers: Vec<M2BertLayer<R>>) -> Result<Self> {
+        check_nonzero(layers.len(), "M2BertEncoder: layers")?;
+        let h = layers[0].mixer.hidden();
+        if let Some((i, l)) = layers
+            .iter()
+            .enumerate()
+            .find(|(_, l)| l.mixer.hidden() != h)
+        {
+            return Err(Error::shape(
+                format!("M2BertEncoder: layer {i} width vs layer 0's H"),
+                h,
+                l.mixer.hidden(),
+            ));
+        }
         Ok(M2BertEncoder { layers })
+    }
+
+    /// The layers, applied in order.
+    pub fn layers(&self) -> &[M2BertLayer<R>] {
+        &self.layers
+    }
+    /// Sets how every layer's long convolutions are computed.
+    pub fn set_method(&mut self, method: ConvMethod) {
+        for l in &mut self.layers {
+            l.set_method(method);
+        }
     }
 
     /// The last hidden state for `u` `(batch, L, H)`.
@@ -483,7 +616,6 @@ where
     /// # Errors
     /// As [`M2BertLayer::forward`]; [`Error::ZeroSize`] for an empty stack.
     pub fn forward(&self, u: ArrayView3<R>) -> Result<Array3<R>> {
-        check_nonzero(self.layers.len(), "M2BertEncoder: layers")?;
         let mut x = u.to_owned();
         for layer in &self.layers {
             x = layer.forward(x.view())?;
@@ -496,7 +628,6 @@ where
     /// # Errors
     /// As [`M2BertLayer::vjp`].
     pub fn vjp(&self, u: ArrayView3<R>, grad_out: ArrayView3<R>) -> Result<M2BertEncoderGrad<R>> {
-        check_nonzero(self.layers.len(), "M2BertEncoder: layers")?;
         let mut inputs = vec![u.to_owned()];
         for layer in &self.layers[..self.layers.len() - 1] {
             let next = layer.forward(inputs.last().expect("non-empty").view())?;
@@ -514,5 +645,107 @@ where
             u: g,
             layers: grads,
         })
+    }
+}
+
+/// `in_linear.*`, `short_filter.weight` `(3H, 3)`, `short_filter.bias`, `filter_fn.bias` (`D`),
+/// `filter_fn.*` ([`ImplicitFilter`]'s), the same for `filter_fn2` if present, `out_linear.*`
+/// (the released `MonarchMixerSequenceMixing`'s names).
+impl<R: RealScalar> Params<R> for M2SequenceMixer<R> {
+    type Grad = M2SequenceMixerGrad<R>;
+    fn visit_params<'a>(&'a self, f: &mut dyn FnMut(&str, ArrayViewD<'a, R>)) {
+        self.in_linear.visit_params(&mut prefixed("in_linear", f));
+        f(
+            "short_filter.weight",
+            self.short_conv_weight.view().into_dyn(),
+        );
+        f("short_filter.bias", self.short_conv_bias.view().into_dyn());
+        f("filter_fn.bias", self.filter.bias.view().into_dyn());
+        self.filter.visit_params(&mut prefixed("filter_fn", f));
+        if let Some(f2) = &self.filter2 {
+            f("filter_fn2.bias", f2.bias.view().into_dyn());
+            f2.visit_params(&mut prefixed("filter_fn2", f));
+        }
+        self.out_linear.visit_params(&mut prefixed("out_linear", f));
+    }
+    fn visit_params_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, ArrayViewMutD<'a, R>)) {
+        self.in_linear
+            .visit_params_mut(&mut prefixed("in_linear", f));
+        f(
+            "short_filter.weight",
+            self.short_conv_weight.view_mut().into_dyn(),
+        );
+        f(
+            "short_filter.bias",
+            self.short_conv_bias.view_mut().into_dyn(),
+        );
+        self.filter
+            .visit_mut_with_bias(true, &mut prefixed("filter_fn", f));
+        if let Some(f2) = &mut self.filter2 {
+            f2.visit_mut_with_bias(true, &mut prefixed("filter_fn2", f));
+        }
+        self.out_linear
+            .visit_params_mut(&mut prefixed("out_linear", f));
+    }
+}
+
+impl<R> Grads<R> for M2SequenceMixerGrad<R> {
+    fn visit_grads<'a>(&'a self, f: &mut dyn FnMut(&str, ArrayViewD<'a, R>)) {
+        self.in_linear.visit_grads(&mut prefixed("in_linear", f));
+        f(
+            "short_filter.weight",
+            self.short_conv_weight.view().into_dyn(),
+        );
+        f("short_filter.bias", self.short_conv_bias.view().into_dyn());
+        f("filter_fn.bias", self.filter_bias.view().into_dyn());
+        self.filter.visit_grads(&mut prefixed("filter_fn", f));
+        if let (Some(g2), Some(b2)) = (&self.filter2, &self.filter2_bias) {
+            f("filter_fn2.bias", b2.view().into_dyn());
+            g2.visit_grads(&mut prefixed("filter_fn2", f));
+        }
+        self.out_linear.visit_grads(&mut prefixed("out_linear", f));
+    }
+}
+
+/// `attention.*` (the mixer's) then `mlp.*` (the MLP's), as in the released `BertLayer`.
+impl<R: RealScalar> Params<R> for M2BertLayer<R> {
+    type Grad = M2BertLayerGrad<R>;
+    fn visit_params<'a>(&'a self, f: &mut dyn FnMut(&str, ArrayViewD<'a, R>)) {
+        self.mixer.visit_params(&mut prefixed("attention", f));
+        self.mlp.visit_params(&mut prefixed("mlp", f));
+    }
+    fn visit_params_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, ArrayViewMutD<'a, R>)) {
+        self.mixer.visit_params_mut(&mut prefixed("attention", f));
+        self.mlp.visit_params_mut(&mut prefixed("mlp", f));
+    }
+}
+
+impl<R> Grads<R> for M2BertLayerGrad<R> {
+    fn visit_grads<'a>(&'a self, f: &mut dyn FnMut(&str, ArrayViewD<'a, R>)) {
+        self.mixer.visit_grads(&mut prefixed("attention", f));
+        self.mlp.visit_grads(&mut prefixed("mlp", f));
+    }
+}
+
+/// `layer.{i}.*` for every layer, in order.
+impl<R: RealScalar> Params<R> for M2BertEncoder<R> {
+    type Grad = M2BertEncoderGrad<R>;
+    fn visit_params<'a>(&'a self, f: &mut dyn FnMut(&str, ArrayViewD<'a, R>)) {
+        for (i, l) in self.layers.iter().enumerate() {
+            l.visit_params(&mut prefixed(&format!("layer.{i}"), f));
+        }
+    }
+    fn visit_params_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, ArrayViewMutD<'a, R>)) {
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            l.visit_params_mut(&mut prefixed(&format!("layer.{i}"), f));
+        }
+    }
+}
+
+impl<R> Grads<R> for M2BertEncoderGrad<R> {
+    fn visit_grads<'a>(&'a self, f: &mut dyn FnMut(&str, ArrayViewD<'a, R>)) {
+        for (i, l) in self.layers.iter().enumerate() {
+            l.visit_grads(&mut prefixed(&format!("layer.{i}"), f));
+        }
     }
 }

@@ -16,14 +16,15 @@
 //! let x = Array3::from_shape_fn((2, 16, 8), |(b, n, c)| ((b + n * c) % 7) as f64 / 7.0);
 //! let y = layer.forward(x.view()).unwrap();
 //! assert_eq!(y.dim(), (2, 16, 8));
-//! assert!(matches!(layer.seq, SequenceMixing::Monarch { .. }));
+//! assert!(matches!(layer.seq(), SequenceMixing::Monarch { .. }));
 //! ```
 
 use super::longconv::{ConvMethod, LongConv, LongConvGrad};
 use super::nn::{Activation, LayerNorm, LayerNormGrad};
 use crate::primitives::error::{check_nonzero, Error, Result};
+use crate::primitives::params::{prefixed, Grads, Params};
 use crate::{Monarch, MonarchGrad, RealScalar, Scalar};
-use ndarray::{Array2, Array3, ArrayView2, ArrayView3};
+use ndarray::{Array2, Array3, ArrayView2, ArrayView3, ArrayViewD, ArrayViewMutD};
 use num_complex::Complex;
 
 /// How the sequence is mixed.
@@ -65,20 +66,13 @@ pub enum SequenceMixingGrad<R> {
 /// The paper's M2 layer (see the module docs).
 #[derive(Debug, Clone, PartialEq)]
 pub struct M2Layer<R> {
-    /// Sequence mixing.
-    pub seq: SequenceMixing<R>,
-    /// `M₃`, `d' × d`.
-    pub m3: Monarch<R>,
-    /// `K₂`, `(d', N)`.
-    pub k2: Array2<R>,
-    /// `M₄`, `d × d'`.
-    pub m4: Monarch<R>,
-    /// `σ`.
-    pub act: Activation,
-    /// Output LayerNorm over `d`.
-    pub ln: LayerNorm<R>,
-    /// How a [`SequenceMixing::Conv`] is computed.
-    pub method: ConvMethod,
+    seq: SequenceMixing<R>,
+    m3: Monarch<R>,
+    k2: Array2<R>,
+    m4: Monarch<R>,
+    act: Activation,
+    ln: LayerNorm<R>,
+    method: ConvMethod,
 }
 
 /// Gradients of an [`M2Layer`].
@@ -165,15 +159,129 @@ where
         nblocks: usize,
         seed: u64,
     ) -> Result<Self> {
+        M2Layer::new(
+            seq,
+            Monarch::random(d, nblocks, seed + 2)?,
+            Array2::ones((d, n)),
+            Monarch::random(d, nblocks, seed + 3)?,
+            Activation::Gelu,
+            LayerNorm::new(d, R::from_f64(1e-5))?,
+        )
+    }
+
+    /// A layer from its parts, computing a [`SequenceMixing::Conv`] with
+    /// [`ConvMethod::MonarchDft`]. With `N` the sequence length (`K₂`'s columns), `d` the
+    /// width (`M₃`'s input) and `d'` `M₃`'s output: `M₁` `N' × N`, `K₁` `(N', d)`, `M₂`
+    /// `N × N'` (or a long convolution with `d` channels of length `N`), `K₂` `(d', N)`, `M₄`
+    /// `d × d'`, LayerNorm over `d`.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] naming the part whose size does not fit.
+    pub fn new(
+        seq: SequenceMixing<R>,
+        m3: Monarch<R>,
+        k2: Array2<R>,
+        m4: Monarch<R>,
+        act: Activation,
+        ln: LayerNorm<R>,
+    ) -> Result<Self> {
+        let (dp, n) = k2.dim();
+        let d = m3.in_features();
+        let ctx = |what: &str| {
+            format!(
+                "M2Layer: {what} for N = {n} (K₂ columns), d = {d} (M₃ input), d' = {dp} (K₂ rows)"
+            )
+        };
+        if m3.out_features() != dp {
+            return Err(Error::shape(ctx("M₃ output (d')"), dp, m3.out_features()));
+        }
+        if (m4.out_features(), m4.in_features()) != (d, dp) {
+            return Err(Error::shape(
+                ctx("M₄ (out, in) = (d, d')"),
+                (d, dp),
+                (m4.out_features(), m4.in_features()),
+            ));
+        }
+        if ln.width() != d {
+            return Err(Error::shape(ctx("LayerNorm width (d)"), d, ln.width()));
+        }
+        match &seq {
+            SequenceMixing::Monarch { m1, k1, m2 } => {
+                let np = m1.out_features();
+                if m1.in_features() != n {
+                    return Err(Error::shape(ctx("M₁ input (N)"), n, m1.in_features()));
+                }
+                if k1.dim() != (np, d) {
+                    return Err(Error::shape(
+                        ctx("K₁ (N', d) with N' = M₁'s output"),
+                        (np, d),
+                        k1.dim(),
+                    ));
+                }
+                if (m2.out_features(), m2.in_features()) != (n, np) {
+                    return Err(Error::shape(
+                        ctx("M₂ (out, in) = (N, N')"),
+                        (n, np),
+                        (m2.out_features(), m2.in_features()),
+                    ));
+                }
+            }
+            SequenceMixing::Conv(c) => {
+                if (c.channels(), c.len()) != (d, n) {
+                    return Err(Error::shape(
+                        ctx("long convolution (channels, length) = (d, N)"),
+                        (d, n),
+                        (c.channels(), c.len()),
+                    ));
+                }
+            }
+        }
         Ok(M2Layer {
             seq,
-            m3: Monarch::random(d, nblocks, seed + 2)?,
-            k2: Array2::ones((d, n)),
-            m4: Monarch::random(d, nblocks, seed + 3)?,
-            act: Activation::Gelu,
-            ln: LayerNorm::new(d, R::from_f64(1e-5))?,
+            m3,
+            k2,
+            m4,
+            act,
+            ln,
             method: ConvMethod::MonarchDft,
         })
+    }
+
+    /// Sequence mixing.
+    pub fn seq(&self) -> &SequenceMixing<R> {
+        &self.seq
+    }
+    /// `M₃`, `d' × d`.
+    pub fn m3(&self) -> &Monarch<R> {
+        &self.m3
+    }
+    /// `K₂`, `(d', N)`.
+    pub fn k2(&self) -> &Array2<R> {
+        &self.k2
+    }
+    /// `M₄`, `d × d'`.
+    pub fn m4(&self) -> &Monarch<R> {
+        &self.m4
+    }
+    /// `σ`.
+    pub fn act(&self) -> Activation {
+        self.act
+    }
+    /// Sets `σ`.
+    pub fn set_act(&mut self, act: Activation) {
+        self.act = act;
+    }
+    /// Output LayerNorm over `d`.
+    pub fn ln(&self) -> &LayerNorm<R> {
+        &self.ln
+    }
+    /// How a [`SequenceMixing::Conv`] is computed.
+    pub fn method(&self) -> ConvMethod {
+        self.method
+    }
+    /// Sets how a [`SequenceMixing::Conv`] is computed.
+    pub fn set_method(&mut self, method: ConvMethod) {
+        self.method = method;
     }
 
     /// Sequence length `N` the layer is built for.
@@ -194,28 +302,6 @@ where
                 format!("{ctx}: input (batch, N, d)"),
                 (b, nn, dd),
                 x.dim(),
-            ));
-        }
-        let dp = self.m3.out_features();
-        let seq_ok = match &self.seq {
-            SequenceMixing::Monarch { m1, k1, m2 } => {
-                m1.in_features() == nn
-                    && k1.dim() == (m1.out_features(), dd)
-                    && m2.in_features() == m1.out_features()
-                    && m2.out_features() == nn
-            }
-            SequenceMixing::Conv(c) => c.len() == nn && c.channels() == dd,
-        };
-        if !seq_ok
-            || self.k2.nrows() != dp
-            || self.m4.in_features() != dp
-            || self.m4.out_features() != dd
-            || self.ln.width() != dd
-        {
-            return Err(Error::shape(
-                format!("{ctx}: parameters for N = {nn}, d = {dd}, d' = {dp} (M₁ N'×N, K₁ (N', d), M₂ N×N', M₃ d'×d, K₂ (d', N), M₄ d×d', LayerNorm d)"),
-                (nn, dd, dp),
-                (self.m4.in_features(), self.m4.out_features(), self.ln.width()),
             ));
         }
         Ok(())
@@ -363,5 +449,80 @@ fn scale_channel_rows<R: RealScalar>(rows: &mut Array2<R>, k: ArrayView2<R>, d: 
         for (i, v) in row.iter_mut().enumerate() {
             *v *= k[[i, ch]];
         }
+    }
+}
+
+/// `m1.w1`, `m1.w2`, `k1`, `m2.w1`, `m2.w2` for learned Monarchs; the long convolution's
+/// `k_fwd`, `k_rev`, `d` otherwise.
+impl<R: RealScalar> Params<R> for SequenceMixing<R>
+where
+    Complex<R>: Scalar<Real = R>,
+{
+    type Grad = SequenceMixingGrad<R>;
+    fn visit_params<'a>(&'a self, f: &mut dyn FnMut(&str, ArrayViewD<'a, R>)) {
+        match self {
+            SequenceMixing::Monarch { m1, k1, m2 } => {
+                m1.visit_params(&mut prefixed("m1", f));
+                f("k1", k1.view().into_dyn());
+                m2.visit_params(&mut prefixed("m2", f));
+            }
+            SequenceMixing::Conv(c) => c.visit_params(f),
+        }
+    }
+    fn visit_params_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, ArrayViewMutD<'a, R>)) {
+        match self {
+            SequenceMixing::Monarch { m1, k1, m2 } => {
+                m1.visit_params_mut(&mut prefixed("m1", f));
+                f("k1", k1.view_mut().into_dyn());
+                m2.visit_params_mut(&mut prefixed("m2", f));
+            }
+            SequenceMixing::Conv(c) => c.visit_params_mut(f),
+        }
+    }
+}
+
+impl<R> Grads<R> for SequenceMixingGrad<R> {
+    fn visit_grads<'a>(&'a self, f: &mut dyn FnMut(&str, ArrayViewD<'a, R>)) {
+        match self {
+            SequenceMixingGrad::Monarch { m1, k1, m2 } => {
+                m1.visit_grads(&mut prefixed("m1", f));
+                f("k1", k1.view().into_dyn());
+                m2.visit_grads(&mut prefixed("m2", f));
+            }
+            SequenceMixingGrad::Conv(c) => c.visit_grads(f),
+        }
+    }
+}
+
+/// `seq.*` ([`SequenceMixing`]'s), `m3.w1`, `m3.w2`, `k2`, `m4.w1`, `m4.w2`, `ln.weight`,
+/// `ln.bias`.
+impl<R: RealScalar> Params<R> for M2Layer<R>
+where
+    Complex<R>: Scalar<Real = R>,
+{
+    type Grad = M2LayerGrad<R>;
+    fn visit_params<'a>(&'a self, f: &mut dyn FnMut(&str, ArrayViewD<'a, R>)) {
+        self.seq.visit_params(&mut prefixed("seq", f));
+        self.m3.visit_params(&mut prefixed("m3", f));
+        f("k2", self.k2.view().into_dyn());
+        self.m4.visit_params(&mut prefixed("m4", f));
+        self.ln.visit_params(&mut prefixed("ln", f));
+    }
+    fn visit_params_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, ArrayViewMutD<'a, R>)) {
+        self.seq.visit_params_mut(&mut prefixed("seq", f));
+        self.m3.visit_params_mut(&mut prefixed("m3", f));
+        f("k2", self.k2.view_mut().into_dyn());
+        self.m4.visit_params_mut(&mut prefixed("m4", f));
+        self.ln.visit_params_mut(&mut prefixed("ln", f));
+    }
+}
+
+impl<R> Grads<R> for M2LayerGrad<R> {
+    fn visit_grads<'a>(&'a self, f: &mut dyn FnMut(&str, ArrayViewD<'a, R>)) {
+        self.seq.visit_grads(&mut prefixed("seq", f));
+        self.m3.visit_grads(&mut prefixed("m3", f));
+        f("k2", self.k2.view().into_dyn());
+        self.m4.visit_grads(&mut prefixed("m4", f));
+        self.ln.visit_grads(&mut prefixed("ln", f));
     }
 }

@@ -354,3 +354,23 @@ impl<T: RealScalar> Adapter<T> for MoReAdapter<T> {
         self.merged
     }
 }
+
+/// `blkdiag1`, `blkdiag2` (the trainable factors; the base layer is frozen).
+impl<T: RealScalar> crate::primitives::params::Params<T> for MoReAdapter<T> {
+    type Grad = MoReGrad<T>;
+    fn visit_params<'a>(&'a self, f: &mut dyn FnMut(&str, ndarray::ArrayViewD<'a, T>)) {
+        f("blkdiag1", self.monarch.w1.w.view().into_dyn());
+        f("blkdiag2", self.monarch.w2.w.view().into_dyn());
+    }
+    fn visit_params_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, ndarray::ArrayViewMutD<'a, T>)) {
+        f("blkdiag1", self.monarch.w1.w.view_mut().into_dyn());
+        f("blkdiag2", self.monarch.w2.w.view_mut().into_dyn());
+    }
+}
+
+impl<T> crate::primitives::params::Grads<T> for MoReGrad<T> {
+    fn visit_grads<'a>(&'a self, f: &mut dyn FnMut(&str, ndarray::ArrayViewD<'a, T>)) {
+        f("blkdiag1", self.blkdiag1.view().into_dyn());
+        f("blkdiag2", self.blkdiag2.view().into_dyn());
+    }
+}

@@ -297,3 +297,24 @@ impl<T: RealScalar> Adapter<T> for LoraAdapter<T> {
         self.merged
     }
 }
+
+/// `lora_A.weight` `(r, in)`, `lora_B.weight` `(out, r)` (PEFT's names; the base layer is
+/// frozen).
+impl<T: RealScalar> crate::primitives::params::Params<T> for LoraAdapter<T> {
+    type Grad = LoraGrad<T>;
+    fn visit_params<'a>(&'a self, f: &mut dyn FnMut(&str, ndarray::ArrayViewD<'a, T>)) {
+        f("lora_A.weight", self.lora_a.view().into_dyn());
+        f("lora_B.weight", self.lora_b.view().into_dyn());
+    }
+    fn visit_params_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, ndarray::ArrayViewMutD<'a, T>)) {
+        f("lora_A.weight", self.lora_a.view_mut().into_dyn());
+        f("lora_B.weight", self.lora_b.view_mut().into_dyn());
+    }
+}
+
+impl<T> crate::primitives::params::Grads<T> for LoraGrad<T> {
+    fn visit_grads<'a>(&'a self, f: &mut dyn FnMut(&str, ndarray::ArrayViewD<'a, T>)) {
+        f("lora_A.weight", self.lora_a.view().into_dyn());
+        f("lora_B.weight", self.lora_b.view().into_dyn());
+    }
+}

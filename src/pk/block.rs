@@ -224,3 +224,38 @@ impl<R: RealScalar> MlpMixerBlock<R> {
         })
     }
 }
+
+/// `ln1.*`, `tok1.*`, `tok2.*`, `ln2.*`, `ch1.*`, `ch2.*`.
+impl<R: RealScalar> crate::primitives::params::Params<R> for MlpMixerBlock<R> {
+    type Grad = MlpMixerBlockGrad<R>;
+    fn visit_params<'a>(&'a self, f: &mut dyn FnMut(&str, ndarray::ArrayViewD<'a, R>)) {
+        use crate::primitives::params::prefixed;
+        self.ln1.visit_params(&mut prefixed("ln1", f));
+        self.tok1.visit_params(&mut prefixed("tok1", f));
+        self.tok2.visit_params(&mut prefixed("tok2", f));
+        self.ln2.visit_params(&mut prefixed("ln2", f));
+        self.ch1.visit_params(&mut prefixed("ch1", f));
+        self.ch2.visit_params(&mut prefixed("ch2", f));
+    }
+    fn visit_params_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, ndarray::ArrayViewMutD<'a, R>)) {
+        use crate::primitives::params::prefixed;
+        self.ln1.visit_params_mut(&mut prefixed("ln1", f));
+        self.tok1.visit_params_mut(&mut prefixed("tok1", f));
+        self.tok2.visit_params_mut(&mut prefixed("tok2", f));
+        self.ln2.visit_params_mut(&mut prefixed("ln2", f));
+        self.ch1.visit_params_mut(&mut prefixed("ch1", f));
+        self.ch2.visit_params_mut(&mut prefixed("ch2", f));
+    }
+}
+
+impl<R> crate::primitives::params::Grads<R> for MlpMixerBlockGrad<R> {
+    fn visit_grads<'a>(&'a self, f: &mut dyn FnMut(&str, ndarray::ArrayViewD<'a, R>)) {
+        use crate::primitives::params::prefixed;
+        self.ln1.visit_grads(&mut prefixed("ln1", f));
+        self.tok1.visit_grads(&mut prefixed("tok1", f));
+        self.tok2.visit_grads(&mut prefixed("tok2", f));
+        self.ln2.visit_grads(&mut prefixed("ln2", f));
+        self.ch1.visit_grads(&mut prefixed("ch1", f));
+        self.ch2.visit_grads(&mut prefixed("ch2", f));
+    }
+}

@@ -252,3 +252,29 @@ impl<R: RealScalar> PkLayer<R> {
         p2.dot(&k).dot(&p1)
     }
 }
+
+/// `w`, then `bias` if any (the permutations, `a` and `φ` are fixed).
+impl<R: RealScalar> crate::primitives::params::Params<R> for PkLayer<R> {
+    type Grad = PkLayerGrad<R>;
+    fn visit_params<'a>(&'a self, f: &mut dyn FnMut(&str, ndarray::ArrayViewD<'a, R>)) {
+        f("w", self.w.view().into_dyn());
+        if let Some(b) = &self.bias {
+            f("bias", b.view().into_dyn());
+        }
+    }
+    fn visit_params_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, ndarray::ArrayViewMutD<'a, R>)) {
+        f("w", self.w.view_mut().into_dyn());
+        if let Some(b) = &mut self.bias {
+            f("bias", b.view_mut().into_dyn());
+        }
+    }
+}
+
+impl<R> crate::primitives::params::Grads<R> for PkLayerGrad<R> {
+    fn visit_grads<'a>(&'a self, f: &mut dyn FnMut(&str, ndarray::ArrayViewD<'a, R>)) {
+        f("w", self.w.view().into_dyn());
+        if let Some(b) = &self.bias {
+            f("bias", b.view().into_dyn());
+        }
+    }
+}

@@ -28,8 +28,8 @@ pub struct MonarchLinear<T: Scalar> {
     in_features: usize,
     out_features: usize,
     nblocks: usize,
-    monarch: Monarch<T>,
-    bias: Option<Array1<T>>,
+    pub(crate) monarch: Monarch<T>,
+    pub(crate) bias: Option<Array1<T>>,
 }
 
 /// Gradients of `sum(y ⊙ grad_out)` for a [`MonarchLinear`].

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use monarch::ndarray::{Array, Dimension};
+use monarch::primitives::params::Params;
 
 /// Indices to probe in a tensor of `n` entries: all if small, else a spread of `k`.
 pub fn probe(n: usize, k: usize) -> Vec<usize> {
@@ -45,4 +46,44 @@ pub fn bump<D: Dimension>(a: &mut Array<f64, D>, i: usize, d: f64) {
 /// The logical-order entries of an array.
 pub fn flat<D: Dimension>(a: &Array<f64, D>) -> Vec<f64> {
     a.iter().copied().collect()
+}
+
+/// Perturbs entry `i` (in logical order) of the parameter `name` of `p` by `d`, through
+/// [`Params::visit_params_mut`] (the shapes cannot change).
+#[track_caller]
+pub fn bump_param<P: Params<f64>>(p: &mut P, name: &str, i: usize, d: f64) {
+    let mut hit = false;
+    p.visit_params_mut(&mut |n, mut v| {
+        if n == name {
+            *v.iter_mut().nth(i).unwrap() += d;
+            hit = true;
+        }
+    });
+    assert!(hit, "no parameter named {name}");
+}
+
+/// Assigns `value` (same shape) to the parameter `name` of `p`.
+#[track_caller]
+pub fn set_param<P: Params<f64>, D: Dimension>(p: &mut P, name: &str, value: &Array<f64, D>) {
+    let mut hit = false;
+    p.visit_params_mut(&mut |n, mut v| {
+        if n == name {
+            v.assign(&value.view().into_dyn());
+            hit = true;
+        }
+    });
+    assert!(hit, "no parameter named {name}");
+}
+
+/// Fills with `value` every parameter of `p` whose name ends with `suffix` (at least one).
+#[track_caller]
+pub fn fill_params<P: Params<f64>>(p: &mut P, suffix: &str, value: f64) {
+    let mut hits = 0;
+    p.visit_params_mut(&mut |n, mut v| {
+        if n.ends_with(suffix) {
+            v.fill(value);
+            hits += 1;
+        }
+    });
+    assert!(hits > 0, "no parameter name ends with {suffix}");
 }

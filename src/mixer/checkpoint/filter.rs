@@ -94,7 +94,7 @@ fn load_filter_mlp<T: RealScalar>(
             extra.0
         )));
     }
-    Ok(FilterMlp { layers })
+    FilterMlp::new(layers).map_err(|e| name_err(&format!("tensors \"{seq}.*\""), e))
 }
 
 /// The names of the shared `Sin` frequencies of one filter.
@@ -198,17 +198,18 @@ impl<R: RealScalar> ImplicitFilter<R> {
                 names.len()
             )));
         };
-        Ok(ImplicitFilter {
+        ImplicitFilter::new(
             z,
             t,
             mlp_fwd,
             mlp_rev,
             freq,
-            w_mod: R::from_f64(w_mod),
+            R::from_f64(w_mod),
             deltas,
-            shift: R::zero(),
+            R::zero(),
             bias,
-        })
+        )
+        .map_err(|e| name_err(&format!("tensors \"{prefix}.*\""), e))
     }
 
     /// Stores the filter under the released names (every `freq` copy included).

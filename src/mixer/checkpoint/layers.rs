@@ -70,15 +70,8 @@ where
             None
         };
         let out_linear = load_linear(sd, &join_name(prefix, "out_linear"), h, h)?;
-        Ok(M2SequenceMixer {
-            in_linear,
-            short_conv_weight: sw,
-            short_conv_bias: sb,
-            filter,
-            filter2,
-            out_linear,
-            method: Default::default(),
-        })
+        M2SequenceMixer::new(in_linear, sw, sb, filter, filter2, out_linear)
+            .map_err(|e| name_err(&format!("tensors \"{prefix}.*\""), e))
     }
 
     /// Stores the mixer under the released names (`short_filter.weight` as `(3H, 1, 3)`).
@@ -141,7 +134,7 @@ where
                 mlp.hidden(),
             ));
         }
-        Ok(M2BertLayer { mixer, mlp })
+        M2BertLayer::new(mixer, mlp)
     }
 
     /// Stores the layer under the released names (`attention.*`, `mlp.*`).
@@ -249,7 +242,7 @@ where
                 M2BertLayer::from_state_dict(sd, &p, cfg)
             })
             .collect::<Result<_>>()?;
-        Ok(M2BertEncoder { layers })
+        M2BertEncoder::new(layers).map_err(|e| name_err(&format!("tensors \"{prefix}.*\""), e))
     }
 
     /// Stores every layer as `{prefix}.layer.{i}.…`.
