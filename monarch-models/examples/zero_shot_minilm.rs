@@ -23,9 +23,9 @@
 //!    reproduce each exact layer's outputs on half of the sentences, measured on the other half.
 
 use monarch::attention::MonarchAttention;
-use monarch::ndarray::{s, Array2, Array3, Axis};
+use monarch::ndarray::{Array2, Array3, Array4, Axis};
 use monarch_models::bert::{AttentionKind, BertModel, TokenBatch, DENSE_NAMES};
-use monarch_models::fit::{fit_monarch, FitOptions};
+use monarch_models::fit::{distill, FitOptions};
 use monarch_models::minilm::{default_model_dir, model_present, SentenceEncoder};
 use rayon::prelude::*;
 use std::path::PathBuf;
@@ -158,20 +158,6 @@ fn metrics(exact: &Run, approx: &Run, subset: &[usize], long: &[usize]) -> Metri
     }
 }
 
-/// Median seconds of `reps` calls.
-fn time<F: FnMut()>(reps: usize, mut f: F) -> f64 {
-    f();
-    let mut t: Vec<f64> = (0..reps)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64()
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[t.len() / 2]
-}
-
 /// A sequence of exactly `n` tokens: `[CLS]`, word pieces of `text` repeated, `[SEP]`.
 fn synthetic_ids(enc: &Enc, text: &str, n: usize) -> Vec<u32> {
     let ids = enc.tokenizer().encode(text).unwrap();
@@ -182,43 +168,80 @@ fn synthetic_ids(enc: &Enc, text: &str, n: usize) -> Vec<u32> {
     out
 }
 
-/// (attention seconds summed over layers, encoder seconds) for one sequence.
-fn timings(model: &BertModel<f32>, kind: AttentionKind, ids: &[u32], reps: usize) -> (f64, f64) {
-    let mut m = model.clone();
-    m.set_attention(kind);
-    let batch = TokenBatch::from_ids(&[ids.to_vec()]).unwrap();
-    let enc_t = time(reps, || {
-        m.forward(&batch).unwrap();
-    });
-    // The attention alone, on the q, k, v of every layer of the exact model.
-    let (_, traces) = model.forward_traced(&batch).unwrap();
+/// The q, k, v of every layer of `model` for one sequence.
+type Qkv = Vec<(Array4<f32>, Array4<f32>, Array4<f32>)>;
+
+fn layer_qkv(model: &BertModel<f32>, batch: &TokenBatch) -> Qkv {
+    let (_, traces) = model.forward_traced(batch).unwrap();
     let c = &model.config;
-    let (n, heads, dh) = (ids.len(), c.num_attention_heads, c.head_dim());
-    let qkv: Vec<_> = model
+    let (n, heads, dh) = (batch.len(), c.num_attention_heads, c.head_dim());
+    let split = |a: Array2<f32>| {
+        a.into_shape_with_order((1, n, heads, dh))
+            .unwrap()
+            .permuted_axes([0, 2, 1, 3])
+            .as_standard_layout()
+            .into_owned()
+    };
+    model
         .layers
         .iter()
         .zip(&traces)
         .map(|(l, t)| {
-            let split = |a: Array2<f32>| {
-                a.into_shape_with_order((1, n, heads, dh))
-                    .unwrap()
-                    .permuted_axes([0, 2, 1, 3])
-                    .as_standard_layout()
-                    .into_owned()
-            };
             (
                 split(l.query.forward(t.x.view()).unwrap()),
                 split(l.key.forward(t.x.view()).unwrap()),
                 split(l.value.forward(t.x.view()).unwrap()),
             )
         })
-        .collect();
-    let att_t = time(reps, || {
-        for (q, k, v) in &qkv {
-            kind.forward(q.view(), k.view(), v.view(), None).unwrap();
+        .collect()
+}
+
+/// Seconds of (attention of all layers, whole encoder) for one sequence, exact and with
+/// `kind`, on one thread: the two are timed alternately, `reps` times each, and the medians
+/// kept, so that a change of load on the machine hits both alike.
+fn timings(
+    model: &BertModel<f32>,
+    kind: AttentionKind,
+    ids: &[u32],
+    reps: usize,
+) -> [(f64, f64); 2] {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        let batch = TokenBatch::from_ids(&[ids.to_vec()]).unwrap();
+        let qkv = layer_qkv(model, &batch);
+        let mut models = [model.clone(), model.clone()];
+        models[1].set_attention(kind);
+        let kinds = [AttentionKind::Exact, kind];
+        let mut att = [vec![], vec![]];
+        let mut enc = [vec![], vec![]];
+        for rep in 0..=reps {
+            for w in 0..2 {
+                let t = Instant::now();
+                models[w].forward(&batch).unwrap();
+                let e = t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                for (q, k, v) in &qkv {
+                    kinds[w].forward(q.view(), k.view(), v.view(), None).unwrap();
+                }
+                let a = t.elapsed().as_secs_f64();
+                if rep > 0 {
+                    enc[w].push(e);
+                    att[w].push(a);
+                }
+            }
         }
-    });
-    (att_t, enc_t)
+        let med = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        [
+            (med(&mut att[0]), med(&mut enc[0])),
+            (med(&mut att[1]), med(&mut enc[1])),
+        ]
+    })
 }
 
 fn kind_name(kind: AttentionKind) -> String {
@@ -347,7 +370,7 @@ fn main() -> monarch::Result<()> {
 
     // ---- the text ----
     let groups = read_groups();
-    let groups = if quick { groups[..10].to_vec() } else { groups };
+    let groups = if quick { groups[..6].to_vec() } else { groups };
     let mut texts: Vec<String> = groups.iter().flatten().cloned().collect();
     let n_short = texts.len();
     for g in (0..groups.len()).step_by(2) {
@@ -384,7 +407,7 @@ fn main() -> monarch::Result<()> {
     let steps: Vec<usize> = if quick { vec![1, 2] } else { vec![1, 2, 3] };
     let blocks: Vec<usize> = if quick { vec![8, 16] } else { vec![4, 8, 16, 32] };
     let lengths: Vec<usize> = if quick { vec![128] } else { vec![128, 256, 512] };
-    let reps = if quick { 1 } else { 5 };
+    let reps = if quick { 1 } else { 7 };
     let probe = texts[n_short..].join(" ");
     let seqs: Vec<Vec<u32>> = lengths
         .iter()
@@ -392,13 +415,14 @@ fn main() -> monarch::Result<()> {
         .collect();
     let base_t: Vec<(f64, f64)> = seqs
         .iter()
-        .map(|s| timings(&enc.model, AttentionKind::Exact, s, reps))
+        .map(|s| timings(&enc.model, AttentionKind::Exact, s, reps)[0])
         .collect();
     println!("## 1. MonarchAttention in every layer (zero-shot)\n");
     println!(
         "Cosine, nearest-neighbour agreement and hidden-state error over all {} texts; \"long\": \
          mean cosine over the {} texts of ≥ 128 tokens. Time: attention of the 6 layers / whole \
-         encoder for one sequence of N tokens, milliseconds (speed-up against exact).\n",
+         encoder for one sequence of N tokens on one thread, milliseconds, median of {reps} \
+         (speed-up against exact attention timed alternately with it).\n",
         texts.len(),
         long.len()
     );
@@ -438,8 +462,8 @@ fn main() -> monarch::Result<()> {
                 m.nn_agree,
                 m.hidden_err
             );
-            for (s, (ba, be)) in seqs.iter().zip(&base_t) {
-                let (a, e) = timings(&enc.model, kind, s, reps);
+            for s in &seqs {
+                let [(ba, be), (a, e)] = timings(&enc.model, kind, s, reps);
                 row += &format!(
                     " {:.2} ({:.2}×) | {:.1} ({:.2}×) |",
                     a * 1e3,
@@ -468,11 +492,16 @@ fn main() -> monarch::Result<()> {
     );
     println!("| ρ | layers projected | params kept | weight err q,k,v,o | weight err FFN | mean cos | worst cos | long: mean cos | NN agree | hidden rel. err |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
-    let ranks: Vec<usize> = if quick { vec![1, 4] } else { vec![1, 2, 4] };
+    let ranks: Vec<usize> = if quick { vec![2] } else { vec![1, 2, 4] };
     let dense_total = enc.model.dense_weight_params();
     let mut projected: Vec<(usize, Enc)> = vec![];
     for &rho in &ranks {
-        for scope in ["all", "attention", "FFN"] {
+        let scopes: &[&str] = if quick {
+            &["all"]
+        } else {
+            &["all", "attention", "FFN"]
+        };
+        for &scope in scopes {
             let mut e2 = enc.clone();
             let rep = e2.model.project_dense(rho, None)?;
             // Undo the layers outside the scope.
@@ -500,11 +529,24 @@ fn main() -> monarch::Result<()> {
             };
             let r = run(&e2, &ids);
             let m = metrics(&exact, &r, &all, &long);
+            let label = match scope {
+                "all" => "all 36",
+                "attention" => "q, k, v, o only",
+                _ => "FFN only",
+            };
+            let err_attn = if scope == "FFN" {
+                "—".to_string()
+            } else {
+                format!("{:.3}", mean(&|i| i < 4))
+            };
+            let err_ffn = if scope == "attention" {
+                "—".to_string()
+            } else {
+                format!("{:.3}", mean(&|i| i >= 4))
+            };
             println!(
-                "| {rho} | {scope} | {:.1}% | {:.3} | {:.3} | {:.4} | {:.4} | {:.4} | {:.3} | {:.3} |",
+                "| {rho} | {label} | {:.1}% | {err_attn} | {err_ffn} | {:.4} | {:.4} | {:.4} | {:.3} | {:.3} |",
                 100.0 * e2.model.dense_weight_params() as f64 / dense_total as f64,
-                mean(&|i| i < 4),
-                mean(&|i| i >= 4),
                 m.mean_cos,
                 m.worst_cos,
                 m.long_cos,
@@ -519,88 +561,62 @@ fn main() -> monarch::Result<()> {
 
     // ---- 3. Recovery ----
     let opts = FitOptions {
-        steps: if quick { 10 } else { 60 },
+        steps: if quick { 5 } else { 60 },
         ..FitOptions::default()
     };
+    let max_rows = 4096;
     let train: Vec<usize> = all.iter().copied().filter(|i| i % 2 == 0).collect();
     let test: Vec<usize> = all.iter().copied().filter(|i| i % 2 == 1).collect();
     println!(
-        "\n## 3. Recovery: projected factors trained on the exact model's activations\n\n\
-         Each of the 36 projected layers (all layers, as in the rows \"all\" above) gets {} full-batch \
-         Adam steps on ‖X·M̂ᵀ − X·Wᵀ‖² / ‖X·Wᵀ‖², where X holds that layer's inputs in the \
-         exact model on the {} training texts (every other text; at most 4096 token rows per \
-         layer), through the core's Monarch VJP; same parameter count. Embedding metrics on the \
-         {} held-out texts.\n",
+        "\n## 3. Recovery: projected factors trained to reproduce the exact layers' outputs\n\n\
+         All 36 projected layers (rows \"all 36\" above; same parameter count) get {} full-batch \
+         Adam steps each on ‖X·M̂ᵀ − Y‖² / ‖Y‖², Y = X_exact·Wᵀ the exact layer's output on the \
+         {} training texts (every other text; at most {max_rows} token rows per layer), \
+         gradients from the core's Monarch VJP. *local*: X = X_exact, the layer's input in the \
+         exact model. *sequential*: layer by layer in order, X = the input that the compressed \
+         model (earlier layers already fitted) gives the layer. Output error: mean over layers on \
+         the training rows. Embedding metrics on the {} held-out texts.\n",
         opts.steps,
         train.len(),
         test.len()
     );
-    // Inputs of every dense layer of the exact model on the training texts.
-    let traces: Vec<_> = train
-        .par_iter()
-        .map(|&i| {
-            let b = TokenBatch::from_ids(std::slice::from_ref(&ids[i])).unwrap();
-            enc.model.forward_traced(&b).unwrap().1
-        })
+    let train_batches: Vec<TokenBatch> = train
+        .iter()
+        .map(|&i| TokenBatch::from_ids(std::slice::from_ref(&ids[i])).unwrap())
         .collect();
-    let max_rows = 4096;
-    let layer_inputs: Vec<Vec<Array2<f32>>> = (0..enc.model.layers.len())
-        .map(|li| {
-            (0..6)
-                .map(|di| {
-                    let parts: Vec<_> = traces
-                        .iter()
-                        .map(|t| monarch_models::bert::BertLayer::trace_input(&t[li], di).view())
-                        .collect();
-                    let x = monarch::ndarray::concatenate(Axis(0), &parts).unwrap();
-                    let stride = x.nrows().div_ceil(max_rows);
-                    x.slice(s![..;stride, ..]).to_owned()
-                })
-                .collect()
-        })
-        .collect();
-    drop(traces);
-    println!("| ρ | layer output err before → after (mean over layers, training rows) | mean cos | worst cos | NN agree | hidden rel. err |");
-    println!("|---|---|---|---|---|---|");
+    println!("| ρ | fit | layer output err before → after | mean cos | worst cos | NN agree | hidden rel. err |");
+    println!("|---|---|---|---|---|---|---|");
     for (rho, e2) in &projected {
         let before = metrics(&exact, &run(e2, &ids), &test, &long);
-        let mut fitted = e2.clone();
-        let jobs: Vec<(usize, usize)> = (0..fitted.model.layers.len())
-            .flat_map(|l| (0..6).map(move |d| (l, d)))
-            .collect();
-        let results: Vec<_> = jobs
-            .par_iter()
-            .map(|&(li, di)| {
-                let d = fitted.model.layers[li].dense()[di].clone();
-                let monarch_models::bert::Dense::Monarch { mut weight, bias } = d else {
-                    unreachable!("all layers are projected")
-                };
-                let x = &layer_inputs[li][di];
-                let w = enc.model.layers[li].dense()[di].dense_weight();
-                let target = x.dot(&w.t());
-                let rep = fit_monarch(&mut weight, x.view(), target.view(), opts).unwrap();
-                (li, di, weight, bias, rep)
-            })
-            .collect();
-        let (mut eb, mut ea) = (0.0, 0.0);
-        for (li, di, weight, bias, rep) in results {
-            eb += rep.before / jobs.len() as f64;
-            ea += rep.after / jobs.len() as f64;
-            *fitted.model.layers[li].dense_mut()[di] =
-                monarch_models::bert::Dense::Monarch { weight, bias };
-        }
-        let after = metrics(&exact, &run(&fitted, &ids), &test, &long);
         println!(
-            "| {rho} | {eb:.3} → {ea:.3} | {:.4} → {:.4} | {:.4} → {:.4} | {:.3} → {:.3} | {:.3} → {:.3} |",
-            before.mean_cos,
-            after.mean_cos,
-            before.worst_cos,
-            after.worst_cos,
-            before.nn_agree,
-            after.nn_agree,
-            before.hidden_err,
-            after.hidden_err
+            "| {rho} | none | — | {:.4} | {:.4} | {:.3} | {:.3} |",
+            before.mean_cos, before.worst_cos, before.nn_agree, before.hidden_err
         );
+        for sequential in [false, true] {
+            let mut fitted = e2.clone();
+            let t = Instant::now();
+            let reps = distill(
+                &mut fitted.model,
+                &enc.model,
+                &train_batches,
+                max_rows,
+                opts,
+                sequential,
+            )?;
+            let secs = t.elapsed().as_secs_f64();
+            let n = reps.len() as f64;
+            let eb = reps.iter().map(|r| r.before).sum::<f64>() / n;
+            let ea = reps.iter().map(|r| r.after).sum::<f64>() / n;
+            let after = metrics(&exact, &run(&fitted, &ids), &test, &long);
+            println!(
+                "| {rho} | {} ({secs:.0} s) | {eb:.3} → {ea:.3} | {:.4} | {:.4} | {:.3} | {:.3} |",
+                if sequential { "sequential" } else { "local" },
+                after.mean_cos,
+                after.worst_cos,
+                after.nn_agree,
+                after.hidden_err
+            );
+        }
     }
     Ok(())
 }

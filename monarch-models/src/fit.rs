@@ -5,10 +5,14 @@
 //! For inputs `X` (rows) and the dense weight `W`, the loss is the relative error
 //! `‖X·M̂ᵀ − X·Wᵀ‖²_F / ‖X·Wᵀ‖²_F`, minimised by Adam over both factors of `M̂`. The projection
 //! minimises `‖W − M̂‖_F`, which weighs every input direction alike; the fit weighs them by how
-//! much the data uses them.
+//! much the data uses them. [`distill`] applies it to every projected layer of an encoder,
+//! either on the exact model's inputs (local) or in order on the compressed model's own inputs
+//! (sequential, so that each layer also makes up for the error of the layers before it).
 
-use monarch::ndarray::{Array2, Array3, ArrayView2, Zip};
+use crate::bert::{BertLayer, BertModel, Dense, TokenBatch};
+use monarch::ndarray::{concatenate, s, Array2, Array3, ArrayView2, Axis, Zip};
 use monarch::{Error, Monarch, RealScalar, Result};
+use rayon::prelude::*;
 
 /// Settings of [`fit_monarch`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -124,4 +128,129 @@ pub fn fit_monarch<T: RealScalar>(
         before: first.unwrap_or(f64::NAN).sqrt(),
         after: best.0.sqrt(),
     })
+}
+
+/// Inputs of every dense layer of `model` on `batches`, per layer in the order of
+/// [`DENSE_NAMES`](crate::bert::DENSE_NAMES): rows of all batches concatenated, then every
+/// `stride`-th row kept so that at most `max_rows` remain.
+///
+/// # Errors
+/// Those of [`BertModel::forward_traced`].
+pub fn layer_inputs<T: RealScalar>(
+    model: &BertModel<T>,
+    batches: &[TokenBatch],
+    max_rows: usize,
+) -> Result<Vec<[Array2<T>; 6]>> {
+    let traces = batches
+        .par_iter()
+        .map(|b| model.forward_traced(b).map(|(_, t)| t))
+        .collect::<Result<Vec<_>>>()?;
+    let mut out = Vec::with_capacity(model.layers.len());
+    for li in 0..model.layers.len() {
+        let gather = |di: usize| -> Result<Array2<T>> {
+            let parts: Vec<_> = traces
+                .iter()
+                .map(|t| BertLayer::trace_input(&t[li], di).view())
+                .collect();
+            let x = concatenate(Axis(0), &parts)
+                .map_err(|e| Error::invalid(format!("layer_inputs: {e}")))?;
+            let stride = x.nrows().div_ceil(max_rows.max(1)).max(1);
+            Ok(x.slice(s![..;stride, ..]).to_owned())
+        };
+        let (x, c, m, a) = (gather(0)?, gather(3)?, gather(4)?, gather(5)?);
+        out.push([x.clone(), x.clone(), x, c, m, a]);
+    }
+    Ok(out)
+}
+
+/// Fits every Monarch dense layer of `student` (a projected copy of `teacher`) to reproduce
+/// the teacher's layer outputs `X_teacher·Wᵀ` on `batches`, with [`fit_monarch`].
+///
+/// `sequential = false` fits each layer on the teacher's own inputs (independent, local
+/// problems). `sequential = true` goes through the network in order and fits each layer on the
+/// inputs that the *student* gives it, with earlier layers already fitted, so that a layer can
+/// also make up for the errors that reach it. Returns one report per fitted layer.
+///
+/// # Errors
+/// Those of [`layer_inputs`] and [`fit_monarch`]; [`Error::ShapeMismatch`] if the two models'
+/// layer counts differ.
+pub fn distill<T: RealScalar>(
+    student: &mut BertModel<T>,
+    teacher: &BertModel<T>,
+    batches: &[TokenBatch],
+    max_rows: usize,
+    opts: FitOptions,
+    sequential: bool,
+) -> Result<Vec<FitReport>> {
+    if student.layers.len() != teacher.layers.len() {
+        return Err(Error::shape(
+            "distill: layer count",
+            teacher.layers.len(),
+            student.layers.len(),
+        ));
+    }
+    let t_in = layer_inputs(teacher, batches, max_rows)?;
+    let targets: Vec<Vec<Array2<T>>> = teacher
+        .layers
+        .iter()
+        .zip(&t_in)
+        .map(|(l, xs)| {
+            l.dense()
+                .iter()
+                .zip(xs)
+                .map(|(d, x)| x.dot(&d.dense_weight().t()))
+                .collect()
+        })
+        .collect();
+    let stages: [&[usize]; 4] = [&[0, 1, 2], &[3], &[4], &[5]];
+    let mut reports = Vec::new();
+    let fit_set = |student: &mut BertModel<T>,
+                   li: usize,
+                   set: &[usize],
+                   inputs: &[Array2<T>; 6]|
+     -> Result<Vec<FitReport>> {
+        let jobs: Vec<(usize, Monarch<T>)> = set
+            .iter()
+            .filter_map(|&di| match student.layers[li].dense()[di] {
+                Dense::Monarch { weight, .. } => Some((di, weight.clone())),
+                Dense::Full(_) => None,
+            })
+            .collect();
+        let fitted = jobs
+            .into_par_iter()
+            .map(|(di, mut w)| {
+                let r = fit_monarch(&mut w, inputs[di].view(), targets[li][di].view(), opts)?;
+                Ok((di, w, r))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut reps = Vec::new();
+        for (di, w, r) in fitted {
+            if let Dense::Monarch { weight, .. } = student.layers[li].dense_mut()[di] {
+                *weight = w;
+            }
+            reps.push(r);
+        }
+        Ok(reps)
+    };
+    if !sequential {
+        let all: Vec<usize> = (0..6).collect();
+        for li in 0..student.layers.len() {
+            reports.extend(fit_set(student, li, &all, &t_in[li])?);
+        }
+        return Ok(reports);
+    }
+    for li in 0..student.layers.len() {
+        for set in stages {
+            let s_in = layer_inputs(student, batches, max_rows)?;
+            if s_in[li][0].nrows() != t_in[li][0].nrows() {
+                return Err(Error::shape(
+                    "distill: rows of student and teacher traces",
+                    t_in[li][0].nrows(),
+                    s_in[li][0].nrows(),
+                ));
+            }
+            reports.extend(fit_set(student, li, set, &s_in[li])?);
+        }
+    }
+    Ok(reports)
 }
