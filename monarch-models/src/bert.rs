@@ -72,9 +72,9 @@ impl BertConfig {
         let v: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| Error::Format(format!("{file}: not valid JSON: {e}")))?;
         let size = |key: &str| -> Result<usize> {
-            let x = v.get(key).ok_or_else(|| {
-                Error::Format(format!("{file}: \"{key}\" is missing"))
-            })?;
+            let x = v
+                .get(key)
+                .ok_or_else(|| Error::Format(format!("{file}: \"{key}\" is missing")))?;
             match x.as_u64() {
                 Some(n) if n > 0 => Ok(n as usize),
                 _ => Err(Error::Format(format!(
@@ -177,6 +177,8 @@ impl AttentionKind {
 }
 
 /// A dense layer `y = x·Wᵀ + b` of the encoder: the pretrained weight or a Monarch matrix.
+// A model holds a few dozen of these, not a collection: boxing the larger variant buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Dense<T: RealScalar> {
     /// The dense weight `(out, in)` and bias, as published.
@@ -362,7 +364,9 @@ impl<T: RealScalar> BertLayer<T> {
             let a = a
                 .into_shape_with_order((batch, n, heads, dh))
                 .map_err(|e| Error::invalid(format!("BertLayer: reshape to heads: {e}")))?;
-            Ok(a.permuted_axes([0, 2, 1, 3]).as_standard_layout().into_owned())
+            Ok(a.permuted_axes([0, 2, 1, 3])
+                .as_standard_layout()
+                .into_owned())
         };
         let q = split(self.query.forward(x)?)?;
         let k = split(self.key.forward(x)?)?;
@@ -785,13 +789,14 @@ impl<T: RealScalar> BertModel<T> {
 /// # Errors
 /// [`Error::ShapeMismatch`] if `mask` is not `(batch, N)`; [`Error::InvalidArgument`] for a
 /// sequence with no real token.
-pub fn mean_pool<T: RealScalar>(
-    hidden: &Array3<T>,
-    mask: ArrayView2<bool>,
-) -> Result<Array2<T>> {
+pub fn mean_pool<T: RealScalar>(hidden: &Array3<T>, mask: ArrayView2<bool>) -> Result<Array2<T>> {
     let (b, n, h) = hidden.dim();
     if mask.dim() != (b, n) {
-        return Err(Error::shape("mean_pool: mask (batch, N)", (b, n), mask.dim()));
+        return Err(Error::shape(
+            "mean_pool: mask (batch, N)",
+            (b, n),
+            mask.dim(),
+        ));
     }
     let mut out = Array2::zeros((b, h));
     for bi in 0..b {

@@ -234,8 +234,8 @@ pub fn distill<T: RealScalar>(
     };
     if !sequential {
         let all: Vec<usize> = (0..6).collect();
-        for li in 0..student.layers.len() {
-            reports.extend(fit_set(student, li, &all, &t_in[li])?);
+        for (li, inputs) in t_in.iter().enumerate() {
+            reports.extend(fit_set(student, li, &all, inputs)?);
         }
         return Ok(reports);
     }

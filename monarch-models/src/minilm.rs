@@ -92,9 +92,7 @@ impl<T: RealScalar> SentenceEncoder<T> {
             match v.get("max_seq_length") {
                 None => 256,
                 Some(x) => match x.as_u64() {
-                    Some(n) if n >= 2 && n as usize <= config.max_position_embeddings => {
-                        n as usize
-                    }
+                    Some(n) if n >= 2 && n as usize <= config.max_position_embeddings => n as usize,
                     _ => {
                         return Err(Error::Format(format!(
                             "{}: \"max_seq_length\" = {x} is not an integer in 2..={}",

@@ -122,14 +122,18 @@ fn padded_batch_matches_one_at_a_time() {
     let single = enc.embed_ids(&ids).unwrap();
     let batch = TokenBatch::from_ids(&ids).unwrap();
     let batched = enc.embed_batch(&batch).unwrap();
-    let diff = (&single - &batched).iter().fold(0.0f32, |m, e| m.max(e.abs()));
+    let diff = (&single - &batched)
+        .iter()
+        .fold(0.0f32, |m, e| m.max(e.abs()));
     assert!(diff < 1e-5, "max difference {diff}");
     // The same with MonarchAttention, which handles the mask inside its factors.
     let mut ma = enc.clone();
     ma.set_attention(AttentionKind::monarch(4, 2));
     let single = ma.embed_ids(&ids).unwrap();
     let batched = ma.embed_batch(&batch).unwrap();
-    let diff = (&single - &batched).iter().fold(0.0f32, |m, e| m.max(e.abs()));
+    let diff = (&single - &batched)
+        .iter()
+        .fold(0.0f32, |m, e| m.max(e.abs()));
     assert!(diff < 1e-4, "MonarchAttention: max difference {diff}");
 }
 
@@ -237,7 +241,10 @@ fn bad_files_are_errors_naming_the_file_or_tensor() {
     let e = BertConfig::from_json(&tiny_config_json(r#", "hidden_act": "relu""#), "cfg.json");
     // (a duplicate key: serde_json keeps the last value)
     let msg = e.unwrap_err().to_string();
-    assert!(msg.contains("cfg.json") && msg.contains("hidden_act"), "{msg}");
+    assert!(
+        msg.contains("cfg.json") && msg.contains("hidden_act"),
+        "{msg}"
+    );
     let bad_pos = tiny_config_json(r#", "position_embedding_type": "relative_key""#);
     let msg = BertConfig::from_json(&bad_pos, "cfg.json")
         .unwrap_err()
@@ -266,7 +273,8 @@ fn bad_files_are_errors_naming_the_file_or_tensor() {
         .unwrap_err()
         .to_string();
     assert!(
-        msg.contains("wrong.safetensors") && msg.contains("encoder.layer.0.intermediate.dense.weight"),
+        msg.contains("wrong.safetensors")
+            && msg.contains("encoder.layer.0.intermediate.dense.weight"),
         "{msg}"
     );
     // A missing tensor too.
@@ -276,7 +284,10 @@ fn bad_files_are_errors_naming_the_file_or_tensor() {
     let msg = BertModel::<f32>::load(&path, &cfg, "")
         .unwrap_err()
         .to_string();
-    assert!(msg.contains("encoder.layer.0.output.LayerNorm.bias"), "{msg}");
+    assert!(
+        msg.contains("encoder.layer.0.output.LayerNorm.bias"),
+        "{msg}"
+    );
 
     // A sentence-transformers folder with an unsupported pooling names 1_Pooling/config.json.
     let folder = dir.join("st");
@@ -287,15 +298,22 @@ fn bad_files_are_errors_naming_the_file_or_tensor() {
         r#"{"pooling_mode_mean_tokens": false, "pooling_mode_cls_token": true}"#,
     )
     .unwrap();
-    let msg = SentenceEncoder::<f32>::load(&folder).unwrap_err().to_string();
-    assert!(msg.contains("1_Pooling") && msg.contains("pooling_mode"), "{msg}");
+    let msg = SentenceEncoder::<f32>::load(&folder)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("1_Pooling") && msg.contains("pooling_mode"),
+        "{msg}"
+    );
     // Without tokenizer.json the error names it.
     std::fs::write(
         folder.join("1_Pooling/config.json"),
         r#"{"pooling_mode_mean_tokens": true}"#,
     )
     .unwrap();
-    let msg = SentenceEncoder::<f32>::load(&folder).unwrap_err().to_string();
+    let msg = SentenceEncoder::<f32>::load(&folder)
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("tokenizer.json"), "{msg}");
     std::fs::remove_dir_all(&dir).ok();
 }
