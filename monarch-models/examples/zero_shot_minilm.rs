@@ -9,8 +9,10 @@
 //! ```
 //!
 //! Text: the 196 sentences of `data/sentences.txt` (written for this crate, in groups of four
-//! on one topic), long passages made by joining four neighbouring groups (about 200–260
-//! tokens, truncated at the model's 256), and the Gettysburg Address (public domain).
+//! on one topic), long passages made by joining four neighbouring groups (up to about 200
+//! tokens; the tokenizer truncates at the model's 256), and the opening of the Gettysburg
+//! Address (public domain). Timings use one synthetic sequence of exactly N tokens (the
+//! passages' word pieces repeated).
 //!
 //! Prints markdown tables:
 //! 1. MonarchAttention in every layer (T = 1, 2, 3 steps; several block sizes b): mean and
