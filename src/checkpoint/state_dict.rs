@@ -86,7 +86,7 @@ impl<T: RealScalar> StateDict<T> {
     /// As [`load`](StateDict::load).
     pub fn load_prefix(path: impl AsRef<Path>, prefix: &str) -> Result<Self> {
         let path = path.as_ref();
-        let io = |e: std::io::Error| Error::Io(format!("{}: {e}", path.display()));
+        let io = |e: std::io::Error| Error::io(path.display().to_string(), e);
         let mut f = std::fs::File::open(path).map_err(io)?;
         let len = f.metadata().map_err(io)?.len();
         Self::read_from(&mut f, len, prefix)
@@ -158,7 +158,7 @@ impl<T: RealScalar> StateDict<T> {
     pub fn save(&self, path: impl AsRef<Path>, dtype: Dtype) -> Result<()> {
         let bytes = self.to_bytes(dtype)?;
         let path = path.as_ref();
-        std::fs::write(path, bytes).map_err(|e| Error::Io(format!("{}: {e}", path.display())))
+        std::fs::write(path, bytes).map_err(|e| Error::io(path.display().to_string(), e))
     }
 
     /// Writes a safetensors file holding what `fill` stores into a fresh state dict: how every

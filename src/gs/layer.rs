@@ -77,7 +77,7 @@ impl<T: RealScalar> OrthGs<T> {
                 });
             }
         }
-        let shuffle = shuffle(k, b);
+        let shuffle = shuffle(k, b)?;
         let mut pm = Perm::identity(k * b);
         for _ in 1..params.len() {
             pm = shuffle.compose(&pm);

@@ -32,7 +32,7 @@ mod layer;
 mod matrix;
 mod orthogonal;
 
-pub use conv::{channel_shuffle, GsOrthConv2d};
+pub use conv::{channel_shuffle, GsOrthConv2d, MAX_EXP_TERMS};
 pub use gsoft::{DoubleGsoft, DoubleGsoftGrad, GsoftGrad, GsoftLinear};
 pub use layer::{orthogonality_defect, OrthGs, OrthGsGrad};
 pub use matrix::{GsGrad, GsMatrix};
@@ -43,7 +43,10 @@ use crate::Perm;
 
 /// The GS shuffle for `k` blocks of size `b`: gather `z[l·b + t] = v[t·k + l]`
 /// (equal to [`Perm::stride(b, k)`](Perm::stride)).
-pub fn shuffle(k: usize, b: usize) -> Perm {
+///
+/// # Errors
+/// [`Error::TooLarge`] if `k·b` overflows or cannot be allocated.
+pub fn shuffle(k: usize, b: usize) -> Result<Perm> {
     Perm::stride(b, k)
 }
 
