@@ -80,6 +80,22 @@ impl<T: RealScalar> Hmm<T> {
         Ok(Hmm { pi, trans, emit })
     }
 
+    /// An HMM from weights laid out as the public MonarchHMM code stores them: the transition
+    /// factors `factors` in its list order (applied last to first, each followed by the
+    /// transpose of its `(n/bs, bs)` view: [`MonarchChain::from_factors_hmm`]), every block
+    /// row-stochastic, with `pi` and `emit` as in [`Hmm::new`]. For three or more factors this
+    /// is not the matrix [`MonarchChain::from_factors`] would build from the same list.
+    ///
+    /// # Errors
+    /// As [`MonarchChain::from_factors_hmm`] and [`Hmm::new`].
+    pub fn from_monarch_hmm(
+        pi: Array1<T>,
+        factors: Vec<Array3<T>>,
+        emit: Array2<T>,
+    ) -> Result<Self> {
+        Self::new(pi, MonarchChain::from_factors_hmm(factors)?, emit)
+    }
+
     /// A dense HMM (the baseline): the transition is one `h × h` block, rows summing to one.
     /// It runs the same log-space code as the Monarch one, with a single dense factor.
     ///
