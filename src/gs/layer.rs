@@ -41,6 +41,8 @@ impl<T: RealScalar> OrthGs<T> {
         check_nonzero(nfactors, "OrthGs: nfactors")?;
         crate::primitives::error::check_divides(n, block, "OrthGs: n by block size")?;
         let k = n / block;
+        let size = std::mem::size_of::<T>();
+        crate::primitives::error::check_alloc(&[nfactors, k, block, block], size, "OrthGs::identity: parameters")?;
         Self::from_params(vec![Array3::zeros((k, block, block)); nfactors], map)
     }
 

@@ -110,15 +110,16 @@ where
         seed: u64,
     ) -> Result<Self> {
         check_nonzero(hidden, "M2SequenceMixer: hidden H")?;
-        let h3 = 3 * hidden;
+        let size = std::mem::size_of::<R>();
+        let h3 = crate::primitives::error::check_alloc(&[3, hidden, 3], size, "M2SequenceMixer")? / 3;
         let bound = 1.0 / 3f64.sqrt();
-        let scw = crate::primitives::random::uniform_array3::<R>((1, h3, 3), bound, seed + 2)
+        let scw = crate::primitives::random::uniform_array3::<R>((1, h3, 3), bound, seed.wrapping_add(2))
             .index_axis_move(Axis(0), 0);
         Ok(M2SequenceMixer {
             in_linear: Linear::random(hidden, h3, true, seed)?,
             short_conv_weight: scw,
-            short_conv_bias: crate::primitives::random::uniform_vec(h3, bound, seed + 3),
-            filter: ImplicitFilter::random(hidden, l_max, 16, 5, true, seed + 4)?,
+            short_conv_bias: crate::primitives::random::uniform_vec(h3, bound, seed.wrapping_add(3)),
+            filter: ImplicitFilter::random(hidden, l_max, 16, 5, true, seed.wrapping_add(4))?,
             filter2: if residual_long_conv {
                 Some(ImplicitFilter::random(
                     hidden,
@@ -126,12 +127,12 @@ where
                     16,
                     5,
                     true,
-                    seed + 5,
+                    seed.wrapping_add(5),
                 )?)
             } else {
                 None
             },
-            out_linear: Linear::random(hidden, hidden, true, seed + 1)?,
+            out_linear: Linear::random(hidden, hidden, true, seed.wrapping_add(1))?,
             method: ConvMethod::default(),
         })
     }
@@ -143,7 +144,6 @@ where
 
     fn check(&self, u: ArrayView3<R>, ctx: &str) -> Result<()> {
         let (b, l, h) = u.dim();
-        check_nonzero(b, &format!("{ctx}: batch"))?;
         check_nonzero(l, &format!("{ctx}: sequence length"))?;
         let hh = self.hidden();
         if h != hh
@@ -390,7 +390,7 @@ where
     ) -> Result<Self> {
         Ok(M2BertLayer {
             mixer: M2SequenceMixer::random(hidden, l_max, false, seed)?,
-            mlp: GatedMlp::random(hidden, intermediate, nblocks, seed + 10)?,
+            mlp: GatedMlp::random(hidden, intermediate, nblocks, seed.wrapping_add(10))?,
         })
     }
 
@@ -472,7 +472,7 @@ where
         check_nonzero(n_layers, "M2BertEncoder: layers")?;
         let layers = (0..n_layers)
             .map(|i| {
-                M2BertLayer::random(hidden, l_max, intermediate, nblocks, seed + 100 * i as u64)
+                M2BertLayer::random(hidden, l_max, intermediate, nblocks, seed.wrapping_add(100 * i as u64))
             })
             .collect::<Result<_>>()?;
         Ok(M2BertEncoder { layers })

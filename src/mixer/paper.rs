@@ -21,7 +21,7 @@
 
 use super::longconv::{ConvMethod, LongConv, LongConvGrad};
 use super::nn::{Activation, LayerNorm, LayerNormGrad};
-use crate::primitives::error::{check_nonzero, Error, Result};
+use crate::primitives::error::{Error, Result};
 use crate::{Monarch, MonarchGrad, RealScalar, Scalar};
 use ndarray::{Array2, Array3, ArrayView2, ArrayView3};
 use num_complex::Complex;
@@ -144,7 +144,7 @@ where
         let seq = SequenceMixing::Monarch {
             m1: Monarch::random(n, nblocks, seed)?,
             k1: Array2::ones((n, d)),
-            m2: Monarch::random(n, nblocks, seed + 1)?,
+            m2: Monarch::random(n, nblocks, seed.wrapping_add(1))?,
         };
         Self::with_sequence_mixing(seq, n, d, nblocks, seed)
     }
@@ -167,9 +167,9 @@ where
     ) -> Result<Self> {
         Ok(M2Layer {
             seq,
-            m3: Monarch::random(d, nblocks, seed + 2)?,
+            m3: Monarch::random(d, nblocks, seed.wrapping_add(2))?,
             k2: Array2::ones((d, n)),
-            m4: Monarch::random(d, nblocks, seed + 3)?,
+            m4: Monarch::random(d, nblocks, seed.wrapping_add(3))?,
             act: Activation::Gelu,
             ln: LayerNorm::new(d, R::from_f64(1e-5))?,
             method: ConvMethod::MonarchDft,
@@ -187,7 +187,6 @@ where
 
     fn check(&self, x: ArrayView3<R>, ctx: &str) -> Result<()> {
         let (b, n, d) = x.dim();
-        check_nonzero(b, &format!("{ctx}: batch"))?;
         let (nn, dd) = (self.seq_len(), self.width());
         if (n, d) != (nn, dd) {
             return Err(Error::shape(
