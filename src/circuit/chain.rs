@@ -9,10 +9,12 @@
 //! [`MonarchChain::from_factors_hmm`] follows the public MonarchHMM code instead: its factors are
 //! listed in the authors' order and applied last to first, and after each factor (with `nb`
 //! blocks of `rows × cols`) the `(nb, rows)` view of its output is transposed,
-//! `Perm::stride(nb, rows)`, before the next one (and once more after the last). For two
-//! factors whose block counts multiply to the length (the square Monarch, `nb_0·nb_1 = n`) both
-//! layouts give the same matrix; for three or more factors they differ, and trained MonarchHMM
-//! weights must be loaded with [`from_factors_hmm`](MonarchChain::from_factors_hmm).
+//! `Perm::stride(nb, rows)`, before the next one (and once more after the last). Where the block
+//! counts of consecutive factors multiply to the length (`nb_{i-1}·nb_i = n`: the square
+//! two-factor Monarch, `b × b` blocks with `n = b²`) both layouts give the same matrix; in
+//! MonarchHMM's chains of three or more factors (`n = b^k`, every factor `b^{k-1}` blocks of
+//! `b × b`) they differ, and its trained weights must be loaded with
+//! [`from_factors_hmm`](MonarchChain::from_factors_hmm).
 //! [`from_parts`](MonarchChain::from_parts) takes any permutations.
 use crate::primitives::blockdiag::BlockDiag;
 use crate::primitives::error::{Error, Result};

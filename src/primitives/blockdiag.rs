@@ -55,6 +55,9 @@ impl<T: Scalar> BlockDiag<T> {
     /// [`Error::ZeroSize`] if `nb` or `size` is zero, [`Error::TooLarge`] if the element count
     /// overflows or the blocks cannot be allocated.
     pub fn identity(nb: usize, size: usize) -> Result<Self> {
+        // Checked first: an empty block must not run a loop over `nb` (up to `usize::MAX`).
+        check_nonzero(nb, "BlockDiag::identity: number of blocks")?;
+        check_nonzero(size, "BlockDiag::identity: block size")?;
         let mut w: Array3<T> = crate::primitives::error::try_zeros(
             ndarray::Dim([nb, size, size]),
             "BlockDiag::identity",

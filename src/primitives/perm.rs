@@ -78,6 +78,8 @@ impl Perm {
             &ctx,
         )?;
         let mut idx = crate::primitives::error::try_vec(len, 0usize, &ctx)?;
+        // An empty side must not run the other side's loop (up to `usize::MAX` steps).
+        let (rows, cols) = if len == 0 { (0, 0) } else { (rows, cols) };
         for j in 0..cols {
             for i in 0..rows {
                 idx[j * rows + i] = i * cols + j;
