@@ -81,9 +81,7 @@ fn shuffles_follow_the_note() {
     for &(k, b) in &[(3, 4), (4, 3), (2, 8), (5, 1)] {
         let p = shuffle(k, b).unwrap();
         assert_eq!(p.to_dense::<f64>(), shuffle_dense(k, b));
-        assert!(p
-            .compose(&p.inverse())
-            .is_identity());
+        assert!(p.compose(&p.inverse()).is_identity());
     }
     // Channel shuffle: idx[g·cpg + c] = c·groups + g.
     let (groups, cpg) = (3, 4);

@@ -51,7 +51,9 @@ fn monarch_random_that_cannot_be_allocated_is_too_large() {
         0
     )));
     assert!(is_too_large(&BlockDiag::<f64>::identity(1, 1 << 23)));
-    assert!(is_too_large(&Monarch::<monarch::num_complex::Complex64>::dft_factored(1 << 16, 1 << 16, false)));
+    assert!(is_too_large(
+        &Monarch::<monarch::num_complex::Complex64>::dft_factored(1 << 16, 1 << 16, false)
+    ));
 }
 
 #[test]
@@ -69,10 +71,31 @@ fn module_constructors_that_cannot_be_allocated_are_too_large() {
         &[(1, big, big), (1, big, big)],
         0
     )));
-    assert!(is_too_large(&GsOrthConv2d::<f64>::identity(1 << 23, 1, 1, 1)));
-    assert!(is_too_large(&OrthGs::<f64>::identity(1 << 24, 1 << 24, 1, OrthMap::Cayley)));
-    assert!(is_too_large(&GatedMlp::<f64>::random(1 << 23, 1 << 23, 1, 0)));
-    assert!(is_too_large(&MlpMixerBlock::<f64>::random(1 << 23, 1, 1 << 23, 1, 0)));
+    assert!(is_too_large(&GsOrthConv2d::<f64>::identity(
+        1 << 23,
+        1,
+        1,
+        1
+    )));
+    assert!(is_too_large(&OrthGs::<f64>::identity(
+        1 << 24,
+        1 << 24,
+        1,
+        OrthMap::Cayley
+    )));
+    assert!(is_too_large(&GatedMlp::<f64>::random(
+        1 << 23,
+        1 << 23,
+        1,
+        0
+    )));
+    assert!(is_too_large(&MlpMixerBlock::<f64>::random(
+        1 << 23,
+        1,
+        1 << 23,
+        1,
+        0
+    )));
     assert!(is_too_large(&ConvPlan::<f64>::new(
         monarch::mixer::ConvMethod::Fft,
         usize::MAX / 2 + 1
@@ -112,7 +135,13 @@ fn monarch_attention_steps_are_capped() {
         other => panic!("expected TooLarge, got {other:?}"),
     }
     let ma = MonarchAttention::new(2, MAX_STEPS + 1);
-    assert!(is_too_large(&ma.vjp(x.view(), x.view(), x.view(), None, x.view())));
+    assert!(is_too_large(&ma.vjp(
+        x.view(),
+        x.view(),
+        x.view(),
+        None,
+        x.view()
+    )));
     assert!(is_too_large(&ma.attention_matrix(x.view(), x.view(), None)));
     let ok = MonarchAttention::new(2, MAX_STEPS).forward(x.view(), x.view(), x.view(), None);
     assert!(ok.unwrap().iter().all(|v| v.is_finite()));
@@ -123,7 +152,12 @@ fn gs_conv_series_terms_are_capped() {
     let r = GsOrthConv2d::<f64>::identity(4, 2, 3, usize::MAX);
     assert!(is_too_large(&r), "{r:?}");
     assert!(GsOrthConv2d::<f64>::identity(4, 2, 3, MAX_EXP_TERMS).is_ok());
-    assert!(is_too_large(&GsOrthConv2d::<f64>::identity(4, 2, 3, MAX_EXP_TERMS + 1)));
+    assert!(is_too_large(&GsOrthConv2d::<f64>::identity(
+        4,
+        2,
+        3,
+        MAX_EXP_TERMS + 1
+    )));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -133,16 +167,23 @@ fn assert_projection_exact<T: monarch::RealScalar>(dense: Array2<T>, tol: f64) {
     let p = Monarch::project_with_error(dense.view(), 4, 4, 1).unwrap();
     let err = p.error.to_f64_val();
     let rel = p.relative_error.to_f64_val();
-    assert!(err.is_finite() && rel.is_finite(), "error {err}, relative {rel}");
+    assert!(
+        err.is_finite() && rel.is_finite(),
+        "error {err}, relative {rel}"
+    );
     assert!(rel < tol, "relative error {rel}");
-    assert!(p.monarch.w1().iter().chain(p.monarch.w2()).all(|v| v.is_finite()));
+    assert!(p
+        .monarch
+        .w1()
+        .iter()
+        .chain(p.monarch.w2())
+        .all(|v| v.is_finite()));
     // The factors reproduce the matrix (compared relative to its largest entry).
     let back = p.monarch.to_dense();
     let big = dense.iter().fold(0f64, |a, v| a.max(v.to_f64_val().abs()));
-    let worst = back
-        .iter()
-        .zip(&dense)
-        .fold(0f64, |a, (x, y)| a.max((x.to_f64_val() - y.to_f64_val()).abs()));
+    let worst = back.iter().zip(&dense).fold(0f64, |a, (x, y)| {
+        a.max((x.to_f64_val() - y.to_f64_val()).abs())
+    });
     assert!(worst <= tol * big, "worst entry error {worst} of {big}");
 }
 
@@ -154,7 +195,9 @@ fn projection_of_f64_entries_near_1e300_is_finite() {
     assert_projection_exact(m.to_dense().mapv(|v| v * 1e-300), 1e-10);
     assert_projection_exact(m.to_dense().mapv(|v| v * 1e307), 1e-10);
     // A matrix that is not a Monarch: the error is finite and the scale of the input.
-    let a = Array2::from_shape_fn((16, 16), |(i, j)| 1e300 * (((i * 5 + j * 3) % 7) as f64 - 3.0));
+    let a = Array2::from_shape_fn((16, 16), |(i, j)| {
+        1e300 * (((i * 5 + j * 3) % 7) as f64 - 3.0)
+    });
     let p = Monarch::project_with_error(a.view(), 4, 4, 1).unwrap();
     assert!(p.error.is_finite() && p.error > 1e299, "{}", p.error);
     let unscaled = a.mapv(|v| v / 1e300);
@@ -192,9 +235,19 @@ fn f16_out_of_range_values_are_an_error_unless_lossy() {
     let bytes = sd.to_bytes_lossy(Dtype::F16).unwrap();
     let back = StateDict::<f64>::from_bytes(&bytes).unwrap();
     let w = back.get("w").unwrap();
-    assert_eq!(w.as_slice().unwrap(), &[f64::INFINITY, f64::NEG_INFINITY, 0.0]);
+    assert_eq!(
+        w.as_slice().unwrap(),
+        &[f64::INFINITY, f64::NEG_INFINITY, 0.0]
+    );
     // In range (largest finite, smallest subnormal, zero, NaN and ±∞ themselves) is fine.
-    let ok = sd_of(&[65504.0, -65519.0, 2f64.powi(-24), 0.0, f64::NAN, f64::INFINITY]);
+    let ok = sd_of(&[
+        65504.0,
+        -65519.0,
+        2f64.powi(-24),
+        0.0,
+        f64::NAN,
+        f64::INFINITY,
+    ]);
     assert!(ok.to_bytes(Dtype::F16).is_ok());
     // The same rule for F32 and BF16 from f64.
     assert!(sd_of(&[1e300]).to_bytes(Dtype::F32).is_err());
@@ -339,11 +392,17 @@ fn empty_batches_give_empty_results_in_every_layer() {
     let x0 = |w: usize| Array2::<f64>::zeros((0, w));
     let lin = MonarchLinear::<f64>::new(8, 12, 2, true, 0).unwrap();
     assert_eq!(lin.forward(x0(8).view()).unwrap().dim(), (0, 12));
-    assert_eq!(lin.vjp(x0(8).view(), x0(12).view()).unwrap().x.dim(), (0, 8));
+    assert_eq!(
+        lin.vjp(x0(8).view(), x0(12).view()).unwrap().x.dim(),
+        (0, 8)
+    );
     let bd = BlockDiag::<f64>::identity(2, 3).unwrap();
     assert_eq!(bd.matmul(x0(6).view()).unwrap().dim(), (0, 6));
     let m = Monarch::<f64>::random(16, 4, 0).unwrap();
-    assert_eq!(m.vjp(x0(16).view(), x0(16).view()).unwrap().x.dim(), (0, 16));
+    assert_eq!(
+        m.vjp(x0(16).view(), x0(16).view()).unwrap().x.dim(),
+        (0, 16)
+    );
     let chain = MonarchChain::<f64>::random(&[(4, 4, 4), (4, 4, 4), (4, 4, 4)], 0).unwrap();
     assert_eq!(chain.matmul(x0(16).view()).unwrap().dim(), (0, 16));
 
@@ -359,12 +418,24 @@ fn empty_batches_give_empty_results_in_every_layer() {
             .unwrap();
         assert_eq!((o.dim(), lse.dim()), ((b, h, 5, 4), (b, h, 5)));
         let ma = MonarchAttention::new(2, 2);
-        assert_eq!(ma.forward(q.view(), q.view(), v.view(), None).unwrap().dim(), (b, h, 5, 4));
-        let (o, obj) = ma.forward_with_objective(q.view(), q.view(), v.view(), None).unwrap();
+        assert_eq!(
+            ma.forward(q.view(), q.view(), v.view(), None)
+                .unwrap()
+                .dim(),
+            (b, h, 5, 4)
+        );
+        let (o, obj) = ma
+            .forward_with_objective(q.view(), q.view(), v.view(), None)
+            .unwrap();
         assert_eq!((o.dim(), obj.dim()), ((b, h, 5, 4), (b, h, 5)));
-        let g = ma.vjp(q.view(), q.view(), v.view(), None, v.view()).unwrap();
+        let g = ma
+            .vjp(q.view(), q.view(), v.view(), None, v.view())
+            .unwrap();
         assert_eq!((g.q.dim(), g.v.dim()), ((b, h, 5, 3), (b, h, 5, 4)));
-        assert_eq!(ma.attention_matrix(q.view(), q.view(), None).unwrap().dim(), (b, h, 5, 5));
+        assert_eq!(
+            ma.attention_matrix(q.view(), q.view(), None).unwrap().dim(),
+            (b, h, 5, 5)
+        );
     }
     let q = Array4::<f64>::zeros((1, 1, 0, 3));
     assert!(matches!(
@@ -386,9 +457,21 @@ fn empty_batches_give_empty_results_in_every_layer() {
     let glu = GatedMlp::<f64>::random(8, 16, 2, 0).unwrap();
     assert_eq!(glu.forward(x0(8).view()).unwrap().dim(), (0, 8));
     let layer = M2BertLayer::<f64>::random(4, 8, 8, 2, 0).unwrap();
-    assert_eq!(layer.forward(Array3::zeros((0, 8, 4)).view()).unwrap().dim(), (0, 8, 4));
+    assert_eq!(
+        layer
+            .forward(Array3::zeros((0, 8, 4)).view())
+            .unwrap()
+            .dim(),
+        (0, 8, 4)
+    );
     let block = MlpMixerBlock::<f64>::random(4, 6, 3, 5, 0).unwrap();
-    assert_eq!(block.forward(Array3::zeros((0, 4, 6)).view()).unwrap().dim(), (0, 4, 6));
+    assert_eq!(
+        block
+            .forward(Array3::zeros((0, 4, 6)).view())
+            .unwrap()
+            .dim(),
+        (0, 4, 6)
+    );
     let gs = OrthGs::<f64>::identity(8, 4, 2, OrthMap::Cayley).unwrap();
     assert_eq!(gs.forward(x0(8).view()).unwrap().dim(), (0, 8));
     let conv = GsOrthConv2d::<f64>::identity(4, 2, 3, 4).unwrap();
@@ -407,8 +490,13 @@ fn empty_batches_give_empty_results_in_every_layer() {
     assert_eq!(hmm.log_likelihood(none.view()).unwrap().len(), 0);
     assert_eq!(hmm.posteriors(none.view()).unwrap().dim(), (0, 5, 4));
     assert_eq!(hmm.sample(0, 5, 1).unwrap().dim(), (0, 5));
-    assert!(matches!(hmm.em_step(none.view()), Err(Error::ZeroSize { .. })));
-    assert!(hmm.log_likelihood(Array2::<usize>::zeros((2, 0)).view()).is_err());
+    assert!(matches!(
+        hmm.em_step(none.view()),
+        Err(Error::ZeroSize { .. })
+    ));
+    assert!(hmm
+        .log_likelihood(Array2::<usize>::zeros((2, 0)).view())
+        .is_err());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -438,8 +526,8 @@ fn safetensors_gaps_are_rejected() {
     // Contiguous: fine.
     assert!(StateDict::<f32>::from_bytes(&container(&[("a", 0, 4), ("b", 4, 8)], 8)).is_ok());
     // A 4-byte hole between the tensors (used to load).
-    let err = StateDict::<f32>::from_bytes(&container(&[("a", 0, 4), ("b", 8, 12)], 12))
-        .unwrap_err();
+    let err =
+        StateDict::<f32>::from_bytes(&container(&[("a", 0, 4), ("b", 8, 12)], 12)).unwrap_err();
     assert!(matches!(err, Error::Format(_)), "{err:?}");
     assert!(err.to_string().contains("gap of 4 bytes"), "{err}");
     // A hole before the first tensor, and unused bytes after the last.
@@ -465,14 +553,25 @@ fn io_errors_keep_their_kind_and_source() {
         other => panic!("expected Io, got {other:?}"),
     }
     let src = err.source().expect("an i/o error has a source");
-    let io = src.downcast_ref::<std::io::Error>().expect("the source is the io::Error");
+    let io = src
+        .downcast_ref::<std::io::Error>()
+        .expect("the source is the io::Error");
     assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
     assert_eq!(err.clone(), err);
     assert!(Error::zero("x").source().is_none());
     // Writing into a missing directory.
     let sd = sd_of(&[1.0]);
     let err = sd.save(dir.join("x.safetensors"), Dtype::F32).unwrap_err();
-    assert!(matches!(err, Error::Io { kind: std::io::ErrorKind::NotFound, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Io {
+                kind: std::io::ErrorKind::NotFound,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -511,7 +610,10 @@ fn paired_channel_shuffle_matches_the_rule() {
             }
         }
     }
-    assert!(matches!(channel_shuffle(2, 3, true), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        channel_shuffle(2, 3, true),
+        Err(Error::InvalidArgument(_))
+    ));
 }
 
 #[test]
@@ -534,9 +636,8 @@ fn gs_conv_with_paired_shuffles() {
     let y = paired.forward(x.view()).unwrap();
     // Reference: the paired index rule, then the layer's own pieces.
     let idx = paired_reference(groups, c / groups);
-    let shuffle = |a: &Array4<f64>| {
-        Array4::from_shape_fn(a.dim(), |(b, ch, i, j)| a[[b, idx[ch], i, j]])
-    };
+    let shuffle =
+        |a: &Array4<f64>| Array4::from_shape_fn(a.dim(), |(b, ch, i, j)| a[[b, idx[ch], i, j]]);
     let s1 = shuffle(&x);
     let e = conv.grouped_exp_conv(s1.view()).unwrap();
     let s2 = shuffle(&e);
@@ -548,10 +649,16 @@ fn gs_conv_with_paired_shuffles() {
             .map(|t| q[[g, o % cpg, t]] * s2[[b, g * cpg + t, i, j]])
             .sum::<f64>()
     });
-    let worst = y.iter().zip(&want).fold(0f64, |a, (p, w)| a.max((p - w).abs()));
+    let worst = y
+        .iter()
+        .zip(&want)
+        .fold(0f64, |a, (p, w)| a.max((p - w).abs()));
     assert!(worst < 1e-12, "worst {worst}");
     // Orthogonal either way, and a different map from the unpaired one.
-    let (nx, ny) = (x.iter().map(|v| v * v).sum::<f64>(), y.iter().map(|v| v * v).sum::<f64>());
+    let (nx, ny) = (
+        x.iter().map(|v| v * v).sum::<f64>(),
+        y.iter().map(|v| v * v).sum::<f64>(),
+    );
     assert!((nx - ny).abs() < 1e-8 * nx);
     let yu = conv.forward(x.view()).unwrap();
     assert!(yu.iter().zip(&y).any(|(a, b)| (a - b).abs() > 1e-6));
@@ -636,12 +743,10 @@ fn hmm_layout_three_and_four_factors_match_an_independent_dense_product() {
         let d = max_diff(chain.to_dense().view(), hmm_dense(&ws).view());
         assert!(d < 1e-12, "case {i} {shapes:?}: {d}");
         // The log-space multiply runs the same permutations.
-        let x = Array2::from_shape_fn((2, chain.in_features()), |(b, j)| {
-            -((b + j) as f64) / 5.0
-        });
+        let x = Array2::from_shape_fn((2, chain.in_features()), |(b, j)| -((b + j) as f64) / 5.0);
         let dense = hmm_dense(&ws.iter().map(|w| w.mapv(f64::abs)).collect::<Vec<_>>());
-        let pos = MonarchChain::from_factors_hmm(ws.iter().map(|w| w.mapv(f64::abs)).collect())
-            .unwrap();
+        let pos =
+            MonarchChain::from_factors_hmm(ws.iter().map(|w| w.mapv(f64::abs)).collect()).unwrap();
         let got = pos.log_matmul(x.view(), monarch::Par::Seq).unwrap();
         let want = x.mapv(f64::exp).dot(&dense.t()).mapv(f64::ln);
         assert!(max_diff(got.view(), want.view()) < 1e-10, "log case {i}");
@@ -652,11 +757,17 @@ fn hmm_layout_three_and_four_factors_match_an_independent_dense_product() {
 fn hmm_layout_differs_from_the_reference_layout_where_the_issue_says() {
     // n = b³ with b² blocks of b × b in every factor (MonarchHMM's three-factor case): the
     // two conventions give different matrices from the same list.
-    for shapes in [&[(4, 2, 2); 3][..], &[(9, 3, 3); 3][..], &[(8, 2, 2); 4][..]] {
+    for shapes in [
+        &[(4, 2, 2); 3][..],
+        &[(9, 3, 3); 3][..],
+        &[(8, 2, 2); 4][..],
+    ] {
         let ws = factors(shapes, 9);
         let mut rev = ws.clone();
         rev.reverse();
-        let hmm = MonarchChain::from_factors_hmm(ws.clone()).unwrap().to_dense();
+        let hmm = MonarchChain::from_factors_hmm(ws.clone())
+            .unwrap()
+            .to_dense();
         let reference = MonarchChain::from_factors(rev).unwrap().to_dense();
         assert!(max_diff(hmm.view(), reference.view()) > 1e-3, "{shapes:?}");
     }
@@ -669,7 +780,9 @@ fn hmm_layout_differs_from_the_reference_layout_where_the_issue_says() {
     assert!(max_diff(hmm.view(), reference.view()) < 1e-12);
     // Two square factors (nb_0·nb_1 = n): the same matrix, and the same as the core Monarch.
     let ws = factors(&[(4, 4, 4), (4, 4, 4)], 4);
-    let hmm = MonarchChain::from_factors_hmm(ws.clone()).unwrap().to_dense();
+    let hmm = MonarchChain::from_factors_hmm(ws.clone())
+        .unwrap()
+        .to_dense();
     let m = Monarch::from_factors(ws[1].clone(), ws[0].clone()).unwrap();
     assert!(max_diff(hmm.view(), m.to_dense().view()) < 1e-12);
     assert!(max_diff(hmm.view(), hmm_dense(&ws).view()) < 1e-12);
@@ -701,5 +814,8 @@ fn hmm_from_monarch_hmm_weights_uses_their_layout() {
         hmm.log_likelihood(obs.view()).unwrap(),
         dense.log_likelihood(obs.view()).unwrap(),
     );
-    assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-10), "{a} vs {b}");
+    assert!(
+        a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-10),
+        "{a} vs {b}"
+    );
 }

@@ -208,7 +208,10 @@ pub fn parse_header(bytes: &[u8], data_len: u64) -> Result<Header> {
             )));
         }
     }
-    let (first, last) = (ranges.first().map_or(0, |r| r.0), ranges.last().map_or(0, |r| r.1));
+    let (first, last) = (
+        ranges.first().map_or(0, |r| r.0),
+        ranges.last().map_or(0, |r| r.1),
+    );
     if first != 0 || last != data_len {
         return Err(fmt_err(format!(
             "the tensors cover bytes [{first}, {last}) of the {data_len}-byte data region; the format forbids unused bytes"

@@ -42,7 +42,11 @@ impl<T: RealScalar> OrthGs<T> {
         crate::primitives::error::check_divides(n, block, "OrthGs: n by block size")?;
         let k = n / block;
         let size = std::mem::size_of::<T>();
-        crate::primitives::error::check_alloc(&[nfactors, k, block, block], size, "OrthGs::identity: parameters")?;
+        crate::primitives::error::check_alloc(
+            &[nfactors, k, block, block],
+            size,
+            "OrthGs::identity: parameters",
+        )?;
         Self::from_params(vec![Array3::zeros((k, block, block)); nfactors], map)
     }
 

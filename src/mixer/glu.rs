@@ -114,8 +114,16 @@ impl<R: RealScalar> GatedMlp<R> {
         let (hb, ib) = (hidden / nblocks, intermediate / nblocks);
         let size = std::mem::size_of::<R>();
         let two_ib = crate::primitives::error::checked_len(&[2, ib], size, "GatedMlp: 2·I")?;
-        crate::primitives::error::check_alloc(&[nblocks, two_ib, hb], size, "GatedMlp::random: gate and up factor")?;
-        crate::primitives::error::check_alloc(&[nblocks, hb, ib], size, "GatedMlp::random: down factor")?;
+        crate::primitives::error::check_alloc(
+            &[nblocks, two_ib, hb],
+            size,
+            "GatedMlp::random: gate and up factor",
+        )?;
+        crate::primitives::error::check_alloc(
+            &[nblocks, hb, ib],
+            size,
+            "GatedMlp::random: down factor",
+        )?;
         let g = crate::primitives::random::uniform_array3(
             (nblocks, 2 * ib, hb),
             1.0 / (hb as f64).sqrt(),

@@ -111,14 +111,20 @@ where
     ) -> Result<Self> {
         check_nonzero(hidden, "M2SequenceMixer: hidden H")?;
         let size = std::mem::size_of::<R>();
-        let h3 = crate::primitives::error::check_alloc(&[3, hidden, 3], size, "M2SequenceMixer")? / 3;
+        let h3 =
+            crate::primitives::error::check_alloc(&[3, hidden, 3], size, "M2SequenceMixer")? / 3;
         let bound = 1.0 / 3f64.sqrt();
-        let scw = crate::primitives::random::uniform_array3::<R>((1, h3, 3), bound, seed.wrapping_add(2))
-            .index_axis_move(Axis(0), 0);
+        let scw =
+            crate::primitives::random::uniform_array3::<R>((1, h3, 3), bound, seed.wrapping_add(2))
+                .index_axis_move(Axis(0), 0);
         Ok(M2SequenceMixer {
             in_linear: Linear::random(hidden, h3, true, seed)?,
             short_conv_weight: scw,
-            short_conv_bias: crate::primitives::random::uniform_vec(h3, bound, seed.wrapping_add(3)),
+            short_conv_bias: crate::primitives::random::uniform_vec(
+                h3,
+                bound,
+                seed.wrapping_add(3),
+            ),
             filter: ImplicitFilter::random(hidden, l_max, 16, 5, true, seed.wrapping_add(4))?,
             filter2: if residual_long_conv {
                 Some(ImplicitFilter::random(
@@ -472,7 +478,13 @@ where
         check_nonzero(n_layers, "M2BertEncoder: layers")?;
         let layers = (0..n_layers)
             .map(|i| {
-                M2BertLayer::random(hidden, l_max, intermediate, nblocks, seed.wrapping_add(100 * i as u64))
+                M2BertLayer::random(
+                    hidden,
+                    l_max,
+                    intermediate,
+                    nblocks,
+                    seed.wrapping_add(100 * i as u64),
+                )
             })
             .collect::<Result<_>>()?;
         Ok(M2BertEncoder { layers })

@@ -388,7 +388,11 @@ impl<T: Scalar> Monarch<T> {
         let error = p.error.to_f64_val() * 2f64.powi(e);
         p.error = <T::Real as Scalar>::from_f64(error);
         let finite = p.error.is_finite()
-            && p.monarch.w1().iter().chain(p.monarch.w2()).all(|v| v.is_finite_val());
+            && p.monarch
+                .w1()
+                .iter()
+                .chain(p.monarch.w2())
+                .all(|v| v.is_finite_val());
         if !finite {
             return Err(Error::NonFinite {
                 context: format!(

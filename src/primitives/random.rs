@@ -58,9 +58,11 @@ pub fn try_normal_array3<T: Scalar, R: Rng + ?Sized>(
     shape: (usize, usize, usize),
     std: f64,
 ) -> Result<Array3<T>> {
-    try_array_from_fn(ndarray::Dim([shape.0, shape.1, shape.2]), "normal samples", || {
-        normal_scalar(rng, std)
-    })
+    try_array_from_fn(
+        ndarray::Dim([shape.0, shape.1, shape.2]),
+        "normal samples",
+        || normal_scalar(rng, std),
+    )
 }
 
 /// [`normal_matrix`] allocated fallibly.
@@ -88,9 +90,11 @@ pub fn try_uniform_array3<T: Scalar>(
     seed: u64,
 ) -> Result<Array3<T>> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    try_array_from_fn(ndarray::Dim([shape.0, shape.1, shape.2]), "uniform samples", || {
-        T::from_f64(rng.random_range(-bound..=bound))
-    })
+    try_array_from_fn(
+        ndarray::Dim([shape.0, shape.1, shape.2]),
+        "uniform samples",
+        || T::from_f64(rng.random_range(-bound..=bound)),
+    )
 }
 
 /// [`uniform_vec`] allocated fallibly.
