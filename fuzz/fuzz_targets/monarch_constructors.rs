@@ -136,7 +136,8 @@ fn run(u: &mut Unstructured) -> Result<()> {
                 .map(|_| Array3::from_shape_fn((nb, bs, bs), |(a, i, j)| (a + i * 2 + j) as f64))
                 .collect();
             let c = monarch::circuit::MonarchChain::from_factors_hmm(ws).unwrap();
-            let x = array2(u, small(u)? % 3, nb * bs)?;
+            let rows = small(u)? % 3;
+            let x = array2(u, rows, nb * bs)?;
             assert_eq!(c.matmul(x.view()).unwrap().nrows(), x.nrows());
         }
         10 => {
