@@ -46,7 +46,7 @@ pub fn channel_shuffle(groups: usize, cpg: usize, paired: bool) -> Result<Perm> 
     if !paired {
         return Perm::stride(cpg, groups);
     }
-    if cpg % 2 != 0 {
+    if !cpg.is_multiple_of(2) {
         return Err(Error::invalid(format!(
             "channel_shuffle: a paired shuffle needs an even number of channels per group, got {cpg} ({groups} groups)"
         )));
