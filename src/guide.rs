@@ -343,6 +343,12 @@ pub mod conventions {
     //! ## Errors and threads
     //!
     //! Fallible entry points return [`Error`](crate::Error) on bad input, never panic; sizes
-    //! whose element count overflows are [`Error::TooLarge`](crate::Error::TooLarge). Results
-    //! are bitwise identical for any thread count ([`Par`](crate::Par)).
+    //! whose element count overflows, or whose arrays cannot be allocated, are
+    //! [`Error::TooLarge`](crate::Error::TooLarge), and so are round or term counts above a
+    //! documented cap. A batch of zero items (the leading batch axis, attention's heads, an
+    //! HMM's sequences) gives an empty result of the right shape, as in PyTorch; every other
+    //! zero size is [`Error::ZeroSize`](crate::Error::ZeroSize). Conversions that lose more
+    //! than rounding (saving a value beyond a dtype's range) are errors unless a method named
+    //! `_lossy` is called. Results are bitwise identical for any thread count
+    //! ([`Par`](crate::Par)).
 }

@@ -29,6 +29,7 @@ mod core_properties;
 mod determinism;
 mod determinism_modules;
 mod gs_layers;
+mod hostile_round_two;
 mod kernels;
 mod mixer_api;
 mod mixer_conformance;

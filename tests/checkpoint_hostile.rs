@@ -204,10 +204,15 @@ fn wrong_dtype_shape_and_missing_tensors_name_the_tensor() {
 }
 
 #[test]
-fn valid_hand_made_file_with_gaps_loads() {
-    // Padding between tensors is harmless and accepted; zero-size tensors too.
+fn hand_made_file_with_gaps_is_rejected_and_without_loads() {
+    // The format forbids holes in the data region (issue 18: this file used to load).
     let h = r#"{"a":{"dtype":"BF16","shape":[2],"data_offsets":[0,4]},"b":{"dtype":"F16","shape":[1],"data_offsets":[8,10]},"c":{"dtype":"F32","shape":[0,3],"data_offsets":[10,10]}}"#;
     let data = [0x80, 0x3f, 0x40, 0xc0, 9, 9, 9, 9, 0x00, 0x3c];
+    let e = StateDict::<f64>::from_bytes(&container(h, &data)).unwrap_err();
+    assert!(e.to_string().contains("gap of 4 bytes"), "{e}");
+    // The same tensors packed: loads, zero-size tensors included.
+    let h = r#"{"a":{"dtype":"BF16","shape":[2],"data_offsets":[0,4]},"b":{"dtype":"F16","shape":[1],"data_offsets":[4,6]},"c":{"dtype":"F32","shape":[0,3],"data_offsets":[6,6]}}"#;
+    let data = [0x80, 0x3f, 0x40, 0xc0, 0x00, 0x3c];
     let sd = StateDict::<f64>::from_bytes(&container(h, &data)).unwrap();
     assert_eq!(sd.get("a").unwrap().as_slice().unwrap(), &[1.0, -3.0]);
     assert_eq!(sd.get("b").unwrap().as_slice().unwrap(), &[1.0]);

@@ -300,15 +300,23 @@ fn bad_probabilities_and_observations_are_errors() {
         hmm.log_likelihood(array![[0usize, 2]].view()),
         Err(Error::TooLarge { .. })
     ));
+    // No sequences is an empty batch (an empty result), empty sequences an error.
+    assert_eq!(
+        hmm.log_likelihood(Array2::<usize>::zeros((0, 3)).view())
+            .unwrap()
+            .len(),
+        0
+    );
     assert!(matches!(
-        hmm.log_likelihood(Array2::<usize>::zeros((0, 3)).view()),
+        hmm.log_likelihood(Array2::<usize>::zeros((2, 0)).view()),
         Err(Error::ZeroSize { .. })
     ));
     assert!(matches!(
         hmm.posteriors(Array2::<usize>::zeros((2, 0)).view()),
         Err(Error::ZeroSize { .. })
     ));
-    assert!(matches!(hmm.sample(0, 3, 1), Err(Error::ZeroSize { .. })));
+    assert_eq!(hmm.sample(0, 3, 1).unwrap().dim(), (0, 3));
+    assert!(matches!(hmm.sample(2, 0, 1), Err(Error::ZeroSize { .. })));
 }
 
 #[test]

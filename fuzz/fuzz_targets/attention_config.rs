@@ -75,7 +75,13 @@ fn run(u: &mut Unstructured) -> Result<()> {
         _ => Some(Array2::from_elem((b, n + 1), true)),
     };
     let bs = block_size(u)?;
-    let steps = u.int_in_range(0usize..=4)?;
+    // Rounds: usually 0..=4, sometimes above the cap (up to usize::MAX, which used to run
+    // for ever): then every method must refuse.
+    let steps = match u.int_in_range(0u8..=15)? {
+        0 => usize::MAX - u.int_in_range(0usize..=2)?,
+        1 => monarch::attention::MAX_STEPS + u.int_in_range(0usize..=2)?,
+        _ => u.int_in_range(0usize..=4)?,
+    };
     let mut ma = MonarchAttention::new(bs, steps)
         .padding(if u.arbitrary()? {
             Padding::Pre
@@ -101,7 +107,9 @@ fn run(u: &mut Unstructured) -> Result<()> {
     // attentions reject them), see docs/fuzzing.md.
     let tame = finite_in
         && scale.is_none_or(|s| s.abs() <= 1e6)
-        && [&q, &k, &v].iter().all(|a| a.iter().all(|x| x.abs() <= 1e6));
+        && [&q, &k, &v]
+            .iter()
+            .all(|a| a.iter().all(|x| x.abs() <= 1e6));
 
     let exact = match scale {
         Some(s) => ExactAttention::new()
@@ -127,7 +135,14 @@ fn run(u: &mut Unstructured) -> Result<()> {
     }
     // Ok exactly when the exact attention accepts the same input (same checks), given b, T > 0
     // and self-attention (exact attention also takes N_k ≠ N_q, MonarchAttention does not).
-    if bs > 0 && steps > 0 && nk == n {
+    if steps > monarch::attention::MAX_STEPS {
+        assert!(fwd.is_err());
+    }
+    // Batch or heads 0 (empty batch): an empty result whenever the sizes are otherwise valid.
+    if (b == 0 || h == 0) && exact.is_ok() {
+        assert_eq!(exact.as_ref().unwrap().len(), 0);
+    }
+    if bs > 0 && steps > 0 && steps <= monarch::attention::MAX_STEPS && nk == n {
         assert_eq!(fwd.is_ok(), exact.is_ok(), "{fwd:?} vs {exact:?}");
     }
     if let (Ok(o), Ok(e)) = (&fwd, &exact) {

@@ -37,6 +37,23 @@ fuzz_target!(|data: &[u8]| {
             assert!(x.is_nan() && y.is_nan() || x.to_bits() == y.to_bits());
         }
     }
+    // Lossy conversions: F16 is Ok exactly when every finite value stays finite and every
+    // non-zero value stays non-zero (|v| < 65520, |v| > 2^-25: IEEE binary16 rounding), the
+    // explicit lossy option always.
+    let in_f16 = sd.names().all(|n| {
+        sd.get(n).unwrap().iter().all(|&v| {
+            let a = (v as f64).abs();
+            !v.is_finite() || v == 0.0 || (a < 65520.0 && a > 2f64.powi(-25))
+        })
+    });
+    assert_eq!(sd.to_bytes(Dtype::F16).is_ok(), in_f16);
+    assert!(sd.to_bytes_lossy(Dtype::F16).is_ok());
+    // One NaN policy: the typed getters every loader uses refuse NaN/±inf.
+    for name in sd.names() {
+        let a = sd.get(name).unwrap();
+        let finite = a.iter().all(|v| v.is_finite());
+        assert_eq!(sd.array(name, a.shape()).is_ok(), finite, "{name}");
+    }
     // M2-BERT: each encoder prefix (whatever precedes ".layer.") and each of its layers, once.
     let mut layer_prefixes = std::collections::BTreeSet::new();
     for name in sd.names() {

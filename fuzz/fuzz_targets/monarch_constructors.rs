@@ -10,13 +10,20 @@ use monarch::num_complex::Complex64;
 use monarch::{BlockDiag, Monarch, MonarchLinear, Par, Perm};
 
 /// A size: usually small (zero included), sometimes huge enough that every element count
-/// built from it overflows (so the call must fail before allocating).
+/// built from it overflows, or beyond any memory without overflowing (2^45..2^48: at least
+/// 2^47 bytes, the whole x86-64 user address space), so the call must fail before allocating.
 fn size(u: &mut Unstructured) -> Result<usize> {
     Ok(match u.int_in_range(0u8..=15)? {
         0 => usize::MAX - u.int_in_range(0usize..=3)?,
         1 => (1usize << 62) + u.int_in_range(0usize..=3)?,
+        2 => (1usize << u.int_in_range(45u32..=48)?) + u.int_in_range(0usize..=3)?,
         _ => u.int_in_range(0usize..=9)?,
     })
+}
+
+/// True for the sizes that can never be allocated.
+fn huge(v: usize) -> bool {
+    v >= 1 << 45
 }
 
 fn small(u: &mut Unstructured) -> Result<usize> {
@@ -52,9 +59,17 @@ fn array2(u: &mut Unstructured, rows: usize, cols: usize) -> Result<Array2<f64>>
 
 fn exercise(u: &mut Unstructured, m: &Monarch<f64>) -> Result<()> {
     let batch = small(u)? % 4;
-    let cols = if u.arbitrary()? { m.in_features() } else { small(u)? };
+    let cols = if u.arbitrary()? {
+        m.in_features()
+    } else {
+        small(u)?
+    };
     let x = array2(u, batch, cols)?;
-    let gcols = if u.arbitrary()? { m.out_features() } else { small(u)? };
+    let gcols = if u.arbitrary()? {
+        m.out_features()
+    } else {
+        small(u)?
+    };
     let g = array2(u, batch, gcols)?;
     match m.matmul(x.view()) {
         Ok(y) => assert_eq!(y.dim(), (batch, m.out_features())),
@@ -74,7 +89,7 @@ fn exercise(u: &mut Unstructured, m: &Monarch<f64>) -> Result<()> {
 }
 
 fn run(u: &mut Unstructured) -> Result<()> {
-    match u.int_in_range(0u8..=8)? {
+    match u.int_in_range(0u8..=11)? {
         0 => {
             let (w1, w2) = (array3(u)?, array3(u)?);
             if let Ok(m) = Monarch::from_factors(w1, w2) {
@@ -83,6 +98,9 @@ fn run(u: &mut Unstructured) -> Result<()> {
         }
         1 => {
             let (n, nb) = (size(u)?, size(u)?);
+            if huge(n) {
+                assert!(Monarch::<f64>::random(n, nb, 0).is_err());
+            }
             if let Ok(m) = Monarch::<f64>::random(n, nb, u.arbitrary()?) {
                 assert_eq!(m.in_features(), n);
                 exercise(u, &m)?;
@@ -98,13 +116,69 @@ fn run(u: &mut Unstructured) -> Result<()> {
                 exercise(u, &m)?;
             }
         }
+        9 => {
+            // Stride permutations and k-factor chains in both layouts.
+            let (a, b) = (size(u)?, size(u)?);
+            match Perm::stride(a, b) {
+                Ok(p) => assert_eq!(Some(p.len()), a.checked_mul(b)),
+                Err(_) => assert!(huge(a) || huge(b)),
+            }
+            let k = 2 + small(u)? % 3;
+            let mut shapes = Vec::new();
+            for _ in 0..k {
+                shapes.push((size(u)?, size(u)?, size(u)?));
+            }
+            let _ = monarch::circuit::MonarchChain::<f64>::random(&shapes, u.arbitrary()?);
+            // Square factors of b^(k-1) blocks of b × b: always chain.
+            let bs = 1 + small(u)? % 3;
+            let nb = bs.pow(k as u32 - 1);
+            let ws: Vec<Array3<f64>> = (0..k)
+                .map(|_| Array3::from_shape_fn((nb, bs, bs), |(a, i, j)| (a + i * 2 + j) as f64))
+                .collect();
+            let c = monarch::circuit::MonarchChain::from_factors_hmm(ws).unwrap();
+            let rows = small(u)? % 3;
+            let x = array2(u, rows, nb * bs)?;
+            assert_eq!(c.matmul(x.view()).unwrap().nrows(), x.nrows());
+        }
+        10 => {
+            // Projection of a matrix scaled to the ends of the float range: Ok must be finite.
+            let (rows, cols) = (1 + small(u)?, 1 + small(u)?);
+            let mut a = array2(u, rows, cols)?;
+            let e = u.int_in_range(-320i32..=308)?;
+            a.mapv_inplace(|v| v * 10f64.powi(e));
+            let (k, l) = (1 + small(u)? % 3, 1 + small(u)? % 3);
+            if let Ok(p) = Monarch::project_with_error(a.view(), k, l, 1) {
+                assert!(p.error.is_finite() && p.relative_error.is_finite(), "{p:?}");
+                assert!(p
+                    .monarch
+                    .w1()
+                    .iter()
+                    .chain(p.monarch.w2())
+                    .all(|v| v.is_finite()));
+            }
+        }
+        11 => {
+            // Empty batches: an empty result of the right width.
+            let m = Monarch::<f64>::random(16, 4, u.arbitrary()?).unwrap();
+            let x = Array2::<f64>::zeros((0, 16));
+            assert_eq!(m.matmul(x.view()).unwrap().dim(), (0, 16));
+            let (i, o, nb) = (1 + small(u)?, 1 + small(u)?, 1 + small(u)?);
+            let l = MonarchLinear::<f64>::new(i, o, nb, u.arbitrary()?, 0).unwrap();
+            assert_eq!(
+                l.forward(Array2::zeros((0, i)).view()).unwrap().dim(),
+                (0, o)
+            );
+        }
         3 => {
             let (rows, cols) = (small(u)? + small(u)?, small(u)? + small(u)?);
             let a = array2(u, rows, cols)?;
             let (k, l, r) = (size(u)?, size(u)?, size(u)?);
             if let Ok(p) = Monarch::project_with_error(a.view(), k, l, r) {
                 assert!(a.iter().all(|v| v.is_finite()));
-                assert_eq!((p.monarch.out_features(), p.monarch.in_features()), (rows, cols));
+                assert_eq!(
+                    (p.monarch.out_features(), p.monarch.in_features()),
+                    (rows, cols)
+                );
                 assert!(!(p.error < 0.0));
             }
         }
@@ -129,7 +203,11 @@ fn run(u: &mut Unstructured) -> Result<()> {
         6 => {
             let (i, o) = (small(u)? * 3, small(u)? * 3);
             let (w1, w2) = (array3(u)?, array3(u)?);
-            let b = if u.arbitrary()? { Some(Array1::zeros(small(u)? * 3)) } else { None };
+            let b = if u.arbitrary()? {
+                Some(Array1::zeros(small(u)? * 3))
+            } else {
+                None
+            };
             if let Ok(l) = MonarchLinear::from_weights(i, o, w1, w2, b) {
                 let x = array2(u, 1, i)?;
                 assert_eq!(l.forward(x.view()).unwrap().dim(), (1, o));
@@ -139,7 +217,11 @@ fn run(u: &mut Unstructured) -> Result<()> {
             let len = small(u)?;
             let mut idx = Vec::with_capacity(len);
             for _ in 0..len {
-                idx.push(if u.arbitrary()? { small(u)? } else { u.arbitrary()? });
+                idx.push(if u.arbitrary()? {
+                    small(u)?
+                } else {
+                    u.arbitrary()?
+                });
             }
             if let Ok(p) = Perm::from_index(idx) {
                 assert!(p.compose(&p.inverse()).is_identity());
@@ -151,7 +233,11 @@ fn run(u: &mut Unstructured) -> Result<()> {
             let w = array3(u)?;
             if let Ok(b) = BlockDiag::new(w) {
                 let batch = small(u)? % 3;
-                let cols = if u.arbitrary()? { b.in_features() } else { small(u)? };
+                let cols = if u.arbitrary()? {
+                    b.in_features()
+                } else {
+                    small(u)?
+                };
                 let x = array2(u, batch, cols)?;
                 let _ = b.matmul(x.view());
                 let g = array2(u, batch, b.out_features())?;

@@ -132,8 +132,8 @@ impl BertConfig {
     /// [`from_json`](BertConfig::from_json).
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::io(path.display().to_string(), e))?;
         Self::from_json(&text, &path.display().to_string())
     }
 

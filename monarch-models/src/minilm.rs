@@ -35,7 +35,7 @@ pub fn model_present(dir: &Path) -> bool {
 
 fn read_json(path: &Path) -> Result<serde_json::Value> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Io(format!("{file}: {e}")))?;
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(file.to_string(), e))?;
     serde_json::from_str(&text).map_err(|e| Error::Format(format!("{file}: not valid JSON: {e}")))
 }
 

@@ -38,7 +38,7 @@ impl Tokenizer {
                 "Tokenizer::load({file}): max_len must leave room for [CLS] and [SEP]"
             )));
         }
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Io(format!("{file}: {e}")))?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(file.to_string(), e))?;
         let mut inner: tokenizers::Tokenizer = text
             .parse()
             .map_err(|e| Error::Format(format!("{file}: not a tokenizer.json: {e}")))?;

@@ -259,7 +259,7 @@ fn bad_files_are_errors_naming_the_file_or_tensor() {
     let missing = dir.join("nothing.safetensors");
     let cfg = BertConfig::from_json(&tiny_config_json(""), "config.json").unwrap();
     let e = BertModel::<f32>::load(&missing, &cfg, "").unwrap_err();
-    assert!(matches!(e, Error::Io(_)) && e.to_string().contains("nothing.safetensors"));
+    assert!(matches!(e, Error::Io { .. }) && e.to_string().contains("nothing.safetensors"));
 
     // A tensor of the wrong shape names the file and the tensor.
     let mut sd = tiny_state_dict(&cfg);

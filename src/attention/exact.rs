@@ -86,7 +86,8 @@ impl ExactAttention {
     /// Attention output `(batch, heads, N_q, d_v)`.
     ///
     /// # Errors
-    /// [`Error::ZeroSize`] for an empty dimension, [`Error::ShapeMismatch`] when `q`, `k`, `v`
+    /// [`Error::ZeroSize`] for an empty length or feature size (a batch or head count of 0
+    /// gives an empty result), [`Error::ShapeMismatch`] when `q`, `k`, `v`
     /// or `mask` disagree, [`Error::NonFinite`] for NaN/∞ inputs or scale, and for scores that
     /// can overflow the float type (`max(|scale|, 1)·max‖q‖·max‖k‖` per head above its range),
     /// [`Error::InvalidArgument`] when all keys of a batch element are masked.

@@ -50,7 +50,7 @@ mod monarch_vjp;
 mod softmax;
 
 pub use exact::{softmax_attention, ExactAttention};
-pub use monarch_attention::{MonarchAttention, Padding};
+pub use monarch_attention::{MonarchAttention, Padding, MAX_STEPS};
 pub use monarch_vjp::MonarchAttentionGrad;
 
 use crate::primitives::error::{check_nonzero, Error, Result};
@@ -68,8 +68,8 @@ pub(crate) fn check_qkv<T: RealScalar>(
     let (bq, hq, nq, d) = q.dim();
     let (bk, hk, nk, dk) = k.dim();
     let (bv, hv, nv, dv) = v.dim();
-    check_nonzero(bq, &format!("{ctx}: batch"))?;
-    check_nonzero(hq, &format!("{ctx}: heads"))?;
+    // Batch and heads of size 0 are an empty batch: an empty result (PyTorch's rule, the
+    // crate's for every entry point). Lengths and feature sizes must be positive.
     check_nonzero(nq, &format!("{ctx}: query length"))?;
     check_nonzero(d, &format!("{ctx}: head dimension"))?;
     check_nonzero(nk, &format!("{ctx}: key length"))?;

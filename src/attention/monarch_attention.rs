@@ -47,7 +47,8 @@ pub enum Padding {
 /// query still receives a finite output row (a convex combination of live values computed from
 /// the final factors), but not SDPA's output for that row: ignore it as you would padding.
 ///
-/// Errors for `block_size == 0` or `steps == 0` are reported by the methods that compute.
+/// Errors for `block_size == 0`, `steps == 0` or `steps > `[`MAX_STEPS`] are reported by the
+/// methods that compute.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MonarchAttention {
     pub(crate) block_size: usize,
@@ -57,9 +58,13 @@ pub struct MonarchAttention {
     pub(crate) par: Par,
 }
 
+/// Most rounds `T` MonarchAttention runs (the paper uses `T ≤ 3`; the factors have converged
+/// long before): more is [`Error::TooLarge`], so a caller's number cannot make it run for ever.
+pub const MAX_STEPS: usize = 64;
+
 impl MonarchAttention {
-    /// Block size `b` and number of rounds `T ≥ 1` (the paper uses `T ≤ 3`); post-padding,
-    /// scale `1/√d`, [`Par::Rayon`].
+    /// Block size `b` and number of rounds `1 ≤ T ≤ `[`MAX_STEPS`] (the paper uses `T ≤ 3`);
+    /// post-padding, scale `1/√d`, [`Par::Rayon`].
     pub fn new(block_size: usize, steps: usize) -> Self {
         MonarchAttention {
             block_size,
@@ -101,7 +106,8 @@ impl MonarchAttention {
     /// The attention output `(batch, heads, N, d_v)`.
     ///
     /// # Errors
-    /// [`Error::ZeroSize`] for `b = 0`, `T = 0` or an empty dimension;
+    /// [`Error::ZeroSize`] for `b = 0`, `T = 0` or an empty length or feature size (a batch
+    /// or head count of 0 gives an empty result); [`Error::TooLarge`] for `T > `[`MAX_STEPS`];
     /// [`Error::ShapeMismatch`] when `q`, `k`, `v` (all with the same `N`) or the `(batch, N)`
     /// mask disagree; [`Error::NonFinite`] for NaN/∞ inputs or scale, and for scores that can
     /// overflow the float type (`max(|scale|, 1)·max‖q‖·max‖k‖` per head above its range);
@@ -157,7 +163,10 @@ impl MonarchAttention {
                 max: MAX_N,
             });
         }
-        let mut out = Array4::zeros((nb, nh, n, n));
+        let ctx = "MonarchAttention::attention_matrix";
+        let mut out: Array4<T> =
+            crate::primitives::error::try_zeros(ndarray::Dim([nb, nh, n, n]), ctx)?;
+        let work = out.len();
         let geo = setup.geo;
         let items: Vec<_> = out
             .outer_iter_mut()
@@ -198,7 +207,7 @@ impl MonarchAttention {
                 }
             }
         };
-        if self.par.should_split(nb * nh * n * n) {
+        if self.par.should_split(work) {
             items.into_par_iter().for_each(run);
         } else {
             items.into_iter().for_each(run);
@@ -269,6 +278,13 @@ impl MonarchAttention {
     ) -> Result<Setup<T>> {
         check_nonzero(self.block_size, "MonarchAttention: block size")?;
         check_nonzero(self.steps, "MonarchAttention: steps")?;
+        if self.steps > MAX_STEPS {
+            return Err(Error::TooLarge {
+                context: "MonarchAttention: steps (rounds T)".into(),
+                value: self.steps,
+                max: MAX_STEPS,
+            });
+        }
         let (nb, _, nq, nk, d, _) = check_qkv("MonarchAttention", q, k, v, mask)?;
         if nq != nk {
             return Err(Error::shape(

@@ -96,7 +96,8 @@ fn as_u64_list(v: &Value, name: &str, what: &str) -> Result<Vec<u64>> {
 /// # Errors
 /// [`Error::Format`] naming the tensor for: invalid UTF-8 or JSON, a repeated name, an unknown
 /// dtype, a shape whose byte size overflows or disagrees with its offsets, offsets out of the data
-/// region, or two tensors whose byte ranges overlap.
+/// region, two tensors whose byte ranges overlap, or bytes of the data region that no tensor
+/// covers (a gap between tensors, before the first or after the last).
 pub fn parse_header(bytes: &[u8], data_len: u64) -> Result<Header> {
     let text = std::str::from_utf8(bytes)
         .map_err(|e| fmt_err(format!("safetensors header is not valid UTF-8: {e}")))?;
@@ -199,6 +200,22 @@ pub fn parse_header(bytes: &[u8], data_len: u64) -> Result<Header> {
                 w[1].2, w[1].0, w[1].1, w[0].2, w[0].0, w[0].1
             )));
         }
+        // The format forbids holes: every byte of the data region belongs to one tensor.
+        if w[1].0 > w[0].1 {
+            return Err(fmt_err(format!(
+                "tensor \"{}\": bytes [{}, {}) leave a gap of {} bytes after tensor \"{}\" at [{}, {})",
+                w[1].2, w[1].0, w[1].1, w[1].0 - w[0].1, w[0].2, w[0].0, w[0].1
+            )));
+        }
+    }
+    let (first, last) = (
+        ranges.first().map_or(0, |r| r.0),
+        ranges.last().map_or(0, |r| r.1),
+    );
+    if first != 0 || last != data_len {
+        return Err(fmt_err(format!(
+            "the tensors cover bytes [{first}, {last}) of the {data_len}-byte data region; the format forbids unused bytes"
+        )));
     }
     Ok(header)
 }
@@ -213,7 +230,7 @@ pub(crate) fn read_header<R: Read>(r: &mut R, total_len: u64) -> Result<(Header,
     }
     let mut len8 = [0u8; 8];
     r.read_exact(&mut len8)
-        .map_err(|e| Error::Io(format!("reading the safetensors header length: {e}")))?;
+        .map_err(|e| Error::io("reading the safetensors header length", e))?;
     let n = u64::from_le_bytes(len8);
     if n > total_len - 8 {
         return Err(fmt_err(format!(
@@ -230,7 +247,7 @@ pub(crate) fn read_header<R: Read>(r: &mut R, total_len: u64) -> Result<(Header,
     }
     let mut hb = vec![0u8; n as usize];
     r.read_exact(&mut hb)
-        .map_err(|e| Error::Io(format!("reading the safetensors header: {e}")))?;
+        .map_err(|e| Error::io("reading the safetensors header", e))?;
     let header = parse_header(&hb, total_len - 8 - n)?;
     Ok((header, 8 + n))
 }
@@ -244,11 +261,11 @@ pub(crate) fn read_tensor_bytes<R: Read + Seek>(
 ) -> Result<Vec<u8>> {
     let (s, e) = info.data_offsets;
     r.seek(SeekFrom::Start(data_start + s))
-        .map_err(|err| Error::Io(format!("tensor \"{name}\": seeking to its data: {err}")))?;
+        .map_err(|err| Error::io(format!("tensor \"{name}\": seeking to its data"), err))?;
     // `e - s ≤ data_len` was checked against the real length, so this allocation is justified.
     let mut buf = vec![0u8; (e - s) as usize];
     r.read_exact(&mut buf)
-        .map_err(|err| Error::Io(format!("tensor \"{name}\": reading its data: {err}")))?;
+        .map_err(|err| Error::io(format!("tensor \"{name}\": reading its data"), err))?;
     Ok(buf)
 }
 
@@ -289,7 +306,7 @@ pub(crate) fn write_container(
         offset = end;
     }
     let mut head = serde_json::to_vec(&Value::Object(obj))
-        .map_err(|e| Error::Io(format!("serialising the safetensors header: {e}")))?;
+        .map_err(|e| Error::io("serialising the safetensors header", e.into()))?;
     while head.len() % 8 != 0 {
         head.push(b' ');
     }

@@ -1,6 +1,6 @@
 //! [`StateDict`]: named real tensors, the unit that layers load from and save to.
 
-use super::dtype::{decode_into, f64_to_bf16, f64_to_f16, Dtype};
+use super::dtype::{bf16_to_f32, decode_into, f16_to_f32, f64_to_bf16, f64_to_f16, Dtype};
 use super::format::{read_header, read_tensor_bytes, write_container};
 use crate::primitives::error::{Error, Result};
 use crate::RealScalar;
@@ -40,6 +40,19 @@ impl<T> Default for StateDict<T> {
             skipped: BTreeMap::new(),
             metadata: BTreeMap::new(),
         }
+    }
+}
+
+/// The loaders' NaN policy: [`Error::NonFinite`] naming the tensor unless every value is finite.
+fn check_weights_finite<T: RealScalar>(name: &str, a: &ArrayD<T>) -> Result<()> {
+    match a.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(Error::NonFinite {
+            context: format!(
+                "tensor \"{name}\": element {i} of {} (a loader takes finite weights only)",
+                a.len()
+            ),
+        }),
     }
 }
 
@@ -86,7 +99,7 @@ impl<T: RealScalar> StateDict<T> {
     /// As [`load`](StateDict::load).
     pub fn load_prefix(path: impl AsRef<Path>, prefix: &str) -> Result<Self> {
         let path = path.as_ref();
-        let io = |e: std::io::Error| Error::Io(format!("{}: {e}", path.display()));
+        let io = |e: std::io::Error| Error::io(path.display().to_string(), e);
         let mut f = std::fs::File::open(path).map_err(io)?;
         let len = f.metadata().map_err(io)?.len();
         Self::read_from(&mut f, len, prefix)
@@ -119,35 +132,77 @@ impl<T: RealScalar> StateDict<T> {
 
     /// Serialises to safetensors bytes with every tensor stored as `dtype` (`F32`, `F64`, `F16`
     /// or `BF16`), names in sorted order, header padded to 8 bytes. `F16` is rounded to nearest
-    /// even from the value (overflow becomes ±infinity); `BF16` is rounded to nearest even
-    /// through `f32`, as PyTorch converts.
+    /// even from the value; `BF16` is rounded to nearest even through `f32`, as PyTorch
+    /// converts. Rounding to the nearest representable value is the only loss accepted: a
+    /// finite value that would become ±infinity (beyond `F16`'s 65504, or `F32`/`BF16`'s
+    /// 3.4e38) or a non-zero value that would become zero (below half the smallest subnormal)
+    /// is an error. [`to_bytes_lossy`](StateDict::to_bytes_lossy) converts them anyway.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for another `dtype`, a tensor named `__metadata__`, or a value
+    /// out of the range of `dtype` (naming the tensor, the index and the value).
+    pub fn to_bytes(&self, dtype: Dtype) -> Result<Vec<u8>> {
+        self.encode(dtype, false)
+    }
+
+    /// [`to_bytes`](StateDict::to_bytes) that accepts out-of-range values, as PyTorch's
+    /// `.half()` does: they silently become ±infinity (overflow) or ±0 (underflow). Explicitly
+    /// lossy: prefer [`to_bytes`](StateDict::to_bytes).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for another `dtype` or a tensor named `__metadata__`.
-    pub fn to_bytes(&self, dtype: Dtype) -> Result<Vec<u8>> {
+    pub fn to_bytes_lossy(&self, dtype: Dtype) -> Result<Vec<u8>> {
+        self.encode(dtype, true)
+    }
+
+    fn encode(&self, dtype: Dtype, lossy: bool) -> Result<Vec<u8>> {
         if !dtype.is_float() {
             return Err(Error::invalid(format!(
                 "StateDict::to_bytes: saving as {dtype} is not supported (use F32, F64, F16 or BF16)"
             )));
         }
-        let entries: Vec<(&str, Dtype, &[usize], Vec<u8>)> = self
-            .tensors
-            .iter()
-            .map(|(name, a)| {
-                let mut data = Vec::with_capacity(a.len() * dtype.size());
-                // `iter()` walks in logical row-major order whatever the memory layout.
-                for &v in a.iter() {
-                    let v = v.to_f64_val();
-                    match dtype {
-                        Dtype::F32 => data.extend_from_slice(&(v as f32).to_le_bytes()),
-                        Dtype::F16 => data.extend_from_slice(&f64_to_f16(v).to_le_bytes()),
-                        Dtype::BF16 => data.extend_from_slice(&f64_to_bf16(v).to_le_bytes()),
-                        _ => data.extend_from_slice(&v.to_le_bytes()),
+        let mut entries: Vec<(&str, Dtype, &[usize], Vec<u8>)> = Vec::new();
+        for (name, a) in &self.tensors {
+            let size = a.len().saturating_mul(dtype.size());
+            let mut data = Vec::new();
+            data.try_reserve_exact(size).map_err(|_| Error::TooLarge {
+                context: format!("StateDict::to_bytes: tensor \"{name}\" (allocation failed)"),
+                value: size,
+                max: 0,
+            })?;
+            // `iter()` walks in logical row-major order whatever the memory layout.
+            for (i, &v) in a.iter().enumerate() {
+                let v = v.to_f64_val();
+                let back = match dtype {
+                    Dtype::F32 => {
+                        let h = v as f32;
+                        data.extend_from_slice(&h.to_le_bytes());
+                        h as f64
                     }
+                    Dtype::F16 => {
+                        let h = f64_to_f16(v);
+                        data.extend_from_slice(&h.to_le_bytes());
+                        f16_to_f32(h) as f64
+                    }
+                    Dtype::BF16 => {
+                        let h = f64_to_bf16(v);
+                        data.extend_from_slice(&h.to_le_bytes());
+                        bf16_to_f32(h) as f64
+                    }
+                    _ => {
+                        data.extend_from_slice(&v.to_le_bytes());
+                        v
+                    }
+                };
+                let lost = (v.is_finite() && back.is_infinite()) || (v != 0.0 && back == 0.0);
+                if lost && !lossy {
+                    return Err(Error::invalid(format!(
+                        "StateDict::to_bytes: tensor \"{name}\", element {i}: {v:e} is out of the range of {dtype} (it would become {back}); use to_bytes_lossy to accept that"
+                    )));
                 }
-                (name.as_str(), dtype, a.shape(), data)
-            })
-            .collect();
+            }
+            entries.push((name.as_str(), dtype, a.shape(), data));
+        }
         write_container(&entries, &self.metadata)
     }
 
@@ -158,7 +213,18 @@ impl<T: RealScalar> StateDict<T> {
     pub fn save(&self, path: impl AsRef<Path>, dtype: Dtype) -> Result<()> {
         let bytes = self.to_bytes(dtype)?;
         let path = path.as_ref();
-        std::fs::write(path, bytes).map_err(|e| Error::Io(format!("{}: {e}", path.display())))
+        std::fs::write(path, bytes).map_err(|e| Error::io(path.display().to_string(), e))
+    }
+
+    /// [`save`](StateDict::save) through [`to_bytes_lossy`](StateDict::to_bytes_lossy):
+    /// out-of-range values become ±infinity or ±0 (explicitly lossy).
+    ///
+    /// # Errors
+    /// As [`to_bytes_lossy`](StateDict::to_bytes_lossy), or [`Error::Io`].
+    pub fn save_lossy(&self, path: impl AsRef<Path>, dtype: Dtype) -> Result<()> {
+        let bytes = self.to_bytes_lossy(dtype)?;
+        let path = path.as_ref();
+        std::fs::write(path, bytes).map_err(|e| Error::io(path.display().to_string(), e))
     }
 
     /// Writes a safetensors file holding what `fill` stores into a fresh state dict: how every
@@ -239,10 +305,19 @@ impl<T: RealScalar> StateDict<T> {
         }
     }
 
-    /// The tensor called `name` as an array of exactly `shape`.
+    /// The tensor called `name` as an array of exactly `shape`, every value finite.
+    ///
+    /// This and the typed getters below (`array1`, `array2`, `array3`, `array3_any`) are what
+    /// every layer loader of the crate reads its weights with, so they share one NaN policy:
+    /// a weight that is NaN or ±infinity is an error naming the tensor. [`tensor`] and [`get`]
+    /// return the values as stored.
+    ///
+    /// [`tensor`]: StateDict::tensor
+    /// [`get`]: StateDict::get
     ///
     /// # Errors
-    /// As [`tensor`](StateDict::tensor), or [`Error::ShapeMismatch`] naming the tensor.
+    /// As [`tensor`](StateDict::tensor), [`Error::ShapeMismatch`] naming the tensor, or
+    /// [`Error::NonFinite`] naming the tensor and the first non-finite element.
     pub fn array(&self, name: &str, shape: &[usize]) -> Result<ArrayD<T>> {
         let a = self.tensor(name)?;
         if a.shape() != shape {
@@ -252,13 +327,14 @@ impl<T: RealScalar> StateDict<T> {
                 a.shape(),
             ));
         }
+        check_weights_finite(name, a)?;
         Ok(a.clone())
     }
 
     /// The 1-D tensor `name` of length `len`.
     ///
     /// # Errors
-    /// As [`array`](StateDict::array).
+    /// As [`array`](StateDict::array) (NaN/±infinity included).
     pub fn array1(&self, name: &str, len: usize) -> Result<Array1<T>> {
         self.array_nd(name, Some(&[len]))
     }
@@ -266,7 +342,7 @@ impl<T: RealScalar> StateDict<T> {
     /// The 2-D tensor `name` of shape `shape`.
     ///
     /// # Errors
-    /// As [`array`](StateDict::array).
+    /// As [`array`](StateDict::array) (NaN/±infinity included).
     pub fn array2(&self, name: &str, shape: (usize, usize)) -> Result<Array2<T>> {
         self.array_nd(name, Some(&[shape.0, shape.1]))
     }
@@ -274,7 +350,7 @@ impl<T: RealScalar> StateDict<T> {
     /// The 3-D tensor `name` of shape `shape`.
     ///
     /// # Errors
-    /// As [`array`](StateDict::array).
+    /// As [`array`](StateDict::array) (NaN/±infinity included).
     pub fn array3(&self, name: &str, shape: (usize, usize, usize)) -> Result<Array3<T>> {
         self.array_nd(name, Some(&[shape.0, shape.1, shape.2]))
     }
@@ -282,7 +358,8 @@ impl<T: RealScalar> StateDict<T> {
     /// The tensor `name`, required to be 3-D, whatever its sizes.
     ///
     /// # Errors
-    /// As [`tensor`](StateDict::tensor), or [`Error::ShapeMismatch`] if it is not 3-D.
+    /// As [`tensor`](StateDict::tensor), [`Error::ShapeMismatch`] if it is not 3-D, or
+    /// [`Error::NonFinite`] as [`array`](StateDict::array).
     pub fn array3_any(&self, name: &str) -> Result<Array3<T>> {
         self.array_nd(name, None)
     }
@@ -305,6 +382,7 @@ impl<T: RealScalar> StateDict<T> {
                 found: format!("{:?}", a.shape()),
             });
         }
+        check_weights_finite(name, a)?;
         a.clone()
             .into_dimensionality::<D>()
             .map_err(|e| Error::Format(format!("tensor \"{name}\": {e}")))

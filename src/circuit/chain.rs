@@ -5,10 +5,20 @@
 //! `P_0` is the identity, the permutation in front of factor `i ≥ 1` with `nb_i` blocks of
 //! `rows_i × cols_i` is `Perm::stride(cols_i, nb_i)`, and the last one is
 //! `Perm::stride(nb_{k-1}, rows_{k-1})`. With two factors this is exactly [`Monarch`].
-
+//!
+//! [`MonarchChain::from_factors_hmm`] follows the public MonarchHMM code instead: its factors are
+//! listed in the authors' order and applied last to first, and after each factor (with `nb`
+//! blocks of `rows × cols`) the `(nb, rows)` view of its output is transposed,
+//! `Perm::stride(nb, rows)`, before the next one (and once more after the last). Where the block
+//! counts of consecutive factors multiply to the length (`nb_{i-1}·nb_i = n`: the square
+//! two-factor Monarch, `b × b` blocks with `n = b²`) both layouts give the same matrix; in
+//! MonarchHMM's chains of three or more factors (`n = b^k`, every factor `b^{k-1}` blocks of
+//! `b × b`) they differ, and its trained weights must be loaded with
+//! [`from_factors_hmm`](MonarchChain::from_factors_hmm).
+//! [`from_parts`](MonarchChain::from_parts) takes any permutations.
 use crate::primitives::blockdiag::BlockDiag;
 use crate::primitives::error::{Error, Result};
-use crate::primitives::random::normal_array3;
+use crate::primitives::random::try_normal_array3;
 use crate::{Monarch, Par, Perm, Scalar};
 use ndarray::{Array2, Array3, ArrayView2, ArrayViewMut2};
 use rand::SeedableRng;
@@ -35,6 +45,8 @@ fn check_shapes(shapes: &[(usize, usize, usize)], min_factors: usize) -> Result<
                 "MonarchChain: factor {i} has shape (nb, rows, cols) = ({nb}, {r}, {c})"
             )));
         }
+        let size = std::mem::size_of::<usize>();
+        crate::primitives::error::checked_len(&[nb, r, c], size, "MonarchChain: factor")?;
         if i > 0 {
             let (pnb, pr, _) = shapes[i - 1];
             if nb * c != pnb * pr {
@@ -51,32 +63,79 @@ fn check_shapes(shapes: &[(usize, usize, usize)], min_factors: usize) -> Result<
 
 impl<T: Scalar> MonarchChain<T> {
     /// Builds a chain from factors `w_i` of shape `(nb_i, rows_i, cols_i)` (blocks stored
-    /// out×in, `w_0` applied first) with the stride permutations of the module docs.
+    /// out×in, `w_0` applied first) with the stride permutations of the core's convention A
+    /// (module docs); [`from_factors_hmm`](MonarchChain::from_factors_hmm) takes the MonarchHMM
+    /// layout.
     ///
     /// # Errors
-    /// [`Error::TooLarge`] for fewer than two factors, [`Error::ZeroSize`] for an empty
-    /// dimension, [`Error::ShapeMismatch`] if consecutive factors do not chain.
+    /// [`Error::InvalidArgument`] for fewer than two factors, [`Error::ZeroSize`] for an empty
+    /// dimension, [`Error::ShapeMismatch`] if consecutive factors do not chain,
+    /// [`Error::TooLarge`] if a length overflows or cannot be allocated.
     pub fn from_factors(ws: Vec<Array3<T>>) -> Result<Self> {
         let shapes: Vec<_> = ws.iter().map(|w| w.dim()).collect();
         check_shapes(&shapes, 2)?;
-        Ok(Self::from_checked_factors(ws))
+        Self::from_checked_factors(ws)
     }
 
-    fn from_checked_factors(ws: Vec<Array3<T>>) -> Self {
+    fn from_checked_factors(ws: Vec<Array3<T>>) -> Result<Self> {
         let shapes: Vec<_> = ws.iter().map(|w| w.dim()).collect();
         let k = shapes.len();
         let mut perms = Vec::with_capacity(k + 1);
-        perms.push(Perm::identity(shapes[0].0 * shapes[0].2));
+        perms.push(Self::input_identity(shapes[0])?);
         for &(nb, _, c) in &shapes[1..] {
-            perms.push(Perm::stride(c, nb));
+            perms.push(Perm::stride(c, nb)?);
         }
         let (nb, r, _) = shapes[k - 1];
-        perms.push(Perm::stride(nb, r));
+        perms.push(Perm::stride(nb, r)?);
+        Self::from_checked_parts(perms, ws)
+    }
+
+    /// The identity in front of a first factor of shape `(nb, rows, cols)`.
+    fn input_identity((nb, _, c): (usize, usize, usize)) -> Result<Perm> {
+        let size = std::mem::size_of::<usize>();
+        crate::primitives::error::check_alloc(&[nb, c], size, "MonarchChain: input length")?;
+        Ok(Perm::identity(nb * c))
+    }
+
+    fn from_checked_parts(perms: Vec<Perm>, ws: Vec<Array3<T>>) -> Result<Self> {
         let factors = ws
             .into_iter()
-            .map(|w| BlockDiag::new(w).expect("shapes checked non-zero"))
-            .collect();
-        MonarchChain { factors, perms }
+            .map(BlockDiag::new)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(MonarchChain { factors, perms })
+    }
+
+    /// Builds a chain in the layout of the public MonarchHMM code (see the module docs): `ws`
+    /// in the authors' list order, `ws[k-1]` applied first and `ws[0]` last; before each factor
+    /// of shape `(nb, rows, cols)` the vector is viewed as `(nb, cols)` (block `a` takes row
+    /// `a`), and after it the `(nb, rows)` view of the output is transposed
+    /// (`Perm::stride(nb, rows)`). In [`factors`](MonarchChain::factors) the factors are stored
+    /// in application order, so `factors()[0]` is `ws[k-1]`.
+    ///
+    /// ```
+    /// use monarch::circuit::MonarchChain;
+    /// use monarch::ndarray::Array3;
+    /// // Two factors of 4 blocks 4×4 (n = 16): the same matrix as `from_factors` in the
+    /// // reference layout, with the list reversed.
+    /// let a = Array3::from_shape_fn((4, 4, 4), |(i, j, l)| (i * 16 + j * 4 + l) as f64 / 64.0);
+    /// let b = Array3::from_shape_fn((4, 4, 4), |(i, j, l)| ((i + 2 * j + 3 * l) % 5) as f64);
+    /// let hmm = MonarchChain::from_factors_hmm(vec![b.clone(), a.clone()]).unwrap();
+    /// let reference = MonarchChain::from_factors(vec![a, b]).unwrap();
+    /// assert_eq!(hmm.to_dense(), reference.to_dense());
+    /// ```
+    ///
+    /// # Errors
+    /// As [`from_factors`](MonarchChain::from_factors) (shapes checked in application order).
+    pub fn from_factors_hmm(mut ws: Vec<Array3<T>>) -> Result<Self> {
+        ws.reverse();
+        let shapes: Vec<_> = ws.iter().map(|w| w.dim()).collect();
+        check_shapes(&shapes, 2)?;
+        let mut perms = Vec::with_capacity(shapes.len() + 1);
+        perms.push(Self::input_identity(shapes[0])?);
+        for &(nb, r, _) in &shapes {
+            perms.push(Perm::stride(nb, r)?);
+        }
+        Self::from_checked_parts(perms, ws)
     }
 
     /// Builds `perms[k] · BD(factors[k-1]) ⋯ BD(factors[0]) · perms[0]` from arbitrary parts
@@ -138,8 +197,8 @@ impl<T: Scalar> MonarchChain<T> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let ws = shapes
             .iter()
-            .map(|&s| normal_array3(&mut rng, s, 1.0 / (s.2 as f64).sqrt()))
-            .collect();
+            .map(|&s| try_normal_array3(&mut rng, s, 1.0 / (s.2 as f64).sqrt()))
+            .collect::<Result<Vec<_>>>()?;
         Self::from_factors(ws)
     }
 

@@ -80,6 +80,22 @@ impl<T: RealScalar> Hmm<T> {
         Ok(Hmm { pi, trans, emit })
     }
 
+    /// An HMM from weights laid out as the public MonarchHMM code stores them: the transition
+    /// factors `factors` in its list order (applied last to first, each followed by the
+    /// transpose of its `(n/bs, bs)` view: [`MonarchChain::from_factors_hmm`]), every block
+    /// row-stochastic, with `pi` and `emit` as in [`Hmm::new`]. For three or more factors this
+    /// is not the matrix [`MonarchChain::from_factors`] would build from the same list.
+    ///
+    /// # Errors
+    /// As [`MonarchChain::from_factors_hmm`] and [`Hmm::new`].
+    pub fn from_monarch_hmm(
+        pi: Array1<T>,
+        factors: Vec<Array3<T>>,
+        emit: Array2<T>,
+    ) -> Result<Self> {
+        Self::new(pi, MonarchChain::from_factors_hmm(factors)?, emit)
+    }
+
     /// A dense HMM (the baseline): the transition is one `h × h` block, rows summing to one.
     /// It runs the same log-space code as the Monarch one, with a single dense factor.
     ///
@@ -166,10 +182,8 @@ impl<T: RealScalar> Hmm<T> {
     }
 
     fn check_obs(&self, obs: ArrayView2<usize>, ctx: &str) -> Result<()> {
-        let (nseq, len) = obs.dim();
-        if nseq == 0 {
-            return Err(Error::zero(format!("{ctx}: number of sequences")));
-        }
+        // No sequences is an empty batch (empty results); empty sequences are an error.
+        let len = obs.ncols();
         if len == 0 {
             return Err(Error::zero(format!("{ctx}: sequence length")));
         }
@@ -220,7 +234,8 @@ impl<T: RealScalar> Hmm<T> {
     /// the forward algorithm in log space.
     ///
     /// # Errors
-    /// [`Error::ZeroSize`] for no sequences or empty ones, [`Error::TooLarge`] for a symbol
+    /// [`Error::ZeroSize`] for empty sequences (no sequences give an empty result),
+    /// [`Error::TooLarge`] for a symbol
     /// outside the vocabulary.
     pub fn log_likelihood(&self, obs: ArrayView2<usize>) -> Result<Array1<T>> {
         self.check_obs(obs, "Hmm::log_likelihood")?;
@@ -269,9 +284,15 @@ impl<T: RealScalar> Hmm<T> {
     /// likelihood after it is never lower.
     ///
     /// # Errors
-    /// As [`Hmm::log_likelihood`]; [`Error::NonFinite`] if some sequence has probability zero
+    /// As [`Hmm::log_likelihood`], and [`Error::ZeroSize`] for no sequences; [`Error::NonFinite`]
+    /// if some sequence has probability zero
     /// under the current model (the model is then left unchanged).
     pub fn em_step(&mut self, obs: ArrayView2<usize>) -> Result<T> {
+        if obs.nrows() == 0 {
+            return Err(Error::zero(
+                "Hmm::em_step: number of sequences (EM has nothing to fit)",
+            ));
+        }
         let f = self.expected_flows(obs)?;
         if f.log_likelihood.iter().any(|v| !v.is_finite()) {
             return Err(Error::NonFinite {
@@ -348,17 +369,21 @@ impl<T: RealScalar> Hmm<T> {
     /// Samples `nseq` sequences of length `len` (seeded), `(nseq, len)` symbols.
     ///
     /// # Errors
-    /// [`Error::ZeroSize`] if `nseq` or `len` is zero.
+    /// [`Error::ZeroSize`] if `len` is zero (`nseq == 0` gives an empty `(0, len)` array);
+    /// [`Error::TooLarge`] if the result cannot be allocated.
     pub fn sample(&self, nseq: usize, len: usize, seed: u64) -> Result<Array2<usize>> {
-        if nseq == 0 || len == 0 {
+        if len == 0 {
             return Err(Error::zero(format!(
-                "Hmm::sample: (nseq, len) = ({nseq}, {len})"
+                "Hmm::sample: sequence length (nseq, len) = ({nseq}, {len})"
             )));
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let h = self.num_states();
+        let size = std::mem::size_of::<usize>().max(std::mem::size_of::<T>());
+        crate::primitives::error::check_alloc(&[nseq, len.max(h)], size, "Hmm::sample")?;
         let mt = self.trans.transpose();
-        let mut out = Array2::zeros((nseq, len));
+        let mut out: Array2<usize> =
+            crate::primitives::error::try_zeros(ndarray::Dim([nseq, len]), "Hmm::sample")?;
         let mut state: Vec<usize> = (0..nseq).map(|_| draw(&mut rng, self.pi.view())).collect();
         for t in 0..len {
             for (sq, &z) in state.iter().enumerate() {

@@ -26,8 +26,38 @@ use crate::{Perm, RealScalar};
 use ndarray::{Array2, Array3, Array4, ArrayView4, Axis};
 
 /// Channel shuffle for `groups` groups of `cpg` channels: gather `idx[g·cpg + c] = c·groups + g`.
-pub fn channel_shuffle(groups: usize, cpg: usize) -> Perm {
-    Perm::stride(cpg, groups)
+///
+/// With `paired` (gsoft's `channel_shuffle(x, groups, paired=True)`) the same rule moves pairs
+/// of adjacent channels, each pair kept together: with `cpg/2` pairs per group, pair
+/// `g·(cpg/2) + c` gathers pair `c·groups + g`, so `idx[2·(g·(cpg/2) + c) + e] =
+/// 2·(c·groups + g) + e` for `e ∈ {0, 1}`.
+///
+/// ```
+/// use monarch::gs::channel_shuffle;
+/// assert_eq!(channel_shuffle(2, 3, false).unwrap().index(), &[0, 2, 4, 1, 3, 5]);
+/// // Pairs (0 1) (2 3) | (4 5) (6 7) shuffled as whole pairs.
+/// assert_eq!(channel_shuffle(2, 4, true).unwrap().index(), &[0, 1, 4, 5, 2, 3, 6, 7]);
+/// ```
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for `paired` with an odd `cpg`; [`Error::TooLarge`] if
+/// `groups·cpg` overflows or cannot be allocated.
+pub fn channel_shuffle(groups: usize, cpg: usize, paired: bool) -> Result<Perm> {
+    if !paired {
+        return Perm::stride(cpg, groups);
+    }
+    if !cpg.is_multiple_of(2) {
+        return Err(Error::invalid(format!(
+            "channel_shuffle: a paired shuffle needs an even number of channels per group, got {cpg} ({groups} groups)"
+        )));
+    }
+    let pairs = Perm::stride(cpg / 2, groups)?;
+    let idx = pairs
+        .index()
+        .iter()
+        .flat_map(|&q| [2 * q, 2 * q + 1])
+        .collect();
+    Perm::from_index(idx)
 }
 
 /// A GS orthogonal 2-D convolution layer on `(batch, channels, height, width)` inputs.
@@ -37,7 +67,13 @@ pub struct GsOrthConv2d<T> {
     kernel: Array4<T>,
     pointwise: Array3<T>,
     terms: usize,
+    paired: bool,
 }
+
+/// Most terms of the exponential series [`GsOrthConv2d`] accepts: each term is one more
+/// convolution, and the series has long converged (for parameters of any sensible size) well
+/// before.
+pub const MAX_EXP_TERMS: usize = 1024;
 
 impl<T: RealScalar> GsOrthConv2d<T> {
     /// The identity layer (zero parameters): `channels` split in `groups`, odd spatial kernel
@@ -45,14 +81,16 @@ impl<T: RealScalar> GsOrthConv2d<T> {
     ///
     /// # Errors
     /// [`Error::ZeroSize`]; [`Error::NotDivisible`] unless `groups` divides `channels`;
-    /// [`Error::InvalidArgument`] for an even kernel size.
+    /// [`Error::InvalidArgument`] for an even kernel size; [`Error::TooLarge`] for more than
+    /// [`MAX_EXP_TERMS`] terms or parameters that cannot be allocated.
     pub fn identity(channels: usize, groups: usize, ksize: usize, terms: usize) -> Result<Self> {
         check_nonzero(channels, "GsOrthConv2d: channels")?;
         check_divides(channels, groups, "GsOrthConv2d: channels by groups")?;
         let cpg = channels / groups;
+        let ctx = "GsOrthConv2d::identity";
         Self::from_params(
-            Array4::zeros((channels, cpg, ksize, ksize)),
-            Array3::zeros((groups, cpg, cpg)),
+            crate::primitives::error::try_zeros(ndarray::Dim([channels, cpg, ksize, ksize]), ctx)?,
+            crate::primitives::error::try_zeros(ndarray::Dim([groups, cpg, cpg]), ctx)?,
             terms,
         )
     }
@@ -63,7 +101,8 @@ impl<T: RealScalar> GsOrthConv2d<T> {
     ///
     /// # Errors
     /// [`Error::ZeroSize`]; [`Error::ShapeMismatch`] if the shapes disagree;
-    /// [`Error::InvalidArgument`] for an even or non-square kernel; [`Error::NonFinite`].
+    /// [`Error::InvalidArgument`] for an even or non-square kernel; [`Error::NonFinite`];
+    /// [`Error::TooLarge`] for more than [`MAX_EXP_TERMS`] terms.
     pub fn from_params(kernel: Array4<T>, pointwise: Array3<T>, terms: usize) -> Result<Self> {
         let (c, cpg, kh, kw) = kernel.dim();
         check_nonzero(c, "GsOrthConv2d: channels")?;
@@ -88,12 +127,36 @@ impl<T: RealScalar> GsOrthConv2d<T> {
                 context: "GsOrthConv2d: parameters".into(),
             });
         }
+        if terms > MAX_EXP_TERMS {
+            return Err(Error::TooLarge {
+                context: "GsOrthConv2d: terms of the exponential series".into(),
+                value: terms,
+                max: MAX_EXP_TERMS,
+            });
+        }
         Ok(GsOrthConv2d {
             groups,
             kernel,
             pointwise,
             terms,
+            paired: false,
         })
+    }
+
+    /// The same layer with paired channel shuffles ([`channel_shuffle`] with `paired`, as
+    /// gsoft's orthogonal convolution uses them) or plain ones (the default).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for `paired` with an odd number of channels per group.
+    pub fn with_paired_shuffle(mut self, paired: bool) -> Result<Self> {
+        channel_shuffle(self.groups, self.channels() / self.groups, paired)?;
+        self.paired = paired;
+        Ok(self)
+    }
+
+    /// True if the shuffles move pairs of adjacent channels.
+    pub fn paired_shuffle(&self) -> bool {
+        self.paired
     }
 
     /// Number of channels.
@@ -189,15 +252,15 @@ impl<T: RealScalar> GsOrthConv2d<T> {
         y
     }
 
-    fn shuffle(&self, x: &Array4<T>) -> Array4<T> {
+    fn shuffle(&self, x: &Array4<T>) -> Result<Array4<T>> {
         let c = self.channels();
-        let perm = channel_shuffle(self.groups, c / self.groups);
+        let perm = channel_shuffle(self.groups, c / self.groups, self.paired)?;
         let mut y = Array4::zeros(x.raw_dim());
         for (dst, &src) in perm.index().iter().enumerate() {
             y.index_axis_mut(Axis(1), dst)
                 .assign(&x.index_axis(Axis(1), src));
         }
-        y
+        Ok(y)
     }
 
     /// `exp(A) x` by the truncated series (the grouped orthogonal convolution alone).
@@ -237,9 +300,9 @@ impl<T: RealScalar> GsOrthConv2d<T> {
     /// [`Error::ShapeMismatch`] for a wrong channel count; [`Error::ZeroSize`] for empty images.
     pub fn forward(&self, x: ArrayView4<T>) -> Result<Array4<T>> {
         self.check_input(&x)?;
-        let s1 = self.shuffle(&x.to_owned());
+        let s1 = self.shuffle(&x.to_owned())?;
         let e = self.grouped_exp_conv(s1.view())?;
-        let s2 = self.shuffle(&e);
+        let s2 = self.shuffle(&e)?;
         let q = self.pointwise_blocks()?;
         let (bn, c, h, w) = s2.dim();
         let cpg = c / self.groups;

@@ -41,6 +41,12 @@ impl<T: RealScalar> OrthGs<T> {
         check_nonzero(nfactors, "OrthGs: nfactors")?;
         crate::primitives::error::check_divides(n, block, "OrthGs: n by block size")?;
         let k = n / block;
+        let size = std::mem::size_of::<T>();
+        crate::primitives::error::check_alloc(
+            &[nfactors, k, block, block],
+            size,
+            "OrthGs::identity: parameters",
+        )?;
         Self::from_params(vec![Array3::zeros((k, block, block)); nfactors], map)
     }
 
@@ -77,7 +83,7 @@ impl<T: RealScalar> OrthGs<T> {
                 });
             }
         }
-        let shuffle = shuffle(k, b);
+        let shuffle = shuffle(k, b)?;
         let mut pm = Perm::identity(k * b);
         for _ in 1..params.len() {
             pm = shuffle.compose(&pm);

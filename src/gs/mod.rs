@@ -14,7 +14,7 @@
 //! ```
 //! use monarch::gs::{OrthGs, OrthMap, min_dense_factors};
 //! // n = 12, k = 3 blocks of b = 4: the shuffle of the paper.
-//! assert_eq!(monarch::gs::shuffle(3, 4).index(), &[0, 3, 6, 9, 1, 4, 7, 10, 2, 5, 8, 11]);
+//! assert_eq!(monarch::gs::shuffle(3, 4).unwrap().index(), &[0, 3, 6, 9, 1, 4, 7, 10, 2, 5, 8, 11]);
 //! let mut q = OrthGs::<f64>::identity(12, 4, 2, OrthMap::Cayley).unwrap();
 //! assert!(q.orthogonality_error().unwrap() == 0.0);
 //! q.params_mut()[0].fill(0.3);
@@ -33,7 +33,7 @@ mod layer;
 mod matrix;
 mod orthogonal;
 
-pub use conv::{channel_shuffle, GsOrthConv2d};
+pub use conv::{channel_shuffle, GsOrthConv2d, MAX_EXP_TERMS};
 pub use gsoft::{DoubleGsoft, DoubleGsoftGrad, GsoftGrad, GsoftLinear};
 pub use layer::{orthogonality_defect, OrthGs, OrthGsGrad};
 pub use matrix::{GsGrad, GsMatrix};
@@ -44,7 +44,10 @@ use crate::Perm;
 
 /// The GS shuffle for `k` blocks of size `b`: gather `z[l·b + t] = v[t·k + l]`
 /// (equal to [`Perm::stride(b, k)`](Perm::stride)).
-pub fn shuffle(k: usize, b: usize) -> Perm {
+///
+/// # Errors
+/// [`Error::TooLarge`] if `k·b` overflows or cannot be allocated.
+pub fn shuffle(k: usize, b: usize) -> Result<Perm> {
     Perm::stride(b, k)
 }
 

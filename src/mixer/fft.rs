@@ -32,9 +32,14 @@ impl<R: RealScalar> FftPlan<R> {
     /// Plans transforms of length `n`.
     ///
     /// # Errors
-    /// [`crate::Error::ZeroSize`] if `n == 0`.
+    /// [`crate::Error::ZeroSize`] if `n == 0`; [`crate::Error::TooLarge`] if `n` complex
+    /// values cannot be allocated.
     pub fn new(n: usize) -> Result<Self> {
         check_nonzero(n, "FftPlan: n")?;
+        // Twiddles and buffers of `n` complex values: checked before the factorisation, whose
+        // trial division would otherwise run ~2^32 steps for a prime `n` near `usize::MAX`.
+        let size = 2 * std::mem::size_of::<R>();
+        crate::primitives::error::check_alloc(&[n], size, "FftPlan: n")?;
         let mut factors = Vec::new();
         let mut m = n;
         let mut p = 2;

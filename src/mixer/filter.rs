@@ -113,7 +113,9 @@ impl<R: RealScalar> ImplicitFilter<R> {
         let bands = (emb_dim - 1) / 2;
         let t = linspace(0.0, 1.0, l_max);
         let f = linspace(1e-4, (bands - 1) as f64, bands);
-        let mut z = Array2::zeros((l_max, emb_dim));
+        let ctx = "ImplicitFilter::positional_features";
+        let mut z: Array2<R> =
+            crate::primitives::error::try_zeros(ndarray::Dim([l_max, emb_dim]), ctx)?;
         for i in 0..l_max {
             let w = 2.0 * std::f64::consts::PI * i as f64 / l_max as f64;
             z[[i, 0]] = R::from_f64(t[i]);

@@ -109,6 +109,18 @@ impl<R: RealScalar> GatedMlp<R> {
         check_divides(hidden, nblocks, "GatedMlp: H by nblocks")?;
         check_divides(intermediate, nblocks, "GatedMlp: I by nblocks")?;
         let (hb, ib) = (hidden / nblocks, intermediate / nblocks);
+        let size = std::mem::size_of::<R>();
+        let two_ib = crate::primitives::error::checked_len(&[2, ib], size, "GatedMlp: 2·I")?;
+        crate::primitives::error::check_alloc(
+            &[nblocks, two_ib, hb],
+            size,
+            "GatedMlp::random: gate and up factor",
+        )?;
+        crate::primitives::error::check_alloc(
+            &[nblocks, hb, ib],
+            size,
+            "GatedMlp::random: down factor",
+        )?;
         let g = crate::primitives::random::uniform_array3(
             (nblocks, 2 * ib, hb),
             1.0 / (hb as f64).sqrt(),
@@ -117,12 +129,12 @@ impl<R: RealScalar> GatedMlp<R> {
         let w = crate::primitives::random::uniform_array3(
             (nblocks, hb, ib),
             1.0 / (ib as f64).sqrt(),
-            seed + 1,
+            seed.wrapping_add(1),
         );
         let b = crate::primitives::random::uniform_vec(
             hidden,
             1.0 / (intermediate as f64).sqrt(),
-            seed + 2,
+            seed.wrapping_add(2),
         );
         Self::new(g, w, b, LayerNorm::new(hidden, R::from_f64(1e-12))?)
     }
@@ -154,7 +166,6 @@ impl<R: RealScalar> GatedMlp<R> {
     }
 
     fn check(&self, h: ArrayView2<R>, ctx: &str) -> Result<()> {
-        check_nonzero(h.nrows(), &format!("{ctx}: rows"))?;
         if h.ncols() != self.hidden() {
             return Err(Error::shape(
                 format!("{ctx}: input columns (H)"),

@@ -160,13 +160,17 @@ where
     /// Plans `method` for sequences of length `len`.
     ///
     /// # Errors
-    /// [`Error::ZeroSize`] if `len == 0`.
+    /// [`Error::ZeroSize`] if `len == 0`; [`Error::TooLarge`] if `2·len` overflows or its
+    /// buffers cannot be allocated.
     pub fn new(method: ConvMethod, len: usize) -> Result<Self> {
         check_nonzero(len, "ConvPlan: sequence length")?;
+        // The transforms have length 2·len and complex buffers of that length.
+        let size = 2 * std::mem::size_of::<R>();
+        let n2 = crate::primitives::error::check_alloc(&[2, len], size, "ConvPlan: 2·len")?;
         Ok(ConvPlan {
             method,
             len,
-            spectral: Spectral::new(method, 2 * len)?,
+            spectral: Spectral::new(method, n2)?,
         })
     }
     /// The method planned for.
@@ -293,7 +297,6 @@ where
 
     fn check_u(&self, u: ArrayView3<R>, ctx: &str) -> Result<()> {
         let (b, h, l) = u.dim();
-        check_nonzero(b, &format!("{ctx}: batch"))?;
         if (h, l) != (self.channels(), self.len()) {
             return Err(Error::shape(
                 format!(

@@ -104,15 +104,18 @@ where
         seed: u64,
     ) -> Result<Self> {
         check_nonzero(hidden, "M2SequenceMixer: hidden H")?;
-        let h3 = 3 * hidden;
+        let size = std::mem::size_of::<R>();
+        let h3 =
+            crate::primitives::error::check_alloc(&[3, hidden, 3], size, "M2SequenceMixer")? / 3;
         let bound = 1.0 / 3f64.sqrt();
-        let scw = crate::primitives::random::uniform_array3::<R>((1, h3, 3), bound, seed + 2)
-            .index_axis_move(Axis(0), 0);
+        let scw =
+            crate::primitives::random::uniform_array3::<R>((1, h3, 3), bound, seed.wrapping_add(2))
+                .index_axis_move(Axis(0), 0);
         M2SequenceMixer::new(
             Linear::random(hidden, h3, true, seed)?,
             scw,
-            crate::primitives::random::uniform_vec(h3, bound, seed + 3),
-            ImplicitFilter::random(hidden, l_max, 16, 5, true, seed + 4)?,
+            crate::primitives::random::uniform_vec(h3, bound, seed.wrapping_add(3)),
+            ImplicitFilter::random(hidden, l_max, 16, 5, true, seed.wrapping_add(4))?,
             if residual_long_conv {
                 Some(ImplicitFilter::random(
                     hidden,
@@ -120,12 +123,12 @@ where
                     16,
                     5,
                     true,
-                    seed + 5,
+                    seed.wrapping_add(5),
                 )?)
             } else {
                 None
             },
-            Linear::random(hidden, hidden, true, seed + 1)?,
+            Linear::random(hidden, hidden, true, seed.wrapping_add(1))?,
         )
     }
 
@@ -234,7 +237,6 @@ where
 
     fn check(&self, u: ArrayView3<R>, ctx: &str) -> Result<()> {
         let (b, l, h) = u.dim();
-        check_nonzero(b, &format!("{ctx}: batch"))?;
         check_nonzero(l, &format!("{ctx}: sequence length"))?;
         let hh = self.hidden();
         if h != hh {
@@ -463,7 +465,7 @@ where
     ) -> Result<Self> {
         M2BertLayer::new(
             M2SequenceMixer::random(hidden, l_max, false, seed)?,
-            GatedMlp::random(hidden, intermediate, nblocks, seed + 10)?,
+            GatedMlp::random(hidden, intermediate, nblocks, seed.wrapping_add(10))?,
         )
     }
 
@@ -572,7 +574,13 @@ where
         check_nonzero(n_layers, "M2BertEncoder: layers")?;
         let layers = (0..n_layers)
             .map(|i| {
-                M2BertLayer::random(hidden, l_max, intermediate, nblocks, seed + 100 * i as u64)
+                M2BertLayer::random(
+                    hidden,
+                    l_max,
+                    intermediate,
+                    nblocks,
+                    seed.wrapping_add(100 * i as u64),
+                )
             })
             .collect::<Result<_>>()?;
         M2BertEncoder::new(layers)

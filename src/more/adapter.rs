@@ -111,6 +111,17 @@ impl<T: RealScalar> MoReAdapter<T> {
         check_base(&weight, bias.as_ref(), "MoReAdapter")?;
         let (out, inp) = weight.dim();
         let (s1, s2) = Self::shapes(inp, out, nblocks, rank)?;
+        let size = std::mem::size_of::<T>();
+        crate::primitives::error::check_alloc(
+            &[s1.0, s1.1, s1.2],
+            size,
+            "MoReAdapter::new: first factor",
+        )?;
+        crate::primitives::error::check_alloc(
+            &[s2.0, s2.1, s2.2],
+            size,
+            "MoReAdapter::new: second factor",
+        )?;
         let b1 = uniform_array3::<T>(s1, 1.0 / (s1.2 as f64).sqrt(), seed);
         Self::from_factors(weight, bias, b1, Array3::zeros(s2), dropout)
     }

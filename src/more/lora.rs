@@ -61,6 +61,9 @@ impl<T: RealScalar> LoraAdapter<T> {
         check_base(&weight, bias.as_ref(), "LoraAdapter")?;
         let (out, inp) = weight.dim();
         Self::check_rank(inp, out, rank)?;
+        let size = std::mem::size_of::<T>();
+        crate::primitives::error::check_alloc(&[rank, inp], size, "LoraAdapter::new: A")?;
+        crate::primitives::error::check_alloc(&[out, rank], size, "LoraAdapter::new: B")?;
         let bound = 1.0 / (inp as f64).sqrt();
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let a = Array2::from_shape_simple_fn((rank, inp), || {

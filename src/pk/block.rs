@@ -97,6 +97,10 @@ impl<R: RealScalar> MlpMixerBlock<R> {
         for (v, n) in [(tokens, "S"), (channels, "C"), (d_s, "D_S"), (d_c, "D_C")] {
             check_nonzero(v, &format!("MlpMixerBlock: {n}"))?;
         }
+        let size = std::mem::size_of::<R>();
+        for (o, i) in [(d_s, tokens), (d_c, channels)] {
+            crate::primitives::error::check_alloc(&[o, i], size, "MlpMixerBlock::random")?;
+        }
         let w = |o: usize, i: usize, sd: u64| {
             crate::primitives::random::normal_matrix::<R>((o, i), 1.0 / (i as f64).sqrt(), sd)
         };
@@ -110,20 +114,20 @@ impl<R: RealScalar> MlpMixerBlock<R> {
                 Activation::Gelu,
             )?,
             tok2: PkLayer::token_mixing(
-                w(tokens, d_s, seed + 1),
+                w(tokens, d_s, seed.wrapping_add(1)),
                 Some(Array1::zeros(tokens)),
                 channels,
                 Activation::Identity,
             )?,
             ln2: LayerNorm::new(channels, eps)?,
             ch1: PkLayer::channel_mixing(
-                w(d_c, channels, seed + 2),
+                w(d_c, channels, seed.wrapping_add(2)),
                 Some(Array1::zeros(d_c)),
                 tokens,
                 Activation::Gelu,
             )?,
             ch2: PkLayer::channel_mixing(
-                w(channels, d_c, seed + 3),
+                w(channels, d_c, seed.wrapping_add(3)),
                 Some(Array1::zeros(channels)),
                 tokens,
                 Activation::Identity,
@@ -137,7 +141,6 @@ impl<R: RealScalar> MlpMixerBlock<R> {
 
     fn check(&self, x: ArrayView3<R>, ctx: &str) -> Result<()> {
         let (s, c) = self.dims();
-        check_nonzero(x.dim().0, &format!("{ctx}: batch"))?;
         if (x.dim().1, x.dim().2) != (s, c) {
             return Err(Error::shape(
                 format!("{ctx}: input (batch, S, C)"),

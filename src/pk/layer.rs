@@ -93,6 +93,9 @@ impl<R: RealScalar> PkLayer<R> {
         act: Activation,
     ) -> Result<Self> {
         let (so, si) = w_t.dim();
+        let size = std::mem::size_of::<usize>();
+        let ctx = "PkLayer::token_mixing: channels·tokens";
+        crate::primitives::error::check_alloc(&[channels, si.max(so)], size, ctx)?;
         Self::new(
             Perm::identity(channels * si),
             w_t,
@@ -117,12 +120,12 @@ impl<R: RealScalar> PkLayer<R> {
     ) -> Result<Self> {
         let (co, ci) = w_c.dim();
         Self::new(
-            Perm::stride(ci, tokens),
+            Perm::stride(ci, tokens)?,
             w_c,
             bias,
             tokens,
             act,
-            Perm::stride(tokens, co),
+            Perm::stride(tokens, co)?,
         )
     }
 
@@ -138,6 +141,9 @@ impl<R: RealScalar> PkLayer<R> {
         seed: u64,
     ) -> Result<Self> {
         let (ob, ib) = w.dim();
+        let size = std::mem::size_of::<usize>();
+        let ctx = "PkLayer::random_perms: a·block width";
+        crate::primitives::error::check_alloc(&[a, ib.max(ob)], size, ctx)?;
         let j1 = Perm::random(a * ib, seed);
         let j2 = Perm::random(a * ob, seed.wrapping_add(0x9e37_79b9));
         Self::new(j1, w, bias, a, act, j2)

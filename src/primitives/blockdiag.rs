@@ -53,14 +53,15 @@ impl<T: Scalar> BlockDiag<T> {
     ///
     /// # Errors
     /// [`Error::ZeroSize`] if `nb` or `size` is zero, [`Error::TooLarge`] if the element count
-    /// overflows.
+    /// overflows or the blocks cannot be allocated.
     pub fn identity(nb: usize, size: usize) -> Result<Self> {
-        crate::primitives::error::checked_len(
-            &[nb, size, size],
-            std::mem::size_of::<T>(),
+        // Checked first: an empty block must not run a loop over `nb` (up to `usize::MAX`).
+        check_nonzero(nb, "BlockDiag::identity: number of blocks")?;
+        check_nonzero(size, "BlockDiag::identity: block size")?;
+        let mut w: Array3<T> = crate::primitives::error::try_zeros(
+            ndarray::Dim([nb, size, size]),
             "BlockDiag::identity",
         )?;
-        let mut w = Array3::zeros((nb, size, size));
         for a in 0..nb {
             for i in 0..size {
                 w[[a, i, i]] = T::one();

@@ -131,7 +131,7 @@ impl<T: RealScalar> Monarch<T> {
         let (_, _, r) = self.w2().dim();
         let (l, s, _) = self.w2().dim();
         let (p_in, p_mid, p_out) = self.perms();
-        if !p_in.is_identity() || *p_mid != Perm::stride(r, l) || *p_out != Perm::stride(l, s) {
+        if !p_in.is_identity() || *p_mid != Perm::stride(r, l)? || *p_out != Perm::stride(l, s)? {
             return Err(Error::invalid(
                 "Monarch::to_state_dict: only Monarchs in the reference layout (from_factors) can be saved as two factors",
             ));

@@ -55,8 +55,8 @@ where
         let size = std::mem::size_of::<Complex<R>>();
         let n =
             crate::primitives::error::checked_len(&[k, p], size, "Monarch::dft_factored: n = k·p")?;
-        crate::primitives::error::checked_len(&[k, p, p], size, "Monarch::dft_factored: w1")?;
-        crate::primitives::error::checked_len(&[p, k, k], size, "Monarch::dft_factored: w2")?;
+        crate::primitives::error::check_alloc(&[k, p, p], size, "Monarch::dft_factored: w1")?;
+        crate::primitives::error::check_alloc(&[p, k, k], size, "Monarch::dft_factored: w2")?;
         let sign = if inverse { 1.0 } else { -1.0 };
         let tau = 2.0 * std::f64::consts::PI;
         let cis = |num: usize, den: usize, scale: f64| {
@@ -91,7 +91,7 @@ where
             std::mem::size_of::<usize>(),
             "Monarch::dft_input_perm",
         )?;
-        Ok(Perm::stride(p, k))
+        Perm::stride(p, k)
     }
 
     /// The orthonormal DFT taking its input in natural order: [`dft`](Monarch::dft) with the

@@ -14,6 +14,8 @@
 //! ```
 
 use std::fmt;
+use std::io;
+use std::sync::Arc;
 
 /// Everything that can go wrong in this crate's public API.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,13 +44,14 @@ pub enum Error {
         /// The divisor that does not divide it.
         divisor: usize,
     },
-    /// A rank or count exceeds what the structure allows.
+    /// A rank or count exceeds what the structure allows, or an allocation of a caller's or a
+    /// file's size could not be made (then `value` is the byte count asked for and `max` is 0).
     TooLarge {
         /// What was too large.
         context: String,
-        /// The value passed.
+        /// The value passed (the bytes asked for, for a failed allocation).
         value: usize,
-        /// The largest allowed value.
+        /// The largest allowed value (0 for a failed allocation: no bound is known).
         max: usize,
     },
     /// NaN or infinity where a finite value is required.
@@ -58,8 +61,16 @@ pub enum Error {
     },
     /// Any other invalid argument (a probability that is negative, a mask that masks everything…).
     InvalidArgument(String),
-    /// A checkpoint or data file could not be read or written.
-    Io(String),
+    /// A checkpoint or data file could not be read or written. The [`io::ErrorKind`] and the
+    /// original [`io::Error`] are kept: `std::error::Error::source` returns the latter.
+    Io {
+        /// What was being read or written (file, tensor, header).
+        context: String,
+        /// The kind of the underlying I/O error.
+        kind: io::ErrorKind,
+        /// The underlying I/O error.
+        source: IoSource,
+    },
     /// A checkpoint's content does not match what the layer expects.
     Format(String),
 }
@@ -81,17 +92,51 @@ impl fmt::Display for Error {
             Error::TooLarge {
                 context,
                 value,
+                max: 0,
+            } if context.ends_with(ALLOC_FAILED) => {
+                write!(f, "{context}: {value} bytes could not be allocated")
+            }
+            Error::TooLarge {
+                context,
+                value,
                 max,
             } => write!(f, "{context}: {value} exceeds the maximum {max}"),
             Error::NonFinite { context } => write!(f, "{context}: NaN or infinite value"),
             Error::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
-            Error::Io(m) => write!(f, "i/o error: {m}"),
+            Error::Io {
+                context, source, ..
+            } => write!(f, "i/o error: {context}: {}", source.get_ref()),
             Error::Format(m) => write!(f, "format error: {m}"),
         }
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source.get_ref()),
+            _ => None,
+        }
+    }
+}
+
+/// The [`io::Error`] behind an [`Error::Io`], shared so that [`Error`] stays `Clone`; two are
+/// equal when their kinds and messages are.
+#[derive(Debug, Clone)]
+pub struct IoSource(Arc<io::Error>);
+
+impl IoSource {
+    /// The underlying I/O error.
+    pub fn get_ref(&self) -> &io::Error {
+        &self.0
+    }
+}
+
+impl PartialEq for IoSource {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.kind() == other.0.kind() && self.0.to_string() == other.0.to_string()
+    }
+}
 
 impl Error {
     /// Shorthand for [`Error::ShapeMismatch`].
@@ -111,6 +156,15 @@ impl Error {
     pub fn zero(context: impl Into<String>) -> Self {
         Error::ZeroSize {
             context: context.into(),
+        }
+    }
+
+    /// [`Error::Io`] for `err`, with `context` naming what was being read or written.
+    pub fn io(context: impl Into<String>, err: io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            kind: err.kind(),
+            source: IoSource(Arc::new(err)),
         }
     }
 
@@ -178,4 +232,70 @@ pub(crate) fn checked_len(dims: &[usize], elem_size: usize, context: &str) -> Re
         };
     }
     Ok(if dims.contains(&0) { 0 } else { n })
+}
+
+/// [`checked_len`], then checks that `len · elem_size` bytes can be allocated now, by reserving
+/// (and releasing) them with [`Vec::try_reserve_exact`]: [`Error::TooLarge`] instead of the
+/// process abort ("memory allocation of … bytes failed") that an infallible allocation of a
+/// caller's or a file's size would give. Constructors call it before they allocate.
+pub(crate) fn check_alloc(dims: &[usize], elem_size: usize, context: &str) -> Result<usize> {
+    let n = checked_len(dims, elem_size, context)?;
+    let bytes = n * elem_size.max(1);
+    // Small allocations cannot fail in a way worth probing for.
+    if bytes > 1 << 26 {
+        let mut probe: Vec<u8> = Vec::new();
+        probe
+            .try_reserve_exact(bytes)
+            .map_err(|_| alloc_err(dims, elem_size, bytes, context))?;
+    }
+    Ok(n)
+}
+
+/// Ends the context of an [`Error::TooLarge`] for a failed allocation.
+const ALLOC_FAILED: &str = " (allocation failed)";
+
+fn alloc_err(dims: &[usize], elem_size: usize, bytes: usize, context: &str) -> Error {
+    Error::TooLarge {
+        context: format!("{context}: shape {dims:?} of {elem_size}-byte elements{ALLOC_FAILED}"),
+        value: bytes,
+        max: 0,
+    }
+}
+
+/// A vector of `len` copies of `value`, allocated fallibly: [`Error::TooLarge`] (naming
+/// `context`) where `vec![value; len]` would abort the process.
+pub(crate) fn try_vec<T: Clone>(len: usize, value: T, context: &str) -> Result<Vec<T>> {
+    let size = std::mem::size_of::<T>();
+    checked_len(&[len], size, context)?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(len)
+        .map_err(|_| alloc_err(&[len], size, len.saturating_mul(size), context))?;
+    v.resize(len, value);
+    Ok(v)
+}
+
+/// An array of shape `dims` filled by `f` in row-major order, allocated fallibly (see
+/// [`try_vec`]).
+pub(crate) fn try_array_from_fn<T, D: ndarray::Dimension>(
+    dims: D,
+    context: &str,
+    mut f: impl FnMut() -> T,
+) -> Result<ndarray::Array<T, D>> {
+    let size = std::mem::size_of::<T>();
+    let len = checked_len(dims.slice(), size, context)?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(len)
+        .map_err(|_| alloc_err(dims.slice(), size, len.saturating_mul(size), context))?;
+    v.extend((0..len).map(|_| f()));
+    Ok(ndarray::Array::from_shape_vec(dims, v).expect("length is the shape's element count"))
+}
+
+/// A zero array of shape `dims`, allocated fallibly (see [`try_vec`]).
+pub(crate) fn try_zeros<T: Clone + num_traits::Zero, D: ndarray::Dimension>(
+    dims: D,
+    context: &str,
+) -> Result<ndarray::Array<T, D>> {
+    let len = checked_len(dims.slice(), std::mem::size_of::<T>(), context)?;
+    let v = try_vec(len, T::zero(), context)?;
+    Ok(ndarray::Array::from_shape_vec(dims, v).expect("length is the shape's element count"))
 }

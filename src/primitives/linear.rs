@@ -18,7 +18,7 @@
 //! ```
 
 use crate::primitives::error::{check_nonzero, Error, Result};
-use crate::primitives::random::{uniform_array3, uniform_vec};
+use crate::primitives::random::{try_uniform_array3, try_uniform_vec};
 use crate::{Monarch, Scalar};
 use ndarray::{s, Array1, Array2, Array3, ArrayView2, Axis};
 
@@ -92,7 +92,7 @@ impl<T: Scalar> MonarchLinear<T> {
     ///
     /// # Errors
     /// [`Error::ZeroSize`] if any size is zero, [`Error::TooLarge`] if the factors' element
-    /// counts overflow.
+    /// counts overflow or they cannot be allocated.
     pub fn new(
         in_features: usize,
         out_features: usize,
@@ -101,15 +101,19 @@ impl<T: Scalar> MonarchLinear<T> {
         seed: u64,
     ) -> Result<Self> {
         let (s1, s2) = monarch_linear_shapes(in_features, out_features, nblocks)?;
-        let w1 = uniform_array3::<T>(s1, 1.0 / (s1.2 as f64).sqrt(), seed);
-        let w2 = uniform_array3::<T>(s2, 1.0 / (s2.2 as f64).sqrt(), seed.wrapping_add(1));
-        let b = bias.then(|| {
-            uniform_vec::<T>(
-                out_features,
-                1.0 / (out_features as f64).sqrt(),
-                seed.wrapping_add(2),
-            )
-        });
+        let size = std::mem::size_of::<T>();
+        // Every part is checked (and its allocation tried) before any is filled.
+        let check = crate::primitives::error::check_alloc;
+        check(&[s1.0, s1.1, s1.2], size, "MonarchLinear::new: w1")?;
+        check(&[s2.0, s2.1, s2.2], size, "MonarchLinear::new: w2")?;
+        let w1 = try_uniform_array3::<T>(s1, 1.0 / (s1.2 as f64).sqrt(), seed)?;
+        let w2 = try_uniform_array3::<T>(s2, 1.0 / (s2.2 as f64).sqrt(), seed.wrapping_add(1))?;
+        let b = bias
+            .then(|| {
+                let bound = 1.0 / (out_features as f64).sqrt();
+                try_uniform_vec::<T>(out_features, bound, seed.wrapping_add(2))
+            })
+            .transpose()?;
         Self::from_weights(in_features, out_features, w1, w2, b)
     }
 

@@ -11,7 +11,7 @@
 //! ```
 //! use monarch::primitives::perm::Perm;
 //! // The reshape-(2, 3)-transpose permutation as a gather index, and its inverse.
-//! let p = Perm::stride(2, 3);
+//! let p = Perm::stride(2, 3).unwrap();
 //! assert_eq!(p.index(), &[0, 3, 1, 4, 2, 5]);
 //! assert!(p.inverse().compose(&p).is_identity());
 //! ```

@@ -80,12 +80,14 @@ impl<T: Scalar> Monarch<T> {
                 format!("l·r = {}", l * r),
             ));
         }
+        let size = std::mem::size_of::<usize>();
+        crate::primitives::error::check_alloc(&[k, p], size, "Monarch::from_factors: P_in")?;
         Ok(Monarch {
             p_in: Perm::identity(k * p),
             w1: BlockDiag::new(w1)?,
-            p_mid: Perm::stride(r, l),
+            p_mid: Perm::stride(r, l)?,
             w2: BlockDiag::new(w2)?,
-            p_out: Perm::stride(l, s),
+            p_out: Perm::stride(l, s)?,
         })
     }
 
@@ -133,7 +135,8 @@ impl<T: Scalar> Monarch<T> {
     /// The square identity of size `n` as a Monarch with `nblocks` blocks in each factor.
     ///
     /// # Errors
-    /// [`Error::ZeroSize`] or [`Error::NotDivisible`] unless `nblocks` divides `n`.
+    /// [`Error::ZeroSize`] or [`Error::NotDivisible`] unless `nblocks` divides `n`;
+    /// [`Error::TooLarge`] if the factors cannot be allocated.
     pub fn identity(n: usize, nblocks: usize) -> Result<Self> {
         check_nonzero(n, "Monarch::identity: n")?;
         crate::primitives::error::check_divides(n, nblocks, "Monarch::identity: n by nblocks")?;
@@ -146,7 +149,9 @@ impl<T: Scalar> Monarch<T> {
     /// normal with variance `1/(block input width)` (so products keep unit scale).
     ///
     /// # Errors
-    /// [`Error::ZeroSize`] or [`Error::NotDivisible`] unless `nblocks` divides `n`.
+    /// [`Error::ZeroSize`] or [`Error::NotDivisible`] unless `nblocks` divides `n`;
+    /// [`Error::TooLarge`] if the factors (`nblocks·(n/nblocks)²` entries each) cannot be
+    /// allocated.
     pub fn random(n: usize, nblocks: usize, seed: u64) -> Result<Self> {
         check_nonzero(n, "Monarch::random: n")?;
         crate::primitives::error::check_divides(n, nblocks, "Monarch::random: n by nblocks")?;
@@ -158,7 +163,7 @@ impl<T: Scalar> Monarch<T> {
     ///
     /// # Errors
     /// As [`from_factors`](Monarch::from_factors); [`Error::TooLarge`] if an element count
-    /// overflows.
+    /// overflows or a factor cannot be allocated.
     pub fn random_factors(
         w1: (usize, usize, usize),
         w2: (usize, usize, usize),
@@ -166,12 +171,13 @@ impl<T: Scalar> Monarch<T> {
     ) -> Result<Self> {
         use rand::SeedableRng;
         let size = std::mem::size_of::<T>();
-        crate::primitives::error::checked_len(
+        // Both factors are checked (and their allocation tried) before either is filled.
+        crate::primitives::error::check_alloc(
             &[w1.0, w1.1, w1.2],
             size,
             "Monarch::random_factors: w1",
         )?;
-        crate::primitives::error::checked_len(
+        crate::primitives::error::check_alloc(
             &[w2.0, w2.1, w2.2],
             size,
             "Monarch::random_factors: w2",
@@ -179,8 +185,8 @@ impl<T: Scalar> Monarch<T> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let s1 = 1.0 / (w1.2.max(1) as f64).sqrt();
         let s2 = 1.0 / (w2.2.max(1) as f64).sqrt();
-        let a = crate::primitives::random::normal_array3::<T, _>(&mut rng, w1, s1);
-        let b = crate::primitives::random::normal_array3::<T, _>(&mut rng, w2, s2);
+        let a = crate::primitives::random::try_normal_array3::<T, _>(&mut rng, w1, s1)?;
+        let b = crate::primitives::random::try_normal_array3::<T, _>(&mut rng, w2, s2)?;
         Self::from_factors(a, b)
     }
 

@@ -274,6 +274,11 @@ impl<R: RealScalar> Linear<R> {
     pub fn random(in_features: usize, out_features: usize, bias: bool, seed: u64) -> Result<Self> {
         check_nonzero(in_features, "Linear: in features")?;
         check_nonzero(out_features, "Linear: out features")?;
+        crate::primitives::error::check_alloc(
+            &[out_features, in_features],
+            std::mem::size_of::<R>(),
+            "Linear::random",
+        )?;
         let bound = 1.0 / (in_features as f64).sqrt();
         let w = crate::primitives::random::uniform_array3::<R>(
             (1, out_features, in_features),

@@ -10,10 +10,12 @@
 //!
 //! ```
 //! use monarch::Perm;
-//! let p = Perm::stride(2, 3); // view [0 1 2; 3 4 5], read it column by column
+//! let p = Perm::stride(2, 3).unwrap(); // view [0 1 2; 3 4 5], read it column by column
 //! assert_eq!(p.index(), &[0, 3, 1, 4, 2, 5]);
 //! assert_eq!(p.apply(&[10, 11, 12, 13, 14, 15]), vec![10, 13, 11, 14, 12, 15]);
-//! assert_eq!(p.inverse(), Perm::stride(3, 2));
+//! assert_eq!(p.inverse(), Perm::stride(3, 2).unwrap());
+//! // Sizes whose product overflows are an error, not a panic.
+//! assert!(Perm::stride(1 << 33, 1 << 31).is_err());
 //! assert!(p.compose(&p.inverse()).is_identity());
 //! ```
 
@@ -53,6 +55,9 @@ impl Eq for Perm {}
 
 impl Perm {
     /// The identity on `0..len`.
+    ///
+    /// Infallible like `Vec`: it aborts if `len` indices cannot be allocated. The crate's
+    /// constructors check sizes from callers and files before they build one.
     pub fn identity(len: usize) -> Self {
         Perm {
             idx: (0..len).collect(),
@@ -62,8 +67,19 @@ impl Perm {
 
     /// Reshape-transpose: view the input as a row-major `(rows, cols)` matrix and read it
     /// column by column, `y[j·rows + i] = x[i·cols + j]`.
-    pub fn stride(rows: usize, cols: usize) -> Self {
-        let mut idx = vec![0; rows * cols];
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] if `rows·cols` overflows or its index table cannot be allocated.
+    pub fn stride(rows: usize, cols: usize) -> Result<Self> {
+        let ctx = format!("Perm::stride({rows}, {cols}): length rows·cols");
+        let len = crate::primitives::error::checked_len(
+            &[rows, cols],
+            std::mem::size_of::<usize>(),
+            &ctx,
+        )?;
+        let mut idx = crate::primitives::error::try_vec(len, 0usize, &ctx)?;
+        // An empty side must not run the other side's loop (up to `usize::MAX` steps).
+        let (rows, cols) = if len == 0 { (0, 0) } else { (rows, cols) };
         for j in 0..cols {
             for i in 0..rows {
                 idx[j * rows + i] = i * cols + j;
@@ -74,7 +90,7 @@ impl Perm {
         } else {
             PermKind::Stride { rows, cols }
         };
-        Perm { idx, kind }
+        Ok(Perm { idx, kind })
     }
 
     /// Builds a permutation from a gather index.
@@ -100,7 +116,8 @@ impl Perm {
         Ok(p)
     }
 
-    /// A seeded uniformly random permutation of `0..len`.
+    /// A seeded uniformly random permutation of `0..len` (aborts, like `Vec`, if `len`
+    /// indices cannot be allocated).
     pub fn random(len: usize, seed: u64) -> Self {
         use rand::seq::SliceRandom;
         use rand::SeedableRng;

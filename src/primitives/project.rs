@@ -286,8 +286,13 @@ impl<T: Scalar> Monarch<T> {
 
     /// Like [`project`](Monarch::project), also returning the projection error.
     ///
+    /// Matrices with entries near the ends of the float range (say `|a| ≈ 1e300` in `f64` or
+    /// `3e19` in `f32`, whose squares overflow) are projected as `a / 2^e` (exact) and scaled
+    /// back, so the factors and the error stay finite.
+    ///
     /// # Errors
-    /// As [`project`](Monarch::project).
+    /// As [`project`](Monarch::project); [`Error::NonFinite`] if the error itself exceeds the
+    /// float range.
     pub fn project_with_error(
         a: ArrayView2<T>,
         in_blocks: usize,
@@ -309,6 +314,9 @@ impl<T: Scalar> Monarch<T> {
                 value: rank,
                 max: max_rank,
             });
+        }
+        if let Some(e) = range_exponent(a) {
+            return Self::project_scaled(a, in_blocks, out_blocks, rank, e);
         }
         let rho = rank;
         let (q, r) = (rho * l, k * rho);
@@ -357,4 +365,61 @@ impl<T: Scalar> Monarch<T> {
             relative_error,
         })
     }
+}
+
+impl<T: Scalar> Monarch<T> {
+    /// [`project_with_error`](Monarch::project_with_error) of `a / 2^e`, scaled back: each
+    /// factor by `2^(e/2)`, the error by `2^e` (powers of two: no rounding).
+    fn project_scaled(
+        a: ArrayView2<T>,
+        in_blocks: usize,
+        out_blocks: usize,
+        rank: usize,
+        e: i32,
+    ) -> Result<Projection<T>> {
+        let pow2 = |x: i32| T::from_f64(2f64.powi(x));
+        // Two half steps: `2^-e` alone can leave the float range (2^-128 in f32).
+        let (down1, down2) = (pow2(-(e / 2)), pow2(-(e - e / 2)));
+        let scaled = a.mapv(|v| v * down1 * down2);
+        let mut p = Self::project_with_error(scaled.view(), in_blocks, out_blocks, rank)?;
+        let (up1, up2) = (pow2(e / 2), pow2(e - e / 2));
+        p.monarch.w1_mut().mapv_inplace(|v| v * up1);
+        p.monarch.w2_mut().mapv_inplace(|v| v * up2);
+        let error = p.error.to_f64_val() * 2f64.powi(e);
+        p.error = <T::Real as Scalar>::from_f64(error);
+        let finite = p.error.is_finite()
+            && p.monarch
+                .w1()
+                .iter()
+                .chain(p.monarch.w2())
+                .all(|v| v.is_finite_val());
+        if !finite {
+            return Err(Error::NonFinite {
+                context: format!(
+                    "Monarch::project: the factors or error of a matrix with entries up to 2^{e} exceed the float range"
+                ),
+            });
+        }
+        Ok(p)
+    }
+}
+
+/// The `e` with `max |entry| · 2^-e` in `[1/2, 1)` when the entries are finite, not all zero,
+/// and that far from 1 that sums of their squares may overflow or underflow (`|e|` above a
+/// quarter of the float type's exponent range); `None` otherwise.
+fn range_exponent<T: Scalar>(a: ArrayView2<T>) -> Option<i32> {
+    let mut big = 0f64;
+    for v in a.iter() {
+        let (re, im) = (v.re().to_f64_val().abs(), v.im().to_f64_val().abs());
+        if !(re.is_finite() && im.is_finite()) {
+            return None; // reported as NonFinite by the projection
+        }
+        big = big.max(re).max(im);
+    }
+    if big == 0.0 {
+        return None;
+    }
+    let e = big.log2().floor() as i32 + 1;
+    let limit = (<T::Real as Float>::max_value().to_f64_val().log2() / 4.0) as i32;
+    (e.abs() > limit).then_some(e)
 }

@@ -9,8 +9,9 @@
 //! assert_eq!(a, b);
 //! ```
 
+use crate::primitives::error::{try_array_from_fn, Result};
 use crate::Scalar;
-use ndarray::{Array2, Array3};
+use ndarray::{Array1, Array2, Array3};
 use rand::{Rng, SeedableRng};
 
 /// One standard normal sample (Box–Muller).
@@ -37,12 +38,74 @@ pub fn normal_scalar<T: Scalar, R: Rng + ?Sized>(rng: &mut R, std: f64) -> T {
 }
 
 /// An array of normal samples with standard deviation `std`.
+///
+/// Infallible like `ndarray`: it aborts if the array cannot be allocated; the crate's
+/// constructors use [`try_normal_array3`].
 pub fn normal_array3<T: Scalar, R: Rng + ?Sized>(
     rng: &mut R,
     shape: (usize, usize, usize),
     std: f64,
 ) -> Array3<T> {
     Array3::from_shape_simple_fn(shape, || normal_scalar(rng, std))
+}
+
+/// [`normal_array3`] allocated fallibly.
+///
+/// # Errors
+/// [`Error::TooLarge`](crate::Error::TooLarge) if the element count overflows or the array cannot be allocated.
+pub fn try_normal_array3<T: Scalar, R: Rng + ?Sized>(
+    rng: &mut R,
+    shape: (usize, usize, usize),
+    std: f64,
+) -> Result<Array3<T>> {
+    try_array_from_fn(
+        ndarray::Dim([shape.0, shape.1, shape.2]),
+        "normal samples",
+        || normal_scalar(rng, std),
+    )
+}
+
+/// [`normal_matrix`] allocated fallibly.
+///
+/// # Errors
+/// [`Error::TooLarge`](crate::Error::TooLarge) if the element count overflows or the matrix cannot be allocated.
+pub fn try_normal_matrix<T: Scalar>(
+    shape: (usize, usize),
+    std: f64,
+    seed: u64,
+) -> Result<Array2<T>> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    try_array_from_fn(ndarray::Dim([shape.0, shape.1]), "normal samples", || {
+        normal_scalar(&mut rng, std)
+    })
+}
+
+/// [`uniform_array3`] allocated fallibly.
+///
+/// # Errors
+/// [`Error::TooLarge`](crate::Error::TooLarge) if the element count overflows or the array cannot be allocated.
+pub fn try_uniform_array3<T: Scalar>(
+    shape: (usize, usize, usize),
+    bound: f64,
+    seed: u64,
+) -> Result<Array3<T>> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    try_array_from_fn(
+        ndarray::Dim([shape.0, shape.1, shape.2]),
+        "uniform samples",
+        || T::from_f64(rng.random_range(-bound..=bound)),
+    )
+}
+
+/// [`uniform_vec`] allocated fallibly.
+///
+/// # Errors
+/// [`Error::TooLarge`](crate::Error::TooLarge) if the vector cannot be allocated.
+pub fn try_uniform_vec<T: Scalar>(len: usize, bound: f64, seed: u64) -> Result<Array1<T>> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    try_array_from_fn(ndarray::Dim([len]), "uniform samples", || {
+        T::from_f64(rng.random_range(-bound..=bound))
+    })
 }
 
 /// A seeded matrix of normal samples with standard deviation `std`.
