@@ -14,7 +14,7 @@ use monarch::attention::{ExactAttention, MonarchAttention};
 use monarch::ndarray::Array4;
 use monarch::primitives::kernels::{fma_peak_gflops, Backend};
 use monarch::primitives::random::uniform_vec;
-use monarch_bench::{cpu_model, has_flag};
+use monarch_bench::{block_for, cpu_model, has_flag};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -209,12 +209,6 @@ fn quality(quick: bool) {
             }
         }
     }
-}
-
-fn block_for(n: usize) -> usize {
-    let r = (n as f64).sqrt();
-    let p = 2f64.powf(r.log2().round()) as usize;
-    p.max(1)
 }
 
 fn main() {

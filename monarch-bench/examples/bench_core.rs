@@ -10,27 +10,8 @@ use monarch::ndarray::{Array2, ArrayView2};
 use monarch::primitives::kernels::{fma_peak_gflops, Backend};
 use monarch::primitives::random::normal_matrix;
 use monarch::{Monarch, MonarchGrad, Par};
-use monarch_bench::{cpu_model, has_flag};
+use monarch_bench::{calibrate, cpu_model, has_flag, trial};
 use std::time::Instant;
-
-/// Repetitions of `f` (after one warm-up call) that last at least `min_s`.
-fn calibrate(f: &mut dyn FnMut(), min_s: f64) -> usize {
-    f();
-    let mut reps = 1usize;
-    while trial(f, reps) * (reps as f64) < min_s && reps <= 1 << 20 {
-        reps *= 2;
-    }
-    reps
-}
-
-/// Seconds per call of `reps` back-to-back calls of `f`.
-fn trial(f: &mut dyn FnMut(), reps: usize) -> f64 {
-    let t = Instant::now();
-    for _ in 0..reps {
-        f();
-    }
-    t.elapsed().as_secs_f64() / reps as f64
-}
 
 /// Best and median seconds of `trials` runs, each repeated until it lasts `min_s`. The best
 /// run is the one least disturbed by the rest of the machine (this VM's neighbours move single

@@ -22,31 +22,13 @@ use monarch::ndarray::{Array2, Array4};
 use monarch::primitives::kernels::{fma_peak_gflops, Backend};
 use monarch::primitives::random::{normal_matrix, uniform_vec};
 use monarch::{Monarch, MonarchGrad, Par};
-use monarch_bench::{cpu_model, has_flag};
-use std::time::Instant;
+use monarch_bench::{block_for, calibrate, cpu_model, has_flag, trial};
 
 /// Best seconds per call over `trials` trials, each of enough calls to last `min_s`.
 fn best_of(trials: usize, min_s: f64, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut reps = 1usize;
-    loop {
-        let t = Instant::now();
-        for _ in 0..reps {
-            f();
-        }
-        if t.elapsed().as_secs_f64() >= min_s || reps >= 1 << 16 {
-            break;
-        }
-        reps *= 2;
-    }
+    let reps = calibrate(&mut f, min_s);
     (0..trials)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..reps {
-                f();
-            }
-            t.elapsed().as_secs_f64() / reps as f64
-        })
+        .map(|_| trial(&mut f, reps))
         .fold(f64::INFINITY, f64::min)
 }
 
@@ -75,11 +57,6 @@ fn thread_counts() -> Vec<usize> {
         v.push(cores);
     }
     v
-}
-
-fn block_for(n: usize) -> usize {
-    let r = (n as f64).sqrt();
-    (2f64.powf(r.log2().round()) as usize).max(1)
 }
 
 fn same_bits(a: &[f32], b: &[f32]) -> bool {

@@ -24,6 +24,7 @@ use monarch::attention::{ExactAttention, MonarchAttention};
 use monarch::ndarray::{Array2, Array4};
 use monarch::primitives::random::{normal_matrix, uniform_vec};
 use monarch::{Monarch, Par};
+use monarch_bench::block_for;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
 use std::time::Instant;
@@ -296,11 +297,6 @@ fn best_time(budget: f64, mut f: impl FnMut()) -> f64 {
         runs += 1;
     }
     best
-}
-
-/// Power of two nearest to `√n`.
-fn block_for(n: usize) -> usize {
-    2f64.powf((n as f64).sqrt().log2().round()) as usize
 }
 
 /// Deterministic uniform(−1, 1) inputs (timing does not depend on the values).

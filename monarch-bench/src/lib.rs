@@ -16,7 +16,34 @@ pub fn cpu_model() -> String {
         .unwrap_or_else(|| format!("unknown {} CPU", std::env::consts::ARCH))
 }
 
+use std::time::Instant;
+
+/// Repetitions of `f` (after one warm-up call) that last at least `min_s`.
+pub fn calibrate(f: &mut dyn FnMut(), min_s: f64) -> usize {
+    f();
+    let mut reps = 1usize;
+    while trial(f, reps) * (reps as f64) < min_s && reps <= 1 << 20 {
+        reps *= 2;
+    }
+    reps
+}
+
+/// Seconds per call of `reps` back-to-back calls of `f`.
+pub fn trial(f: &mut dyn FnMut(), reps: usize) -> f64 {
+    let t = Instant::now();
+    for _ in 0..reps {
+        f();
+    }
+    t.elapsed().as_secs_f64() / reps as f64
+}
+
 /// Whether `--flag` is among the command-line arguments.
 pub fn has_flag(flag: &str) -> bool {
     std::env::args().skip(1).any(|a| a == flag)
+}
+
+/// The power of two nearest to `√n` (at least 1): the block size `b ≈ √N` every attention and
+/// Monarch benchmark here uses.
+pub fn block_for(n: usize) -> usize {
+    (2f64.powf((n as f64).sqrt().log2().round()) as usize).max(1)
 }

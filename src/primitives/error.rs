@@ -262,14 +262,21 @@ fn alloc_err(dims: &[usize], elem_size: usize, bytes: usize, context: &str) -> E
     }
 }
 
+/// An empty vector with room for the elements of shape `dims`, reserved fallibly, and their
+/// count: the one place the `try_*` constructors below allocate.
+fn try_reserve<T>(dims: &[usize], context: &str) -> Result<(Vec<T>, usize)> {
+    let size = std::mem::size_of::<T>();
+    let len = checked_len(dims, size, context)?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(len)
+        .map_err(|_| alloc_err(dims, size, len.saturating_mul(size), context))?;
+    Ok((v, len))
+}
+
 /// A vector of `len` copies of `value`, allocated fallibly: [`Error::TooLarge`] (naming
 /// `context`) where `vec![value; len]` would abort the process.
 pub(crate) fn try_vec<T: Clone>(len: usize, value: T, context: &str) -> Result<Vec<T>> {
-    let size = std::mem::size_of::<T>();
-    checked_len(&[len], size, context)?;
-    let mut v = Vec::new();
-    v.try_reserve_exact(len)
-        .map_err(|_| alloc_err(&[len], size, len.saturating_mul(size), context))?;
+    let (mut v, len) = try_reserve(&[len], context)?;
     v.resize(len, value);
     Ok(v)
 }
@@ -281,11 +288,7 @@ pub(crate) fn try_array_from_fn<T, D: ndarray::Dimension>(
     context: &str,
     mut f: impl FnMut() -> T,
 ) -> Result<ndarray::Array<T, D>> {
-    let size = std::mem::size_of::<T>();
-    let len = checked_len(dims.slice(), size, context)?;
-    let mut v = Vec::new();
-    v.try_reserve_exact(len)
-        .map_err(|_| alloc_err(dims.slice(), size, len.saturating_mul(size), context))?;
+    let (mut v, len) = try_reserve(dims.slice(), context)?;
     v.extend((0..len).map(|_| f()));
     Ok(ndarray::Array::from_shape_vec(dims, v).expect("length is the shape's element count"))
 }
@@ -295,7 +298,5 @@ pub(crate) fn try_zeros<T: Clone + num_traits::Zero, D: ndarray::Dimension>(
     dims: D,
     context: &str,
 ) -> Result<ndarray::Array<T, D>> {
-    let len = checked_len(dims.slice(), std::mem::size_of::<T>(), context)?;
-    let v = try_vec(len, T::zero(), context)?;
-    Ok(ndarray::Array::from_shape_vec(dims, v).expect("length is the shape's element count"))
+    try_array_from_fn(dims, context, T::zero)
 }
