@@ -249,6 +249,11 @@ impl<T: RealScalar> DoubleGsoft<T> {
     pub fn weight(&self) -> &Array2<T> {
         &self.weight
     }
+    /// The frozen bias, if any.
+    pub fn bias(&self) -> Option<&Array1<T>> {
+        self.bias.as_ref()
+    }
+
     /// `Q_in`.
     pub fn q_in(&self) -> &OrthGs<T> {
         &self.q_in

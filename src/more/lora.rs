@@ -173,6 +173,11 @@ impl<T: RealScalar> LoraAdapter<T> {
         self.scaling
     }
 
+    /// Dropout probability on the adapter output (training mode only).
+    pub fn dropout(&self) -> f64 {
+        self.dropout
+    }
+
     /// `s · B A x` on rows.
     ///
     /// # Errors
