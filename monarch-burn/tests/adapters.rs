@@ -1,9 +1,7 @@
 //! MoRe and LoRA adapters in burn against the core crate: forward, input and factor gradients
 //! (the frozen base gets none), merge/unmerge, and parameters back to the core unchanged.
 
-mod common;
-
-use common::{assert_close, device, random};
+use crate::common::{assert_close, device, random};
 use monarch::more::Adapter;
 use monarch::ndarray::{Array1, Array3};
 use monarch_burn::convert::tensor_from_array;

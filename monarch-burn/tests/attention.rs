@@ -2,10 +2,8 @@
 //! burn's autodiff against the core's hand-written VJP through all T rounds, with and without
 //! padding (pre and post) and key masks; and the bad-input rule.
 
-mod common;
-
+use crate::common::{assert_close, device, random};
 use burn::tensor::{Bool, Tensor, TensorData};
-use common::{assert_close, device, random};
 use monarch::attention::Padding;
 use monarch::ndarray::Array2;
 use monarch_burn::convert::tensor_from_array;

@@ -1,9 +1,7 @@
 //! GS orthogonal matrices and GSOFT layers in burn against the core crate: forward, and input,
 //! parameter and scale gradients through the Cayley and exp maps.
 
-mod common;
-
-use common::{assert_close, device, random};
+use crate::common::{assert_close, device, random};
 use monarch::gs::OrthMap;
 use monarch::ndarray::{Array1, Array2};
 use monarch_burn::convert::tensor_from_array;

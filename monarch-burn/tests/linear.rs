@@ -1,10 +1,8 @@
 //! MonarchLinear and BlockDiagLinear against the core crate: forward, and every gradient from
 //! burn's autodiff against the core's hand-written VJP, on square, rectangular and padded shapes.
 
-mod common;
-
+use crate::common::{assert_close, device, random};
 use burn::tensor::Tensor;
-use common::{assert_close, device, random};
 use monarch::ndarray::{Array1, Array2, Ix1};
 use monarch_burn::convert::tensor_from_array;
 use monarch_burn::{BlockDiagLinear, MonarchLinear};

@@ -2,14 +2,12 @@
 //! autodiff and optimiser drive every parameter of MonarchLinear, BlockDiagLinear and a MoRe
 //! adapter.
 
-mod common;
-
+use crate::common::{device, random};
 use burn::module::Module;
 use burn::nn::LinearConfig;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::activation::gelu;
 use burn::tensor::Tensor;
-use common::{device, random};
 use monarch_burn::convert::tensor_from_array;
 use monarch_burn::{BlockDiagLinear, MoReAdapter, MonarchLinear};
 
