@@ -2,10 +2,11 @@
 //! the mixer's FFT (the crate's former mixed-radix FFT, [`monarch_bench::legacy_fft`], against
 //! `mixer::fft::FftPlan` over rustfft, and the long convolution built on each) and the
 //! projection's SVD (the crate's one-sided Jacobi against faer's thin SVD, by size, which is
-//! where `primitives::svd::JACOBI_MAX_SIDE` comes from).
+//! where `primitives::svd::JACOBI_MAX_SIDE_REAL` and `_COMPLEX` come from).
 //!
 //! `cargo run --release -p monarch-bench --example bench_libs` (a few minutes: the old FFT at
-//! the prime length 65537 takes seconds per transform), `--quick` for small sizes only.
+//! the prime length 65537 takes seconds per transform), `--svd` for the SVD table alone,
+//! `--quick` for small sizes only.
 //! Everything runs on one thread, so neighbours on the machine disturb it least.
 
 use monarch::mixer::fft::FftPlan;
@@ -182,6 +183,9 @@ fn svd_table(real: &[usize], complex: &[usize]) {
     for &n in complex {
         svd_row::<Complex<f64>, faer::c64>("c64", n, |x| faer::c64::new(x.re, x.im));
     }
+    for &n in complex {
+        svd_row::<Complex<f32>, faer::c32>("c32", n, |x| faer::c32::new(x.re, x.im));
+    }
 }
 
 fn main() {
@@ -197,18 +201,21 @@ fn main() {
         "Measured by `bench_libs` on **{}**, one thread.",
         cpu_model()
     );
+    let svd_only = has_flag("--svd");
     pool.install(|| {
         if quick {
             fft_table(&[256, 257]);
             conv_table(&[64]);
             svd_table(&[2, 8, 16, 32], &[4, 16]);
-        } else {
+            return;
+        }
+        if !svd_only {
             fft_table(&[4096, 65536, 4099, 65537]);
             conv_table(&[512, 4096]);
-            svd_table(
-                &[2, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256, 512],
-                &[2, 4, 8, 16, 32, 128],
-            );
         }
+        svd_table(
+            &[2, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256, 512],
+            &[2, 4, 6, 8, 12, 16, 32, 128],
+        );
     });
 }

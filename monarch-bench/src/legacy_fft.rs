@@ -3,8 +3,8 @@
 //! so `O(n·p)` for a large prime factor `p`), kept only as the "before" column of
 //! `examples/bench_libs.rs`.
 
-use monarch::RealScalar;
 use monarch::num_complex::Complex;
+use monarch::RealScalar;
 
 /// A precomputed plan for length-`n` complex FFTs.
 #[derive(Debug, Clone)]

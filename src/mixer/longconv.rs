@@ -22,14 +22,14 @@
 //! }
 //! ```
 
+use super::fft::is_f32;
 use super::nn::check_finite;
 use crate::primitives::error::{check_nonzero, Error, Result};
+use crate::primitives::scalar::same_type_mut;
 use crate::{Monarch, Par, RealScalar, Scalar};
 use ndarray::{s, Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayView3, Axis};
 use num_complex::Complex;
 use rayon::prelude::*;
-use super::fft::is_f32;
-use crate::primitives::scalar::same_type_mut;
 use realfft::{ComplexToReal, FftNum, RealFftPlanner, RealToComplex};
 use std::sync::Arc;
 
@@ -185,7 +185,10 @@ fn r2c_rows<R: RealScalar, F: FftNum>(
         // realfft uses its input as scratch, so the padding is rewritten for every row.
         buf[..w].iter_mut().zip(&src).for_each(|(b, &v)| *b = v);
         buf[w..].fill(R::zero());
-        let (buf, dst) = (same_type_mut(buf).expect(SAME), same_type_mut(dst).expect(SAME));
+        let (buf, dst) = (
+            same_type_mut(buf).expect(SAME),
+            same_type_mut(dst).expect(SAME),
+        );
         r2c.process_with_scratch(buf, dst, scratch)
             .expect("buffer lengths match the plan");
     });
@@ -210,7 +213,10 @@ fn c2r_rows<R: RealScalar, F: FftNum>(
             buf[n / 2].im = R::zero();
         }
         {
-            let (b, d) = (same_type_mut(buf).expect(SAME), same_type_mut(dst).expect(SAME));
+            let (b, d) = (
+                same_type_mut(buf).expect(SAME),
+                same_type_mut(dst).expect(SAME),
+            );
             c2r.process_with_scratch(b, d, scratch)
                 .expect("buffer lengths match the plan");
         }

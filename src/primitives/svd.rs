@@ -3,9 +3,10 @@
 //! `faer` feature.
 //!
 //! Projection onto the Monarch class needs one SVD per slice, slices are small (`s × p`,
-//! typically 16–128 on a side), and the scalar may be complex. faer's thin SVD is 5× faster
-//! than the Jacobi one at 128 × 128 and 22× at 512 × 512; Jacobi, which needs no workspace
-//! planning, stays ahead below [`JACOBI_MAX_SIDE`] (measured in `docs/perf-notes.md`). One-sided
+//! typically 16–128 on a side), and the scalar may be complex. faer's thin SVD is 11–13× faster
+//! than the Jacobi one at 128 × 128 and 31–46× at 512 × 512 (real); Jacobi, which needs no
+//! workspace, stays ahead up to [`JACOBI_MAX_SIDE_REAL`] and [`JACOBI_MAX_SIDE_COMPLEX`]
+//! (measured by `monarch-bench`'s `bench_libs`, figures in `docs/perf-notes.md`). One-sided
 //! (Hestenes) Jacobi is accurate to a few ulps relative to each singular value and handles
 //! complex scalars with a phase rotation.
 //!
@@ -32,18 +33,30 @@ pub struct Svd<T: Scalar> {
     pub v: Array2<T>,
 }
 
-/// Matrices whose shorter side is at most this go to the Jacobi SVD even with the `faer`
-/// feature on, because it is faster there (see the module docs).
-pub const JACOBI_MAX_SIDE: usize = 8;
+/// Real matrices whose shorter side is at most this go to the Jacobi SVD even with the `faer`
+/// feature on: measured faster there (1.2–4× at 2 × 2 to 8 × 8, f32 and f64), and slower from
+/// 12 × 12 up.
+pub const JACOBI_MAX_SIDE_REAL: usize = 8;
+
+/// The same bound for complex matrices: Jacobi's lead ends sooner (faster up to 6 × 6, 1.0–1.5×
+/// slower at 8 × 8, c32 and c64).
+pub const JACOBI_MAX_SIDE_COMPLEX: usize = 6;
 
 /// Thin SVD of `a` (`m × n`). Non-finite input gives non-finite output; callers check first.
 ///
 /// Runs faer's SVD (on the calling thread: the projection already runs slices in parallel)
-/// when the `faer` feature is on and `min(m, n) > JACOBI_MAX_SIDE`, else [`svd_jacobi`]; if
-/// faer reports no convergence, falls back to [`svd_jacobi`].
+/// when the `faer` feature is on and `min(m, n)` is above [`JACOBI_MAX_SIDE_REAL`] or
+/// [`JACOBI_MAX_SIDE_COMPLEX`], else [`svd_jacobi`]; if faer reports no convergence, falls
+/// back to [`svd_jacobi`].
 pub fn svd<T: Scalar>(a: ArrayView2<T>) -> Svd<T> {
     #[cfg(feature = "faer")]
-    if a.nrows().min(a.ncols()) > JACOBI_MAX_SIDE {
+    if a.nrows().min(a.ncols())
+        > if T::IS_COMPLEX {
+            JACOBI_MAX_SIDE_COMPLEX
+        } else {
+            JACOBI_MAX_SIDE_REAL
+        }
+    {
         if let Some(d) = via_faer::svd(a) {
             return d;
         }
@@ -73,10 +86,10 @@ pub fn svd_jacobi<T: Scalar>(a: ArrayView2<T>) -> Svd<T> {
 mod via_faer {
     use super::Svd;
     use crate::{RealScalar, Scalar};
+    use faer::diag::Diag;
     use faer::dyn_stack::{MemBuffer, MemStack};
     use faer::linalg::svd::{self as fsvd, ComputeSvdVectors};
     use faer::traits::ComplexField;
-    use faer::diag::Diag;
     use faer::{c32, c64, Mat, Par};
     use ndarray::{Array1, Array2, ArrayView2};
     use std::any::TypeId;
