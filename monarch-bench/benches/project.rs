@@ -1,7 +1,7 @@
 //! Projection of a dense matrix onto the Monarch class (ρ = 1, √n blocks):
 //! `cargo bench -p monarch-bench --bench project`. The near-Monarch inputs (a Monarch plus 1% noise, the case of
 //! projecting a matrix that is close to the class) take the certified power-iteration path; the
-//! unstructured random input exercises the exact Jacobi fallback.
+//! unstructured random input exercises the exact SVD fallback (faer's thin SVD per 32 × 32 slice).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use monarch::primitives::random::normal_matrix;

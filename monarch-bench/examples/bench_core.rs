@@ -362,7 +362,7 @@ fn main() {
         )
     });
     // A matrix near the Monarch class (a Monarch plus 1% noise) takes the certified rank-one
-    // path; an unstructured one falls back to the exact Jacobi SVD per slice (timed at n = 1024).
+    // path; an unstructured one falls back to the exact SVD per slice (faer's) (timed at n = 1024).
     let near = Monarch::<f32>::random(pn, pb, 5).unwrap().to_dense()
         + normal_matrix::<f32>((pn, pn), 0.01 / (pn as f64).sqrt(), 6);
     let t = Instant::now();
@@ -381,7 +381,7 @@ fn main() {
     let proj = p2.install(|| Monarch::project_with_error(ra.view(), 32, 32, 1).unwrap());
     let tp = t.elapsed().as_secs_f64();
     println!(
-        "projection {rn}×{rn} unstructured random (ρ=1, 32 blocks, Jacobi fallback): {:.1} ms (relative error {:.3})",
+        "projection {rn}×{rn} unstructured random (ρ=1, 32 blocks, SVD fallback): {:.1} ms (relative error {:.3})",
         tp * 1e3,
         proj.relative_error
     );

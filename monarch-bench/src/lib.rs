@@ -47,3 +47,5 @@ pub fn has_flag(flag: &str) -> bool {
 pub fn block_for(n: usize) -> usize {
     (2f64.powf((n as f64).sqrt().log2().round()) as usize).max(1)
 }
+
+pub mod legacy_fft;

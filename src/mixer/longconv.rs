@@ -22,20 +22,24 @@
 //! }
 //! ```
 
-use super::fft::FftPlan;
+use super::fft::is_f32;
 use super::nn::check_finite;
 use crate::primitives::error::{check_nonzero, Error, Result};
+use crate::primitives::scalar::same_type_mut;
 use crate::{Monarch, Par, RealScalar, Scalar};
-use ndarray::{s, Array1, Array2, Array3, ArrayView2, ArrayView3, Axis};
+use ndarray::{s, Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayView3, Axis};
 use num_complex::Complex;
 use rayon::prelude::*;
+use realfft::{ComplexToReal, FftNum, RealFftPlanner, RealToComplex};
+use std::sync::Arc;
 
 /// How a long convolution is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ConvMethod {
     /// The defining double sum, `O(L²)` per channel.
     Direct,
-    /// Radix-2/mixed FFT of length `2L` ([`FftPlan`]).
+    /// Real-input FFT of length `2L` (`realfft` over `rustfft`; the complex transform is
+    /// [`FftPlan`](super::fft::FftPlan)).
     Fft,
     /// DFT of length `2L` as a complex [`Monarch`] product (`M₁ = F`, `M₂ = F⁻¹`).
     #[default]
@@ -60,7 +64,9 @@ pub(crate) enum Spectral<R: RealScalar>
 where
     Complex<R>: Scalar<Real = R>,
 {
-    Fft(FftPlan<R>),
+    /// Real-to-complex and back: spectra keep the `n/2 + 1` non-redundant bins, which is all
+    /// the convolutions need since every spectrum they multiply or add is of a real signal.
+    Fft(RealPlan),
     Monarch {
         fwd: Box<Monarch<Complex<R>>>,
         inv: Box<Monarch<Complex<R>>>,
@@ -75,7 +81,7 @@ where
     pub(crate) fn new(method: ConvMethod, n: usize) -> Result<Option<Self>> {
         Ok(match method {
             ConvMethod::Direct => None,
-            ConvMethod::Fft => Some(Spectral::Fft(FftPlan::new(n)?)),
+            ConvMethod::Fft => Some(Spectral::Fft(RealPlan::new::<R>(n))),
             ConvMethod::MonarchDft => {
                 let k = dft_block_count(n);
                 Some(Spectral::Monarch {
@@ -94,19 +100,24 @@ where
         }
     }
 
-    /// Unnormalised DFT of every row of `x`, zero-padded to `n`.
+    /// Unnormalised DFT of every row of `x`, zero-padded to `n`: all `n` bins for the Monarch
+    /// path, the first `n/2 + 1` for the FFT path.
     pub(crate) fn forward(&self, x: ArrayView2<R>) -> Array2<Complex<R>> {
         let n = self.n();
         let zero = Complex::new(R::zero(), R::zero());
-        let mut buf = Array2::from_elem((x.nrows(), n), zero);
-        buf.slice_mut(s![.., ..x.ncols()])
-            .zip_mut_with(&x, |b, &v| *b = Complex::new(v, R::zero()));
         match self {
             Spectral::Fft(plan) => {
-                rows_par(&mut buf, |row| plan.forward(row));
-                buf
+                let mut out = Array2::from_elem((x.nrows(), n / 2 + 1), zero);
+                match plan {
+                    RealPlan::F32(r2c, _) => r2c_rows(r2c.as_ref(), x, &mut out),
+                    RealPlan::F64(r2c, _) => r2c_rows(r2c.as_ref(), x, &mut out),
+                }
+                out
             }
             Spectral::Monarch { fwd, sqrt_n, .. } => {
+                let mut buf = Array2::from_elem((x.nrows(), n), zero);
+                buf.slice_mut(s![.., ..x.ncols()])
+                    .zip_mut_with(&x, |b, &v| *b = Complex::new(v, R::zero()));
                 let mut out = fwd.matmul(buf.view()).expect("DFT width is n");
                 out.mapv_inplace(|v| Complex::new(v.re * *sqrt_n, v.im * *sqrt_n));
                 out
@@ -114,12 +125,17 @@ where
         }
     }
 
-    /// Real part of the inverse DFT (with `1/n`) of every row.
-    pub(crate) fn inverse_real(&self, mut x: Array2<Complex<R>>) -> Array2<R> {
+    /// Real part of the inverse DFT (with `1/n`) of every row of a spectrum from
+    /// [`forward`](Spectral::forward) (or a product or sum of such spectra).
+    pub(crate) fn inverse_real(&self, x: Array2<Complex<R>>) -> Array2<R> {
         match self {
             Spectral::Fft(plan) => {
-                rows_par(&mut x, |row| plan.inverse(row));
-                x.mapv(|v| v.re)
+                let mut out = Array2::zeros((x.nrows(), plan.len()));
+                match plan {
+                    RealPlan::F32(_, c2r) => c2r_rows(c2r.as_ref(), x.view(), &mut out),
+                    RealPlan::F64(_, c2r) => c2r_rows(c2r.as_ref(), x.view(), &mut out),
+                }
+                out
             }
             Spectral::Monarch { inv, sqrt_n, .. } => {
                 let out = inv.matmul(x.view()).expect("DFT width is n");
@@ -129,14 +145,106 @@ where
     }
 }
 
-/// Runs `f` on every row (contiguous), over rayon when the job is large; one row, one thread.
-fn rows_par<T: Send + Sync>(a: &mut Array2<T>, f: impl Fn(&mut [T]) + Sync) {
-    let work = a.len() * 16;
-    let run = |mut row: ndarray::ArrayViewMut1<T>| f(row.as_slice_mut().expect("standard layout"));
+/// Real-input transforms of one length in the precision of the `RealScalar` they were made
+/// for (see `FftPlan` for why the precision is an enum and not a bound).
+pub(crate) enum RealPlan {
+    F32(Arc<dyn RealToComplex<f32>>, Arc<dyn ComplexToReal<f32>>),
+    F64(Arc<dyn RealToComplex<f64>>, Arc<dyn ComplexToReal<f64>>),
+}
+
+impl RealPlan {
+    fn new<R: RealScalar>(n: usize) -> Self {
+        if is_f32::<R>() {
+            let mut p = RealFftPlanner::<f32>::new();
+            RealPlan::F32(p.plan_fft_forward(n), p.plan_fft_inverse(n))
+        } else {
+            let mut p = RealFftPlanner::<f64>::new();
+            RealPlan::F64(p.plan_fft_forward(n), p.plan_fft_inverse(n))
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            RealPlan::F32(p, _) => p.len(),
+            RealPlan::F64(p, _) => p.len(),
+        }
+    }
+}
+
+const SAME: &str = "real FFT plan made for this scalar type";
+
+/// The first `n/2 + 1` DFT bins of every row of `x` zero-padded to `n`, into `out`.
+fn r2c_rows<R: RealScalar, F: FftNum>(
+    r2c: &dyn RealToComplex<F>,
+    x: ArrayView2<R>,
+    out: &mut Array2<Complex<R>>,
+) {
+    let (n, w) = (r2c.len(), x.ncols());
+    let init = || (vec![R::zero(); n], r2c.make_scratch_vec());
+    rows_par(x, out, init, |(buf, scratch), src, dst| {
+        // realfft uses its input as scratch, so the padding is rewritten for every row.
+        buf[..w].iter_mut().zip(&src).for_each(|(b, &v)| *b = v);
+        buf[w..].fill(R::zero());
+        let (buf, dst) = (
+            same_type_mut(buf).expect(SAME),
+            same_type_mut(dst).expect(SAME),
+        );
+        r2c.process_with_scratch(buf, dst, scratch)
+            .expect("buffer lengths match the plan");
+    });
+}
+
+/// Real part of the inverse DFT (with `1/n`) of every row of half-spectra `x`, into `out`.
+fn c2r_rows<R: RealScalar, F: FftNum>(
+    c2r: &dyn ComplexToReal<F>,
+    x: ArrayView2<Complex<R>>,
+    out: &mut Array2<R>,
+) {
+    let n = c2r.len();
+    let scale = R::one() / R::from_f64(n as f64);
+    let zero = Complex::new(R::zero(), R::zero());
+    let init = || (vec![zero; n / 2 + 1], c2r.make_scratch_vec());
+    rows_par(x, out, init, |(buf, scratch), src, dst| {
+        buf.iter_mut().zip(&src).for_each(|(b, &v)| *b = v);
+        // The real part of the full inverse sees only the real parts of the DC and (n even)
+        // Nyquist bins, and realfft requires their imaginary parts to be zero.
+        buf[0].im = R::zero();
+        if n % 2 == 0 {
+            buf[n / 2].im = R::zero();
+        }
+        {
+            let (b, d) = (
+                same_type_mut(buf).expect(SAME),
+                same_type_mut(dst).expect(SAME),
+            );
+            c2r.process_with_scratch(b, d, scratch)
+                .expect("buffer lengths match the plan");
+        }
+        dst.iter_mut().for_each(|v| *v *= scale);
+    });
+}
+
+/// Runs `f(state, src_row, dst_row)` on every pair of rows, over rayon when the job is large,
+/// with one `init()` state (buffers) per rayon job rather than one per row.
+fn rows_par<A: Sync, B: Send + Sync, S>(
+    src: ArrayView2<A>,
+    dst: &mut Array2<B>,
+    init: impl Fn() -> S + Sync + Send,
+    f: impl Fn(&mut S, ArrayView1<A>, &mut [B]) + Sync + Send,
+) {
+    let work = dst.len() * 16;
+    let run = |st: &mut S, (mut d, a): (ndarray::ArrayViewMut1<B>, ArrayView1<A>)| {
+        f(st, a, d.as_slice_mut().expect("standard layout"))
+    };
+    let (rows_d, rows_s) = (dst.axis_iter_mut(Axis(0)), src.axis_iter(Axis(0)));
     if Par::Rayon.should_split(work) {
-        a.axis_iter_mut(Axis(0)).into_par_iter().for_each(run);
+        rows_d
+            .into_par_iter()
+            .zip(rows_s.into_par_iter())
+            .for_each_init(init, run);
     } else {
-        a.axis_iter_mut(Axis(0)).for_each(run);
+        let mut st = init();
+        rows_d.zip(rows_s).for_each(|p| run(&mut st, p));
     }
 }
 
@@ -440,7 +548,7 @@ where
                     .into_owned();
                 // grad_kc[m] = Σ_b Σ_t g[t]·u[(t−m) mod 2L]: spectrum Σ_b G·conj(U).
                 let zero = Complex::new(R::zero(), R::zero());
-                let mut acc = Array2::from_elem((h, 2 * l), zero);
+                let mut acc = Array2::from_elem((h, gf.ncols()), zero);
                 for (r, (grow, urow)) in gf.rows().into_iter().zip(uf.rows()).enumerate() {
                     let mut a = acc.row_mut(r % h);
                     for ((a, g), uu) in a.iter_mut().zip(grow).zip(urow) {

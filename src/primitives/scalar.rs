@@ -165,3 +165,17 @@ macro_rules! impl_complex {
 }
 impl_complex!(f32);
 impl_complex!(f64);
+
+/// `xs` as a slice of `U` when `T` and `U` are the same type, else `None`.
+///
+/// Lets code generic over the crate's scalars call libraries whose element traits the scalar
+/// traits do not name (rustfft's `FftNum`): adding such a trait as a supertrait would make
+/// `R::from_f64` ambiguous in every caller's generic code.
+pub(crate) fn same_type_mut<T: 'static, U: 'static>(xs: &mut [T]) -> Option<&mut [U]> {
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<U>() {
+        // SAFETY: `T` and `U` are the same type (same TypeId), so layout and validity agree.
+        Some(unsafe { std::slice::from_raw_parts_mut(xs.as_mut_ptr().cast::<U>(), xs.len()) })
+    } else {
+        None
+    }
+}
