@@ -1,6 +1,6 @@
 //! The bad-input rule shared by the modules.
 //!
-//! Constructors and `try_forward` return the core crate's [`Error`](monarch::Error), so a shape
+//! Constructors and `try_forward` return the core crate's [`monarch::Error`], so a shape
 //! that does not fit names its sizes the same way on both sides; `forward` follows burn's module
 //! convention (its own layers panic on a wrong input shape) and panics with that message.
 

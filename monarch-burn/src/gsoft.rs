@@ -143,7 +143,7 @@ impl OrthGs {
     /// The parameters as the core's matrix.
     ///
     /// # Errors
-    /// [`Error::NonFinite`] if a parameter became NaN/∞, or shapes no longer chain.
+    /// [`Error::NonFinite`](monarch::Error::NonFinite) if a parameter became NaN/∞, or shapes no longer chain.
     pub fn to_core(&self) -> Result<monarch::gs::OrthGs<f32>> {
         let params = self
             .params
@@ -161,7 +161,7 @@ impl OrthGs {
     /// `Q x` on the last axis of `x`.
     ///
     /// # Errors
-    /// [`Error::ShapeMismatch`] if the last axis of `x` is not `n`.
+    /// [`Error::ShapeMismatch`](monarch::Error::ShapeMismatch) if the last axis of `x` is not `n`.
     pub fn try_forward<const D: usize>(&self, x: Tensor<D>) -> Result<Tensor<D>> {
         last_dim("OrthGs: input width (n)", &x, self.n())?;
         let (mut h, dims) = flatten_rows(x);
@@ -256,7 +256,7 @@ impl GsoftLinear {
     /// `s ⊙ (W0 Q x) + b` on the last axis of `x`.
     ///
     /// # Errors
-    /// [`Error::ShapeMismatch`] if the last axis of `x` is not the input width.
+    /// [`Error::ShapeMismatch`](monarch::Error::ShapeMismatch) if the last axis of `x` is not the input width.
     pub fn try_forward<const D: usize>(&self, x: Tensor<D>) -> Result<Tensor<D>> {
         let (w, b) = frozen_parts(&self.base);
         last_dim("GsoftLinear: input width", &x, w.dims()[0])?;
@@ -304,7 +304,7 @@ impl DoubleGsoft {
     /// `s ⊙ (Q_out W0 Q_in x) + b` on the last axis of `x`.
     ///
     /// # Errors
-    /// [`Error::ShapeMismatch`] if the last axis of `x` is not the input width.
+    /// [`Error::ShapeMismatch`](monarch::Error::ShapeMismatch) if the last axis of `x` is not the input width.
     pub fn try_forward<const D: usize>(&self, x: Tensor<D>) -> Result<Tensor<D>> {
         let (w, b) = frozen_parts(&self.base);
         last_dim("DoubleGsoft: input width", &x, w.dims()[0])?;
