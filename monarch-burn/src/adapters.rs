@@ -32,7 +32,7 @@ use monarch::ndarray::{Array1, Array2, Array3};
 use monarch::{Error, Result};
 
 /// The base layer's weight as the core's `out × in` matrix and its bias.
-fn base_to_core(base: &Linear) -> Result<(Array2<f32>, Option<Array1<f32>>)> {
+pub(crate) fn base_to_core(base: &Linear) -> Result<(Array2<f32>, Option<Array1<f32>>)> {
     // burn's `Linear` stores `(in, out)`; the core (like PyTorch) stores `out × in`.
     let w: Array2<f32> = array_from_tensor(base.weight.val())?;
     let b = base
@@ -44,7 +44,7 @@ fn base_to_core(base: &Linear) -> Result<(Array2<f32>, Option<Array1<f32>>)> {
 }
 
 /// A frozen burn `Linear` from the core's `out × in` weight and bias.
-fn base_from_core(w: &Array2<f32>, b: Option<&Array1<f32>>, device: &Device) -> Linear {
+pub(crate) fn base_from_core(w: &Array2<f32>, b: Option<&Array1<f32>>, device: &Device) -> Linear {
     Linear {
         weight: Param::from_tensor(tensor_from_array(w.t(), device)),
         bias: b.map(|b| Param::from_tensor(tensor_from_array(b.view(), device))),
@@ -120,18 +120,21 @@ impl MoReAdapter {
         let (w, b) = base_to_core(&self.base)?;
         let b1: Array3<f32> = array_from_tensor(self.blkdiag1.val())?;
         let b2: Array3<f32> = array_from_tensor(self.blkdiag2.val())?;
-        let mut core = monarch::more::MoReAdapter::from_factors(w, b, b1, b2, self.dropout.prob)?;
-        if self.merged {
-            // `from_factors` takes an unmerged base: subtract ΔW, then merge it back in.
-            core.merge()?;
-            let delta = core.delta_weight();
-            let (w, b) = base_to_core(&self.base)?;
-            let base = &w - &delta;
-            let b1: Array3<f32> = array_from_tensor(self.blkdiag1.val())?;
-            let b2: Array3<f32> = array_from_tensor(self.blkdiag2.val())?;
-            core = monarch::more::MoReAdapter::from_factors(base, b, b1, b2, self.dropout.prob)?;
-            core.merge()?;
+        let p = self.dropout.prob;
+        let core = monarch::more::MoReAdapter::from_factors(
+            w.clone(),
+            b.clone(),
+            b1.clone(),
+            b2.clone(),
+            p,
+        )?;
+        if !self.merged {
+            return Ok(core);
         }
+        // A merged base holds W0 + ΔW, and `from_factors` takes W0: rebuild from it, merge again.
+        let w0 = &w - &core.delta_weight();
+        let mut core = monarch::more::MoReAdapter::from_factors(w0, b, b1, b2, p)?;
+        core.merge()?;
         Ok(core)
     }
 

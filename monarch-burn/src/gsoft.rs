@@ -22,6 +22,7 @@
 //! assert!(d < 1e-6);
 //! ```
 
+use crate::adapters::{base_from_core, base_to_core};
 use crate::convert::{array_from_tensor, tensor_from_array};
 use crate::error::{expect_ok, last_dim};
 use crate::linear::{blockdiag_matmul, flatten_rows, unflatten_rows};
@@ -29,7 +30,7 @@ use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use monarch::gs::OrthMap;
-use monarch::ndarray::{Array1, Array2, Array3};
+use monarch::ndarray::Array3;
 use monarch::Result;
 
 /// Orthogonal blocks `(k, b, b)` from parameters `(k, b, b)`.
@@ -196,24 +197,6 @@ fn frozen_parts(base: &Linear) -> (Tensor<2>, Option<Tensor<1>>) {
     )
 }
 
-fn core_base(base: &Linear) -> Result<(Array2<f32>, Option<Array1<f32>>)> {
-    let w: Array2<f32> = array_from_tensor(base.weight.val())?;
-    let b = base
-        .bias
-        .as_ref()
-        .map(|b| array_from_tensor(b.val()))
-        .transpose()?;
-    Ok((w.reversed_axes().as_standard_layout().to_owned(), b))
-}
-
-fn base_from(w: &Array2<f32>, b: Option<&Array1<f32>>, device: &Device) -> Linear {
-    Linear {
-        weight: Param::from_tensor(tensor_from_array(w.t(), device)),
-        bias: b.map(|b| Param::from_tensor(tensor_from_array(b.view(), device))),
-    }
-    .no_grad()
-}
-
 /// GSOFT: `y = s ⊙ (W0 Q x) + b` over a frozen burn `Linear` (`W0`, `b`).
 #[derive(Module, Debug)]
 pub struct GsoftLinear {
@@ -237,7 +220,7 @@ impl GsoftLinear {
         map: OrthMap,
         device: &Device,
     ) -> Result<Self> {
-        let (w, b) = core_base(&base)?;
+        let (w, b) = base_to_core(&base)?;
         Ok(Self::from_core(
             &monarch::gs::GsoftLinear::new(w, b, block, nfactors, map)?,
             device,
@@ -247,7 +230,7 @@ impl GsoftLinear {
     /// The core's layer as a burn module.
     pub fn from_core(core: &monarch::gs::GsoftLinear<f32>, device: &Device) -> Self {
         GsoftLinear {
-            base: base_from(core.weight(), core.bias(), device),
+            base: base_from_core(core.weight(), core.bias(), device),
             q: OrthGs::from_core(core.q(), device),
             scale: Param::from_tensor(tensor_from_array(core.scale().view(), device)),
         }
@@ -294,7 +277,7 @@ impl DoubleGsoft {
     /// The core's layer as a burn module.
     pub fn from_core(core: &monarch::gs::DoubleGsoft<f32>, device: &Device) -> Self {
         DoubleGsoft {
-            base: base_from(core.weight(), core.bias(), device),
+            base: base_from_core(core.weight(), core.bias(), device),
             q_in: OrthGs::from_core(core.q_in(), device),
             q_out: OrthGs::from_core(core.q_out(), device),
             scale: Param::from_tensor(tensor_from_array(core.scale().view(), device)),
