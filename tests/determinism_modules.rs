@@ -2,7 +2,7 @@
 //! threads): exact attention, MonarchAttention forward and VJP, MoRe, GSOFT, and the circuits'
 //! log-space products and HMM log-likelihoods.
 
-use monarch::attention::{softmax_attention, ExactAttention, MonarchAttention};
+use monarch::attention::{softmax_attention, ExactAttention, MonarchAttention, Padding};
 use monarch::circuit::{log_matmul_blockdiag, Hmm, MonarchChain};
 use monarch::gs::{GsoftLinear, OrthMap};
 use monarch::more::{Adapter, MoReAdapter};
@@ -78,6 +78,37 @@ fn attention_is_thread_count_independent() {
             bits(&seq),
             bits(&par),
             "MonarchAttention Seq vs Rayon, T={steps}"
+        );
+    }
+}
+
+#[test]
+fn monarch_attention_split_inside_one_head_is_thread_count_independent() {
+    // One head: with 2 or 8 threads every phase splits its blocks over the pool. 300 tokens in
+    // blocks of 17 (pre-padded to 306) with masked keys, so padding and masks meet the split.
+    let (n, d) = (300, 16);
+    let q = array4((1, 1, n, d), 5);
+    let k = array4((1, 1, n, d), 6);
+    let v = array4((1, 1, n, 8), 7);
+    let mut mask = Array2::from_elem((1, n), true);
+    for t in (3..n).step_by(11) {
+        mask[[0, t]] = false;
+    }
+    let m = Some(mask.view());
+    for steps in [1, 2, 3] {
+        let ma = MonarchAttention::new(17, steps).padding(Padding::Pre);
+        let run = |ma: MonarchAttention| {
+            let (o, obj) = ma
+                .forward_with_objective(q.view(), k.view(), v.view(), m)
+                .unwrap();
+            (bits(&o), bits(&obj))
+        };
+        same_across_pools("MonarchAttention one head", || run(ma));
+        let par = in_pool(8, || run(ma));
+        assert_eq!(
+            run(ma.par(Par::Seq)),
+            par,
+            "one head, Seq vs 8 threads, T={steps}"
         );
     }
 }

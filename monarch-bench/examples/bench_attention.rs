@@ -224,17 +224,20 @@ fn main() {
     let peak = measure_peak(if quick { 0.05 } else { 0.3 });
     let threads = rayon::current_num_threads();
     let cpu = cpu_model();
+    let kernels = monarch::attention::kernel_name();
     if markdown {
         println!(
             "Measured by `bench_attention` on **{cpu}**, {threads} threads, f32, d = {d}, \
-             {heads} heads, batch 1, T = 1, b ≈ √N; FMA peak measured in the same run: \
-             {peak:.0} GFLOP/s. GFLOP/s and % of peak are the exact attention's (4·N²·d per head)."
+             {heads} heads, batch 1, T = 1, b ≈ √N; tile kernels: {kernels}; FMA peak measured \
+             in the same run: {peak:.0} GFLOP/s. GFLOP/s and % of peak are the exact \
+             attention's (4·N²·d per head)."
         );
         println!();
         println!("| N | b | exact ms | MonarchAttention ms | exact / Monarch | exact GFLOP/s | % of peak |");
         println!("|---|---|---|---|---|---|---|");
     } else {
         println!("CPU: {cpu}");
+        println!("attention tile kernels (f32): {kernels}");
         println!("threads: {threads}; FMA peak measured in this run: {peak:.0} GFLOP/s");
         println!("f32, d={d}, heads={heads}, batch 1, T=1, b≈√N");
         println!(

@@ -7,7 +7,7 @@
 //! Each output row is produced by one task in a fixed key order, so results do not depend on
 //! the thread count.
 
-use super::kernels::{pack_kt, tile_pv, tile_qk};
+use super::kernels::{pack_kt_blocks, tile_pv, tile_qk};
 use super::softmax::{exp_shift_sum, row_max};
 use super::{check_qkv, resolve_scale};
 use crate::primitives::error::{Error, Result};
@@ -199,8 +199,9 @@ impl ExactAttention {
             let run_head = |(b, h, tasks): (usize, usize, Vec<Task<T>>)| {
                 let kv = k.slice(s![b, h, .., ..]);
                 let vv = v.slice(s![b, h, .., ..]);
-                // Kᵀ packed once per head for the f32 kernels, shared by all query tiles.
-                let packed = pack_kt(&kv);
+                // Kᵀ packed once per head for the f32 kernels (a tile per key tile), shared by
+                // all query tiles.
+                let packed = pack_kt_blocks(&kv, kt);
                 let one = |task: Task<T>, ws: &mut Workspace<T>| {
                     let rows = task.out.nrows();
                     let qv = q.slice(s![b, h, task.row0..task.row0 + rows, ..]);
@@ -322,7 +323,9 @@ fn stream_tile<T: RealScalar>(
         let kt_view = k.slice(s![c0..c0 + cols, ..]);
         let vt_view = v.slice(s![c0..c0 + cols, ..]);
         let mut sc = ws.scores.slice_mut(s![..rows, ..cols]);
-        tile_qk(scale, &q, &kt_view, kt_packed.map(|p| (p, nk, c0)), &mut sc);
+        let d = k.ncols();
+        let packed = kt_packed.map(|p| (&p[t * kt * d..(t + 1) * kt * d], kt, 0));
+        tile_qk(scale, &q, &kt_view, packed, &mut sc);
         for (r, mut srow) in sc.outer_iter_mut().enumerate() {
             let srow = srow.as_slice_mut().expect("score tile rows are contiguous");
             if let Some(bias) = &keys.bias {

@@ -1,4 +1,4 @@
-//! AVX-512 f32 micro-kernels for the two tile products of exact attention.
+//! f32 micro-kernels (AVX-512F, or AVX2 + FMA) for the two tile products of attention.
 //!
 //! `matrixmultiply` re-packs both operands on every call; for attention's short inner
 //! dimension (`d = 64`) that packing cost about a fifth of the run time. Here `S = s·Q Kᵀ` reads
@@ -201,15 +201,310 @@ mod avx512 {
     }
 }
 
-/// True when the fast f32 kernels can run.
-fn fast<T: 'static>() -> bool {
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    //! The same two products in 256-bit AVX2 + FMA registers (CPUs without AVX-512, such as
+    //! Zen 3): 6 rows × 16 columns per register tile (12 accumulators, 2 loads and 6
+    //! broadcasts per step of the inner dimension), edges by masked loads and stores.
+    use std::arch::x86_64::*;
+
+    /// Lane mask of the first `n` (≥ 8: all) lanes.
+    #[inline(always)]
+    unsafe fn mask(n: usize) -> __m256i {
+        let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(n.min(8) as i32), idx)
+    }
+
+    /// Loads 16 floats at `p` (only the first `n` when `!FULL`; the rest read as zero and
+    /// their addresses are never accessed).
+    #[inline(always)]
+    unsafe fn load16<const FULL: bool>(p: *const f32, m: &[__m256i; 2]) -> [__m256; 2] {
+        unsafe {
+            if FULL {
+                [_mm256_loadu_ps(p), _mm256_loadu_ps(p.wrapping_add(8))]
+            } else {
+                [
+                    _mm256_maskload_ps(p, m[0]),
+                    _mm256_maskload_ps(p.wrapping_add(8), m[1]),
+                ]
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn store16<const FULL: bool>(p: *mut f32, m: &[__m256i; 2], v: [__m256; 2]) {
+        unsafe {
+            if FULL {
+                _mm256_storeu_ps(p, v[0]);
+                _mm256_storeu_ps(p.wrapping_add(8), v[1]);
+            } else {
+                _mm256_maskstore_ps(p, m[0], v[0]);
+                _mm256_maskstore_ps(p.wrapping_add(8), m[1], v[1]);
+            }
+        }
+    }
+
+    /// One `MR × 16` tile of `s = scale·q·kt` (`n` valid columns).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn qk_tile<const MR: usize, const FULL: bool>(
+        q: *const f32,
+        qs: usize,
+        kt: *const f32,
+        ldk: usize,
+        d: usize,
+        m: &[__m256i; 2],
+        scale: __m256,
+        s: *mut f32,
+        lds: usize,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        for t in 0..d {
+            // SAFETY (all accesses): within the caller's extents; masked lanes untouched.
+            let k = unsafe { load16::<FULL>(kt.wrapping_add(t * ldk), m) };
+            for (r, a) in acc.iter_mut().enumerate() {
+                let qv = _mm256_set1_ps(unsafe { *q.add(r * qs + t) });
+                a[0] = _mm256_fmadd_ps(qv, k[0], a[0]);
+                a[1] = _mm256_fmadd_ps(qv, k[1], a[1]);
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            let v = [_mm256_mul_ps(a[0], scale), _mm256_mul_ps(a[1], scale)];
+            unsafe { store16::<FULL>(s.wrapping_add(r * lds), m, v) };
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn qk_rows<const MR: usize>(
+        q: *const f32,
+        qs: usize,
+        kt: *const f32,
+        ldk: usize,
+        d: usize,
+        cols: usize,
+        scale: f32,
+        s: *mut f32,
+        lds: usize,
+    ) {
+        let sc = _mm256_set1_ps(scale);
+        let mut c = 0;
+        while c < cols {
+            let n = cols - c;
+            let m = unsafe { [mask(n), mask(n.saturating_sub(8))] };
+            let (ktc, sc_) = (kt.wrapping_add(c), s.wrapping_add(c));
+            unsafe {
+                if n >= 16 {
+                    qk_tile::<MR, true>(q, qs, ktc, ldk, d, &m, sc, sc_, lds);
+                } else {
+                    qk_tile::<MR, false>(q, qs, ktc, ldk, d, &m, sc, sc_, lds);
+                }
+            }
+            c += 16;
+        }
+    }
+
+    /// `S = scale·Q·Kᵀ` for `rows × cols`, `Q` rows of stride `qs`, `Kᵀ` packed `d × ldk`.
+    ///
+    /// # Safety
+    /// AVX2 and FMA available; pointers valid for the described extents.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn qk(
+        q: *const f32,
+        qs: usize,
+        kt: *const f32,
+        ldk: usize,
+        d: usize,
+        rows: usize,
+        cols: usize,
+        scale: f32,
+        s: *mut f32,
+        lds: usize,
+    ) {
+        let mut r = 0;
+        unsafe {
+            while r + 6 <= rows {
+                qk_rows::<6>(
+                    q.add(r * qs),
+                    qs,
+                    kt,
+                    ldk,
+                    d,
+                    cols,
+                    scale,
+                    s.add(r * lds),
+                    lds,
+                );
+                r += 6;
+            }
+            while r + 2 <= rows {
+                qk_rows::<2>(
+                    q.add(r * qs),
+                    qs,
+                    kt,
+                    ldk,
+                    d,
+                    cols,
+                    scale,
+                    s.add(r * lds),
+                    lds,
+                );
+                r += 2;
+            }
+            if r < rows {
+                qk_rows::<1>(
+                    q.add(r * qs),
+                    qs,
+                    kt,
+                    ldk,
+                    d,
+                    cols,
+                    scale,
+                    s.add(r * lds),
+                    lds,
+                );
+            }
+        }
+    }
+
+    /// One `MR × 16` tile of `o += p·v` (`n` valid columns).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn pv_tile<const MR: usize, const FULL: bool>(
+        p: *const f32,
+        lp: usize,
+        v: *const f32,
+        lv: usize,
+        kc: usize,
+        m: &[__m256i; 2],
+        o: *mut f32,
+        lo: usize,
+    ) {
+        // SAFETY (all accesses): within the caller's extents; masked lanes untouched.
+        let mut acc: [[__m256; 2]; MR] =
+            std::array::from_fn(|r| unsafe { load16::<FULL>(o.wrapping_add(r * lo), m) });
+        for c in 0..kc {
+            let vv = unsafe { load16::<FULL>(v.wrapping_add(c * lv), m) };
+            for (r, a) in acc.iter_mut().enumerate() {
+                let pv = _mm256_set1_ps(unsafe { *p.add(r * lp + c) });
+                a[0] = _mm256_fmadd_ps(pv, vv[0], a[0]);
+                a[1] = _mm256_fmadd_ps(pv, vv[1], a[1]);
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            unsafe { store16::<FULL>(o.wrapping_add(r * lo), m, *a) };
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn pv_rows<const MR: usize>(
+        p: *const f32,
+        lp: usize,
+        v: *const f32,
+        lv: usize,
+        kc: usize,
+        dv: usize,
+        o: *mut f32,
+        lo: usize,
+    ) {
+        let mut c0 = 0;
+        while c0 < dv {
+            let n = dv - c0;
+            let m = unsafe { [mask(n), mask(n.saturating_sub(8))] };
+            let (vc, oc) = (v.wrapping_add(c0), o.wrapping_add(c0));
+            unsafe {
+                if n >= 16 {
+                    pv_tile::<MR, true>(p, lp, vc, lv, kc, &m, oc, lo);
+                } else {
+                    pv_tile::<MR, false>(p, lp, vc, lv, kc, &m, oc, lo);
+                }
+            }
+            c0 += 16;
+        }
+    }
+
+    /// `O += P·V` for `rows × dv`, inner length `kc`.
+    ///
+    /// # Safety
+    /// AVX2 and FMA available; pointers valid for the described extents.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn pv(
+        p: *const f32,
+        lp: usize,
+        v: *const f32,
+        lv: usize,
+        kc: usize,
+        rows: usize,
+        dv: usize,
+        o: *mut f32,
+        lo: usize,
+    ) {
+        let mut r = 0;
+        unsafe {
+            while r + 6 <= rows {
+                pv_rows::<6>(p.add(r * lp), lp, v, lv, kc, dv, o.add(r * lo), lo);
+                r += 6;
+            }
+            while r + 2 <= rows {
+                pv_rows::<2>(p.add(r * lp), lp, v, lv, kc, dv, o.add(r * lo), lo);
+                r += 2;
+            }
+            if r < rows {
+                pv_rows::<1>(p.add(r * lp), lp, v, lv, kc, dv, o.add(r * lo), lo);
+            }
+        }
+    }
+}
+
+/// Which f32 micro-kernels this CPU runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Path {
+    Avx512,
+    Avx2,
+}
+
+/// The f32 kernels for this CPU (AVX-512F, else AVX2 + FMA), once detected.
+fn path() -> Option<Path> {
     #[cfg(target_arch = "x86_64")]
     {
-        TypeId::of::<T>() == TypeId::of::<f32>() && is_x86_feature_detected!("avx512f")
+        static PATH: std::sync::OnceLock<Option<Path>> = std::sync::OnceLock::new();
+        *PATH.get_or_init(|| {
+            if is_x86_feature_detected!("avx512f") {
+                Some(Path::Avx512)
+            } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                Some(Path::Avx2)
+            } else {
+                None
+            }
+        })
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        false
+        None
+    }
+}
+
+/// The f32 kernels when `T` is `f32` and this CPU has them.
+fn fast_path<T: 'static>() -> Option<Path> {
+    if TypeId::of::<T>() == TypeId::of::<f32>() {
+        path()
+    } else {
+        None
+    }
+}
+
+/// True when the fast f32 kernels can run.
+fn fast<T: 'static>() -> bool {
+    fast_path::<T>().is_some()
+}
+
+/// Name of the attention tile kernels that run for `f32` on this CPU (for benchmark reports).
+pub fn kernel_name() -> &'static str {
+    match path() {
+        Some(Path::Avx512) => "AVX-512F tiles",
+        Some(Path::Avx2) => "AVX2+FMA tiles",
+        None => "matrixmultiply",
     }
 }
 
@@ -238,6 +533,27 @@ pub(crate) fn pack_kt<T: RealScalar>(k: &ArrayView2<T>) -> Option<Vec<T>> {
     Some(kt)
 }
 
+/// `Kᵀ` of each block of `bs` keys, block `a` at `a·bs·d` as `d × bs` row-major (a last
+/// partial block padded with zeros), when the f32 kernels will run, else `None`. Per-block
+/// tiles keep the packed rows `bs` floats apart: in one `d × N` matrix a power-of-two `N` put
+/// every row of a 16-key strip in the same L1 set, and packing cost a fifth of
+/// MonarchAttention's time.
+pub(crate) fn pack_kt_blocks<T: RealScalar>(k: &ArrayView2<T>, bs: usize) -> Option<Vec<T>> {
+    if !fast::<T>() {
+        return None;
+    }
+    let (n, d) = k.dim();
+    let mut kt = vec![T::zero(); n.div_ceil(bs) * bs * d];
+    for (a, blk) in kt.chunks_mut(bs * d).enumerate() {
+        for c in 0..bs.min(n - a * bs) {
+            for (t, &x) in k.row(a * bs + c).iter().enumerate() {
+                blk[t * bs + c] = x;
+            }
+        }
+    }
+    Some(kt)
+}
+
 /// `sc = scale·q·kᵀ` (`q`: rows × d, `k`: cols × d). `packed = (Kᵀ of the head, its row
 /// length, first column)` enables the f32 kernel.
 pub(crate) fn tile_qk<T: RealScalar>(
@@ -248,14 +564,19 @@ pub(crate) fn tile_qk<T: RealScalar>(
     sc: &mut ArrayViewMut2<T>,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if let (true, Some((kt, ldk, c0))) = (fast::<T>(), packed) {
+    if let (Some(path), Some((kt, ldk, c0))) = (fast_path::<T>(), packed) {
         if let (Some(qs), Some(lds)) = (row_stride(q.strides()), row_stride(sc.strides())) {
             let (rows, d) = q.dim();
             let cols = k.nrows();
             assert!(kt.len() >= d * ldk && c0 + cols <= ldk);
-            // SAFETY: T is f32 (checked), AVX-512F present, extents checked above / by views.
+            let kernel = match path {
+                Path::Avx512 => avx512::qk,
+                Path::Avx2 => avx2::qk,
+            };
+            // SAFETY: T is f32 (checked), the path's features present (detected), extents
+            // checked above / by the views.
             unsafe {
-                avx512::qk(
+                kernel(
                     q.as_ptr().cast(),
                     qs,
                     kt.as_ptr().add(c0).cast(),
@@ -282,16 +603,21 @@ pub(crate) fn tile_pv<T: RealScalar>(
     acc: &mut ArrayViewMut2<T>,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if fast::<T>() {
+    if let Some(path) = fast_path::<T>() {
         if let (Some(lp), Some(lv), Some(lo)) = (
             row_stride(p.strides()),
             row_stride(v.strides()),
             row_stride(acc.strides()),
         ) {
             let (rows, kc) = p.dim();
-            // SAFETY: T is f32 (checked), AVX-512F present, extents match the views.
+            let kernel = match path {
+                Path::Avx512 => avx512::pv,
+                Path::Avx2 => avx2::pv,
+            };
+            // SAFETY: T is f32 (checked), the path's features present (detected), extents
+            // match the views.
             unsafe {
-                avx512::pv(
+                kernel(
                     p.as_ptr().cast(),
                     lp,
                     v.as_ptr().cast(),
@@ -320,5 +646,118 @@ pub(crate) fn tile_pv_set<T: RealScalar>(
         tile_pv(p, v, out);
     } else {
         general_mat_mul(T::one(), p, v, T::zero(), out);
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    //! Every kernel this CPU can run against plain loops, on shapes that hit every edge (row
+    //! tails of 1–5, partial column tiles, `d` and `dv` not multiples of a register).
+    use super::*;
+
+    type Qk =
+        unsafe fn(*const f32, usize, *const f32, usize, usize, usize, usize, f32, *mut f32, usize);
+    type Pv = unsafe fn(*const f32, usize, *const f32, usize, usize, usize, usize, *mut f32, usize);
+
+    fn kernels() -> Vec<(&'static str, Qk, Pv)> {
+        let mut v: Vec<(&'static str, Qk, Pv)> = Vec::new();
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            v.push(("avx2", avx2::qk, avx2::pv));
+        }
+        if is_x86_feature_detected!("avx512f") {
+            v.push(("avx512", avx512::qk, avx512::pv));
+        }
+        v
+    }
+
+    fn data(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32
+                    / (1u32 << 24) as f32
+                    - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tile_kernels_match_plain_loops() {
+        for (name, qk, pv) in kernels() {
+            for &(rows, cols, d) in &[(1, 1, 1), (5, 17, 3), (13, 40, 64), (8, 33, 70), (7, 16, 9)]
+            {
+                // Row strides wider than the rows: the kernels must honour them.
+                let (qs, ldk, lds) = (d + 3, cols + 5, cols + 2);
+                let q = data(rows * qs, 1);
+                let kt = data(d * ldk, 2);
+                let mut s = vec![f32::NAN; rows * lds];
+                // SAFETY: the detected features; buffers sized for the strides above.
+                unsafe {
+                    qk(
+                        q.as_ptr(),
+                        qs,
+                        kt.as_ptr(),
+                        ldk,
+                        d,
+                        rows,
+                        cols,
+                        0.5,
+                        s.as_mut_ptr(),
+                        lds,
+                    )
+                };
+                for r in 0..rows {
+                    for c in 0..cols {
+                        let want: f32 =
+                            0.5 * (0..d).map(|t| q[r * qs + t] * kt[t * ldk + c]).sum::<f32>();
+                        let got = s[r * lds + c];
+                        assert!(
+                            (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                            "{name} qk {rows}x{cols}x{d} [{r},{c}]: {got} vs {want}"
+                        );
+                    }
+                    // Past the tile: untouched.
+                    assert!(
+                        s[r * lds + cols..(r + 1) * lds].iter().all(|x| x.is_nan()),
+                        "{name} qk wrote past {cols} columns"
+                    );
+                }
+            }
+            for &(rows, kc, dv) in &[(1, 1, 1), (5, 7, 17), (13, 32, 64), (3, 9, 70), (8, 4, 15)] {
+                let (lp, lv, lo) = (kc + 1, dv + 4, dv + 3);
+                let p = data(rows * lp, 3);
+                let v = data(kc * lv, 4);
+                let o0 = data(rows * lo, 5);
+                let mut o = o0.clone();
+                // SAFETY: as above.
+                unsafe {
+                    pv(
+                        p.as_ptr(),
+                        lp,
+                        v.as_ptr(),
+                        lv,
+                        kc,
+                        rows,
+                        dv,
+                        o.as_mut_ptr(),
+                        lo,
+                    )
+                };
+                for r in 0..rows {
+                    for c in 0..lo {
+                        let want = if c < dv {
+                            o0[r * lo + c]
+                                + (0..kc).map(|i| p[r * lp + i] * v[i * lv + c]).sum::<f32>()
+                        } else {
+                            o0[r * lo + c]
+                        };
+                        let got = o[r * lo + c];
+                        assert!(
+                            (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                            "{name} pv {rows}x{kc}x{dv} [{r},{c}]: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }

@@ -15,7 +15,7 @@
 //! Rows are stored block-major: state row `a·b + j` holds the `(a, j)` entry, so the rows that
 //! the L-update for one `j` needs are a stride-`b` slice.
 
-use super::kernels::{pack_kt, tile_pv_set, tile_qk};
+use super::kernels::{pack_kt, pack_kt_blocks, tile_pv_set, tile_qk};
 use super::softmax::softmax_row;
 use super::{check_qkv, resolve_scale};
 use crate::primitives::error::{check_nonzero, Error, Result};
@@ -246,16 +246,20 @@ impl MonarchAttention {
                 }
             }
         }
+        let work = nb * nh * n * (geo.b + geo.m) * (q.dim().3 + dv) * self.steps;
+        // Fewer heads than about two per thread leave threads idle: split inside each head too.
+        let inner = self.par.should_split(work / items.len().max(1))
+            && items.len() < 2 * rayon::current_num_threads();
         let run = |(b, h, oh, objh): (usize, usize, ArrayViewMut2<T>, Option<ArrayViewMut1<T>>)| {
             let qh = geo.pad(q.slice(s![b, h, .., ..]));
             let kh = geo.pad(k.slice(s![b, h, .., ..]));
             let vh = geo.pad(v.slice(s![b, h, .., ..]));
-            let ctx = HeadCtx::new(&geo, &setup.keys[b], qh.view(), kh.view(), setup.scale);
+            let ctx =
+                HeadCtx::new(&geo, &setup.keys[b], qh.view(), kh.view(), setup.scale).split(inner);
             let (mut sts, y) = ctx.run_with_values(self.steps, false, Some(vh.view()));
             let st = sts.pop().expect("steps ≥ 1");
             ctx.output(&st, &y.expect("values requested"), oh, objh);
         };
-        let work = nb * nh * n * (geo.b + geo.m) * (q.dim().3 + dv) * self.steps;
         if self.par.should_split(work) && items.len() > 1 {
             items.into_par_iter().for_each(run);
         } else {
@@ -416,8 +420,11 @@ pub(crate) struct HeadCtx<'a, T> {
     pub q: ArrayView2<'a, T>,
     pub k: ArrayView2<'a, T>,
     pub scale: T,
-    /// `Kᵀ` packed for the f32 kernels (`None` when they do not apply).
+    /// `Kᵀ` of each key block packed for the f32 kernels (`None` when they do not apply).
     pub kt: Option<Vec<T>>,
+    /// Split each phase's independent blocks over the rayon pool (for few heads on many
+    /// threads); the arithmetic is the same either way, so results are bitwise identical.
+    pub split: bool,
 }
 
 impl<'a, T: RealScalar> HeadCtx<'a, T> {
@@ -428,7 +435,7 @@ impl<'a, T: RealScalar> HeadCtx<'a, T> {
         k: ArrayView2<'a, T>,
         scale: T,
     ) -> Self {
-        let kt = pack_kt(&k);
+        let kt = pack_kt_blocks(&k, geo.b);
         HeadCtx {
             geo,
             keys,
@@ -436,7 +443,14 @@ impl<'a, T: RealScalar> HeadCtx<'a, T> {
             k,
             scale,
             kt,
+            split: false,
         }
+    }
+
+    /// Sets [`split`](Self::split).
+    pub fn split(mut self, split: bool) -> Self {
+        self.split = split;
+        self
     }
 
     pub fn workspace(&self) -> Workspace<T> {
@@ -513,7 +527,11 @@ impl<'a, T: RealScalar> HeadCtx<'a, T> {
         }
         let ua = u.slice(s![rows.clone(), ..]);
         let ka = self.k.slice(s![rows.clone(), ..]);
-        let packed = self.kt.as_deref().map(|p| (p, self.geo.np, a * bs));
+        let d = self.k.ncols();
+        let packed = self
+            .kt
+            .as_deref()
+            .map(|p| (&p[a * bs * d..(a + 1) * bs * d], bs, 0));
         tile_qk(self.scale, &ua, &ka, packed, r);
         for (j, mut row) in r.outer_iter_mut().enumerate() {
             let row = row.as_slice_mut().expect("contiguous R rows");
@@ -527,51 +545,113 @@ impl<'a, T: RealScalar> HeadCtx<'a, T> {
         }
     }
 
-    /// R-update for every block: fills `st.al`, `st.cl` from `st.u`.
+    /// R-update for every block: fills `st.al`, `st.cl` from `st.u` (and `y` from `v` when
+    /// `values` are given). Blocks are independent, so with [`split`](Self::split) they run in
+    /// parallel with the same arithmetic as in sequence.
     fn r_phase(
         &self,
         st: &mut StepState<T>,
         ws: &mut Workspace<T>,
-        mut values: Option<(ArrayView2<T>, &mut Array2<T>)>,
+        values: Option<(ArrayView2<T>, &mut Array2<T>)>,
+    ) {
+        let (bs, m) = (self.geo.b, self.geo.m);
+        let StepState { u, al, cl, .. } = st;
+        let u = u.view();
+        let ys: Vec<Option<(ArrayView2<T>, ArrayViewMut2<T>)>> = match values {
+            Some((v, y)) => (0..m)
+                .map(|a| v.slice_move(s![a * bs..(a + 1) * bs, ..]))
+                .zip(y.axis_chunks_iter_mut(Axis(0), bs))
+                .map(Some)
+                .collect(),
+            None => (0..m).map(|_| None).collect(),
+        };
+        let items: Vec<_> = al
+            .axis_chunks_iter_mut(Axis(0), bs)
+            .zip(cl.chunks_mut(bs))
+            .zip(ys)
+            .enumerate()
+            .collect();
+        if self.split {
+            items.into_par_iter().for_each_init(
+                || self.workspace(),
+                |w, (a, ((ala, cla), ya))| self.r_block(a, u, ala, cla, ya, w),
+            );
+        } else {
+            for (a, ((ala, cla), ya)) in items {
+                self.r_block(a, u, ala, cla, ya, ws);
+            }
+        }
+    }
+
+    /// R-update of key block `a`: its rows `ala` of `α_L`, `cla` of `c_L` and, with `values`
+    /// (`v`'s rows of the block, `y`'s rows to fill), `y`.
+    fn r_block(
+        &self,
+        a: usize,
+        u: ArrayView2<T>,
+        mut ala: ArrayViewMut2<T>,
+        cla: &mut [T],
+        values: Option<(ArrayView2<T>, ArrayViewMut2<T>)>,
+        ws: &mut Workspace<T>,
     ) {
         let bs = self.geo.b;
-        for a in 0..self.geo.m {
-            let rows = a * bs..(a + 1) * bs;
-            let mut r = ws.r.view_mut();
-            self.r_probs(a, st.u.view(), &mut r, &mut ws.lse_b);
-            let mut ala = st.al.slice_mut(s![rows.clone(), ..]);
-            if !self.keys.block_live[a] {
-                ala.fill(T::zero());
-                st.cl[rows].fill(T::zero());
-                continue;
-            }
-            let ka = self.k.slice(s![rows.clone(), ..]);
-            tile_pv_set(&ws.r.view_mut(), &ka, &mut ala);
-            let sc = self.scale;
-            ala.mapv_inplace(|x| x * sc);
-            if let Some((v, y)) = values.as_mut() {
-                let mut ya = y.slice_mut(s![rows.clone(), ..]);
-                tile_pv_set(&ws.r.view_mut(), &v.slice(s![rows.clone(), ..]), &mut ya);
-            }
-            // Σ_i R log R = Σ_i R·(z_i − lse) = ⟨u, α_L⟩ − lse: no per-entry logarithm.
-            for (j, p) in rows.enumerate() {
-                let dot: T =
-                    st.u.row(p)
-                        .iter()
-                        .zip(ala.row(j).iter())
-                        .map(|(&x, &y)| x * y)
-                        .sum();
-                st.cl[p] = dot - ws.lse_b[j];
-            }
+        let rows = a * bs..(a + 1) * bs;
+        let mut r = ws.r.view_mut();
+        self.r_probs(a, u, &mut r, &mut ws.lse_b);
+        if !self.keys.block_live[a] {
+            ala.fill(T::zero());
+            cla.fill(T::zero());
+            return;
+        }
+        let ka = self.k.slice(s![rows.clone(), ..]);
+        tile_pv_set(&ws.r.view_mut(), &ka, &mut ala);
+        if let Some((va, mut ya)) = values {
+            tile_pv_set(&ws.r.view_mut(), &va, &mut ya);
+        }
+        // Σ_i R log R = Σ_i R·(z_i − lse) = ⟨u, α_L⟩ − lse: no per-entry logarithm. Each row is
+        // scaled (α_L = s·R·K) in the same pass, on slices so the loops vectorise.
+        let sc = self.scale;
+        for (j, p) in rows.enumerate() {
+            let mut arow = ala.row_mut(j);
+            let ur = u.row(p);
+            let dot = match (ur.as_slice(), arow.as_slice_mut()) {
+                (Some(ur), Some(ar)) => {
+                    let mut acc = [T::zero(); 8];
+                    let (mut uc, mut ac) = (ur.chunks_exact(8), ar.chunks_exact_mut(8));
+                    for (x8, y8) in (&mut uc).zip(&mut ac) {
+                        for ((a, &x), y) in acc.iter_mut().zip(x8).zip(y8) {
+                            *y *= sc;
+                            *a += x * *y;
+                        }
+                    }
+                    let mut rest = T::zero();
+                    for (&x, y) in uc.remainder().iter().zip(ac.into_remainder()) {
+                        *y *= sc;
+                        rest += x * *y;
+                    }
+                    acc.iter().fold(rest, |s, &a| s + a)
+                }
+                _ => {
+                    arow.mapv_inplace(|x| x * sc);
+                    ur.iter().zip(arow.iter()).map(|(&x, &y)| x * y).sum()
+                }
+            };
+            cla[j] = dot - ws.lse_b[j];
         }
     }
 
     /// `P[l, a] = L_j[a, l] = softmax_a(⟨q_{l·b+j}, α_L[j, a]⟩ − c_L[j, a])`; `lse[l]` gets the
     /// row objective.
     pub fn l_probs(&self, j: usize, st: &StepState<T>, p: &mut Array2<T>, lse: &mut [T]) {
+        self.l_probs_of(j, st.al.view(), &st.cl, p, lse);
+    }
+
+    /// [`l_probs`](Self::l_probs) from `α_L` and `c_L` alone (so a caller may write the rest of
+    /// the state meanwhile).
+    fn l_probs_of(&self, j: usize, al: ArrayView2<T>, cl: &[T], p: &mut Array2<T>, lse: &mut [T]) {
         let bs = self.geo.b;
         let qj = self.q.slice(s![j..;bs, ..]);
-        let alj = st.al.slice(s![j..;bs, ..]);
+        let alj = al.slice(s![j..;bs, ..]);
         let packed = pack_kt(&alj);
         let m = self.geo.m;
         tile_qk(
@@ -585,7 +665,7 @@ impl<'a, T: RealScalar> HeadCtx<'a, T> {
             let row = row.as_slice_mut().expect("contiguous P rows");
             for (a, x) in row.iter_mut().enumerate() {
                 *x = if self.keys.block_live[a] {
-                    *x - st.cl[a * bs + j]
+                    *x - cl[a * bs + j]
                 } else {
                     T::neg_infinity()
                 };
@@ -596,31 +676,61 @@ impl<'a, T: RealScalar> HeadCtx<'a, T> {
     }
 
     /// L-update followed by the next round's `u = α_R / c_R`, `c_R` (overwrites `st.u`, `st.cr`).
+    /// Each `j` writes its own stride-`b` rows, so with [`split`](Self::split) they run in
+    /// parallel with the same arithmetic as in sequence.
     fn l_to_next(&self, st: &mut StepState<T>, ws: &mut Workspace<T>) {
-        let bs = self.geo.b;
-        let qw = &self.keys.qw;
-        for j in 0..bs {
-            self.l_probs(j, st, &mut ws.p, &mut ws.lse_m);
-            // Padded and masked queries carry no weight.
-            for (l, mut row) in ws.p.outer_iter_mut().enumerate() {
-                let w = qw[l * bs + j];
-                if w != T::one() {
-                    row.mapv_inplace(|x| x * w);
+        let (bs, m) = (self.geo.b, self.geo.m);
+        let StepState { u, cr, al, cl } = st;
+        let (al, cl) = (al.view(), &cl[..]);
+        let d = u.ncols();
+        // Row `a·b + j` of `u` (entry `a·b + j` of `c_R`) as entry `[j, a]`.
+        let mut uv = u
+            .view_mut()
+            .into_shape_with_order((m, bs, d))
+            .expect("u is m·b standard-layout rows")
+            .permuted_axes([1, 0, 2]);
+        let mut cv = ArrayViewMut1::from(&mut cr[..])
+            .into_shape_with_order((m, bs))
+            .expect("c_R has m·b entries")
+            .reversed_axes();
+        let items: Vec<_> = uv
+            .axis_iter_mut(Axis(0))
+            .zip(cv.axis_iter_mut(Axis(0)))
+            .enumerate()
+            .collect();
+        let body =
+            |ws: &mut Workspace<T>,
+             (j, (mut uj, mut crj)): (usize, (ArrayViewMut2<T>, ArrayViewMut1<T>))| {
+                let qw = &self.keys.qw;
+                self.l_probs_of(j, al, cl, &mut ws.p, &mut ws.lse_m);
+                // Padded and masked queries carry no weight.
+                for (l, mut row) in ws.p.outer_iter_mut().enumerate() {
+                    let w = qw[l * bs + j];
+                    if w != T::one() {
+                        row.mapv_inplace(|x| x * w);
+                    }
                 }
-            }
-            let qj = self.q.slice(s![j..;bs, ..]);
-            let mut uj = st.u.slice_mut(s![j..;bs, ..]);
-            general_mat_mul(T::one(), &ws.p.t(), &qj, T::zero(), &mut uj);
-            for (a, mut row) in uj.outer_iter_mut().enumerate() {
-                let c: T = ws.p.column(a).sum();
-                st.cr[a * bs + j] = c;
-                if c > T::zero() {
-                    // Divide, not multiply by 1/c: c may be subnormal, where 1/c overflows to
-                    // infinity and an underflowed (zero) entry would turn into NaN.
-                    row.mapv_inplace(|x| x / c);
-                } else {
-                    row.fill(T::zero());
+                let qj = self.q.slice(s![j..;bs, ..]);
+                general_mat_mul(T::one(), &ws.p.t(), &qj, T::zero(), &mut uj);
+                for (a, mut row) in uj.outer_iter_mut().enumerate() {
+                    let c: T = ws.p.column(a).sum();
+                    crj[a] = c;
+                    if c > T::zero() {
+                        // Divide, not multiply by 1/c: c may be subnormal, where 1/c overflows to
+                        // infinity and an underflowed (zero) entry would turn into NaN.
+                        row.mapv_inplace(|x| x / c);
+                    } else {
+                        row.fill(T::zero());
+                    }
                 }
+            };
+        if self.split {
+            items
+                .into_par_iter()
+                .for_each_init(|| self.workspace(), |w, it| body(w, it));
+        } else {
+            for it in items {
+                body(ws, it);
             }
         }
     }
@@ -634,6 +744,37 @@ impl<'a, T: RealScalar> HeadCtx<'a, T> {
         mut obj: Option<ArrayViewMut1<T>>,
     ) {
         let (bs, m, dv) = (self.geo.b, self.geo.m, y.ncols());
+        if self.split {
+            // Each `j` into its own slab, then the rows in place (O(N·d) copies against
+            // O(N·m·d) work): the output rows of one `j` are strided and shifted by padding.
+            let mut slab = Array3::<T>::zeros((bs, m, dv));
+            let mut lses = Array2::<T>::zeros((bs, m));
+            let items: Vec<_> = slab
+                .outer_iter_mut()
+                .zip(lses.outer_iter_mut())
+                .enumerate()
+                .collect();
+            items.into_par_iter().for_each_init(
+                || self.workspace(),
+                |ws, (j, (mut oj, mut lj))| {
+                    self.l_probs(j, st, &mut ws.p, &mut ws.lse_m);
+                    let yj = y.slice(s![j..;bs, ..]);
+                    tile_pv_set(&ws.p.view_mut(), &yj, &mut oj);
+                    lj.assign(&ArrayView1::from(&ws.lse_m[..]));
+                },
+            );
+            for j in 0..bs {
+                for l in 0..m {
+                    if let Some(t) = self.geo.unpad(l * bs + j) {
+                        out.row_mut(t).assign(&slab.slice(s![j, l, ..]));
+                        if let Some(o) = obj.as_mut() {
+                            o[t] = lses[[j, l]];
+                        }
+                    }
+                }
+            }
+            return;
+        }
         let mut ws = self.workspace();
         let mut oj = Array2::zeros((m, dv));
         for j in 0..bs {

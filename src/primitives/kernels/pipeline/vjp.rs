@@ -86,8 +86,15 @@ pub(super) fn stage_outer_into<T: Scalar>(
 /// indices among threads instead shares cache lines between them where a chunk is half a
 /// line pair (NB = 32), and splitting output features makes every thread pack all inputs.
 pub(super) fn inter_parts(rows: usize) -> usize {
-    (rows / 64).clamp(1, 4)
+    (rows / MIN_PART_ROWS).clamp(1, MAX_PARTS)
 }
+
+/// Fewest rows of a part: each part writes and re-reads a whole weight gradient, which costs
+/// about as much as the outer sums of a few dozen rows.
+pub(super) const MIN_PART_ROWS: usize = 64;
+
+/// Most row parts: enough for 16 threads to share the weight-gradient sums.
+pub(super) const MAX_PARTS: usize = 16;
 
 /// Backward of one factor `w` (layout `kind`) whose input was `x` and whose output gradient
 /// is `g`: the weight gradient into `wgrad` (reallocated only when its shape or layout does not
