@@ -71,6 +71,39 @@ fn monarch_vjp_32_blocks() {
 }
 
 #[test]
+fn monarch_vjp_many_row_parts() {
+    // 1100 rows: the interleaved weight gradient is summed in 16 row parts (one per 64 rows, at
+    // most 16), more parts than threads in every pool here; f32 and f64, one-pass and
+    // stage-by-stage shapes, with and without a transposed factor.
+    let x = normal_matrix::<f64>((1100, 256), 1.0, 10);
+    let g = normal_matrix::<f64>((1100, 256), 1.0, 11);
+    for m in [
+        Monarch::<f64>::random(256, 16, 12).unwrap(),
+        Monarch::<f64>::random(256, 16, 13).unwrap().transpose(),
+    ] {
+        same_across_pools("Monarch::vjp (16 row parts)", || {
+            let v = m.vjp(x.view(), g.view()).unwrap();
+            (bits2(&v.x), bits3(&v.w1), bits3(&v.w2))
+        });
+        let (p_in, p_mid, p_out) = m.perms();
+        let m32 = Monarch::<f32>::from_parts(
+            p_in.clone(),
+            monarch::BlockDiag::new(m.w1().mapv(|v| v as f32)).unwrap(),
+            p_mid.clone(),
+            monarch::BlockDiag::new(m.w2().mapv(|v| v as f32)).unwrap(),
+            p_out.clone(),
+        )
+        .unwrap();
+        let (x32, g32) = (x.mapv(|v| v as f32), g.mapv(|v| v as f32));
+        same_across_pools("Monarch<f32>::vjp (16 row parts)", || {
+            let v = m32.vjp(x32.view(), g32.view()).unwrap();
+            let b3 = |a: &Array3<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            (bits2f(&v.x), b3(&v.w1), b3(&v.w2))
+        });
+    }
+}
+
+#[test]
 fn monarch_f32_matmul() {
     let m = Monarch::<f32>::random(256, 16, 9).unwrap();
     let x = normal_matrix::<f32>((257, 256), 1.0, 10);

@@ -129,6 +129,7 @@ mod avx512 {
         dv: usize,
         o: *mut f32,
         lo: usize,
+        zero: bool,
     ) {
         let mut c0 = 0;
         while c0 < dv {
@@ -143,8 +144,10 @@ mod avx512 {
             for (r, a) in acc.iter_mut().enumerate() {
                 for (z, x) in a.iter_mut().enumerate() {
                     // SAFETY: masked lanes only.
-                    *x = unsafe {
-                        _mm512_maskz_loadu_ps(m[z], o.wrapping_add(r * lo + c0 + 16 * z))
+                    *x = if zero {
+                        _mm512_setzero_ps()
+                    } else {
+                        unsafe { _mm512_maskz_loadu_ps(m[z], o.wrapping_add(r * lo + c0 + 16 * z)) }
                     };
                 }
             }
@@ -171,7 +174,7 @@ mod avx512 {
         }
     }
 
-    /// `O += P·V` for `rows × dv`, inner length `kc`.
+    /// `O += P·V` (`O = P·V` with `zero`, `O` not read) for `rows × dv`, inner length `kc`.
     ///
     /// # Safety
     /// AVX-512F available; pointers valid for the described extents.
@@ -186,15 +189,16 @@ mod avx512 {
         dv: usize,
         o: *mut f32,
         lo: usize,
+        zero: bool,
     ) {
         let mut r = 0;
         unsafe {
             while r + 4 <= rows {
-                pv_rows::<4>(p.add(r * lp), lp, v, lv, kc, dv, o.add(r * lo), lo);
+                pv_rows::<4>(p.add(r * lp), lp, v, lv, kc, dv, o.add(r * lo), lo, zero);
                 r += 4;
             }
             while r < rows {
-                pv_rows::<1>(p.add(r * lp), lp, v, lv, kc, dv, o.add(r * lo), lo);
+                pv_rows::<1>(p.add(r * lp), lp, v, lv, kc, dv, o.add(r * lo), lo, zero);
                 r += 1;
             }
         }
@@ -379,10 +383,16 @@ mod avx2 {
         m: &[__m256i; 2],
         o: *mut f32,
         lo: usize,
+        zero: bool,
     ) {
         // SAFETY (all accesses): within the caller's extents; masked lanes untouched.
-        let mut acc: [[__m256; 2]; MR] =
-            std::array::from_fn(|r| unsafe { load16::<FULL>(o.wrapping_add(r * lo), m) });
+        let mut acc: [[__m256; 2]; MR] = std::array::from_fn(|r| {
+            if zero {
+                [_mm256_setzero_ps(); 2]
+            } else {
+                unsafe { load16::<FULL>(o.wrapping_add(r * lo), m) }
+            }
+        });
         for c in 0..kc {
             let vv = unsafe { load16::<FULL>(v.wrapping_add(c * lv), m) };
             for (r, a) in acc.iter_mut().enumerate() {
@@ -407,6 +417,7 @@ mod avx2 {
         dv: usize,
         o: *mut f32,
         lo: usize,
+        zero: bool,
     ) {
         let mut c0 = 0;
         while c0 < dv {
@@ -415,16 +426,16 @@ mod avx2 {
             let (vc, oc) = (v.wrapping_add(c0), o.wrapping_add(c0));
             unsafe {
                 if n >= 16 {
-                    pv_tile::<MR, true>(p, lp, vc, lv, kc, &m, oc, lo);
+                    pv_tile::<MR, true>(p, lp, vc, lv, kc, &m, oc, lo, zero);
                 } else {
-                    pv_tile::<MR, false>(p, lp, vc, lv, kc, &m, oc, lo);
+                    pv_tile::<MR, false>(p, lp, vc, lv, kc, &m, oc, lo, zero);
                 }
             }
             c0 += 16;
         }
     }
 
-    /// `O += P·V` for `rows × dv`, inner length `kc`.
+    /// `O += P·V` (`O = P·V` with `zero`, `O` not read) for `rows × dv`, inner length `kc`.
     ///
     /// # Safety
     /// AVX2 and FMA available; pointers valid for the described extents.
@@ -439,19 +450,20 @@ mod avx2 {
         dv: usize,
         o: *mut f32,
         lo: usize,
+        zero: bool,
     ) {
         let mut r = 0;
         unsafe {
             while r + 6 <= rows {
-                pv_rows::<6>(p.add(r * lp), lp, v, lv, kc, dv, o.add(r * lo), lo);
+                pv_rows::<6>(p.add(r * lp), lp, v, lv, kc, dv, o.add(r * lo), lo, zero);
                 r += 6;
             }
             while r + 2 <= rows {
-                pv_rows::<2>(p.add(r * lp), lp, v, lv, kc, dv, o.add(r * lo), lo);
+                pv_rows::<2>(p.add(r * lp), lp, v, lv, kc, dv, o.add(r * lo), lo, zero);
                 r += 2;
             }
             if r < rows {
-                pv_rows::<1>(p.add(r * lp), lp, v, lv, kc, dv, o.add(r * lo), lo);
+                pv_rows::<1>(p.add(r * lp), lp, v, lv, kc, dv, o.add(r * lo), lo, zero);
             }
         }
     }
@@ -602,12 +614,32 @@ pub(crate) fn tile_pv<T: RealScalar>(
     v: &ArrayView2<T>,
     acc: &mut ArrayViewMut2<T>,
 ) {
+    pv_dispatch(p, v, acc, false);
+}
+
+/// `out = p·v` (`p`: rows × kc, `v`: kc × dv), overwriting `out` (never read).
+pub(crate) fn tile_pv_set<T: RealScalar>(
+    p: &ArrayViewMut2<T>,
+    v: &ArrayView2<T>,
+    out: &mut ArrayViewMut2<T>,
+) {
+    pv_dispatch(p, v, out, true);
+}
+
+/// `out = p·v` when `zero`, else `out += p·v`: the f32 kernels where they run (their
+/// accumulators start at zero instead of a zero-filled `out`), `general_mat_mul` otherwise.
+fn pv_dispatch<T: RealScalar>(
+    p: &ArrayViewMut2<T>,
+    v: &ArrayView2<T>,
+    out: &mut ArrayViewMut2<T>,
+    zero: bool,
+) {
     #[cfg(target_arch = "x86_64")]
     if let Some(path) = fast_path::<T>() {
         if let (Some(lp), Some(lv), Some(lo)) = (
             row_stride(p.strides()),
             row_stride(v.strides()),
-            row_stride(acc.strides()),
+            row_stride(out.strides()),
         ) {
             let (rows, kc) = p.dim();
             let kernel = match path {
@@ -625,28 +657,16 @@ pub(crate) fn tile_pv<T: RealScalar>(
                     kc,
                     rows,
                     v.ncols(),
-                    acc.as_mut_ptr().cast(),
+                    out.as_mut_ptr().cast(),
                     lo,
+                    zero,
                 );
             }
             return;
         }
     }
-    general_mat_mul(T::one(), p, v, T::one(), acc);
-}
-
-/// `out = p·v` (`p`: rows × kc, `v`: kc × dv), overwriting `out`.
-pub(crate) fn tile_pv_set<T: RealScalar>(
-    p: &ArrayViewMut2<T>,
-    v: &ArrayView2<T>,
-    out: &mut ArrayViewMut2<T>,
-) {
-    if fast::<T>() {
-        out.fill(T::zero());
-        tile_pv(p, v, out);
-    } else {
-        general_mat_mul(T::one(), p, v, T::zero(), out);
-    }
+    let beta = if zero { T::zero() } else { T::one() };
+    general_mat_mul(T::one(), p, v, beta, out);
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]
@@ -657,7 +677,8 @@ mod tests {
 
     type Qk =
         unsafe fn(*const f32, usize, *const f32, usize, usize, usize, usize, f32, *mut f32, usize);
-    type Pv = unsafe fn(*const f32, usize, *const f32, usize, usize, usize, usize, *mut f32, usize);
+    type Pv =
+        unsafe fn(*const f32, usize, *const f32, usize, usize, usize, usize, *mut f32, usize, bool);
 
     fn kernels() -> Vec<(&'static str, Qk, Pv)> {
         let mut v: Vec<(&'static str, Qk, Pv)> = Vec::new();
@@ -723,37 +744,51 @@ mod tests {
                 }
             }
             for &(rows, kc, dv) in &[(1, 1, 1), (5, 7, 17), (13, 32, 64), (3, 9, 70), (8, 4, 15)] {
-                let (lp, lv, lo) = (kc + 1, dv + 4, dv + 3);
-                let p = data(rows * lp, 3);
-                let v = data(kc * lv, 4);
-                let o0 = data(rows * lo, 5);
-                let mut o = o0.clone();
-                // SAFETY: as above.
-                unsafe {
-                    pv(
-                        p.as_ptr(),
-                        lp,
-                        v.as_ptr(),
-                        lv,
-                        kc,
-                        rows,
-                        dv,
-                        o.as_mut_ptr(),
-                        lo,
-                    )
-                };
-                for r in 0..rows {
-                    for c in 0..lo {
-                        let want = if c < dv {
-                            o0[r * lo + c]
-                                + (0..kc).map(|i| p[r * lp + i] * v[i * lv + c]).sum::<f32>()
-                        } else {
-                            o0[r * lo + c]
-                        };
-                        let got = o[r * lo + c];
+                for zero in [false, true] {
+                    let (lp, lv, lo) = (kc + 1, dv + 4, dv + 3);
+                    let p = data(rows * lp, 3);
+                    let v = data(kc * lv, 4);
+                    // With `zero` the output's old values (NaN) must never be read.
+                    let o0 = if zero {
+                        vec![f32::NAN; rows * lo]
+                    } else {
+                        data(rows * lo, 5)
+                    };
+                    let mut o = o0.clone();
+                    // SAFETY: as above.
+                    unsafe {
+                        pv(
+                            p.as_ptr(),
+                            lp,
+                            v.as_ptr(),
+                            lv,
+                            kc,
+                            rows,
+                            dv,
+                            o.as_mut_ptr(),
+                            lo,
+                            zero,
+                        )
+                    };
+                    for r in 0..rows {
+                        for c in 0..dv {
+                            let base = if zero { 0.0 } else { o0[r * lo + c] };
+                            let want =
+                                base + (0..kc).map(|i| p[r * lp + i] * v[i * lv + c]).sum::<f32>();
+                            let got = o[r * lo + c];
+                            assert!(
+                                (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                                "{name} pv zero={zero} {rows}x{kc}x{dv} [{r},{c}]: {got} vs {want}"
+                            );
+                        }
+                        // Past the tile: untouched.
+                        let tail = &o[r * lo + dv..(r + 1) * lo];
+                        let tail0 = &o0[r * lo + dv..(r + 1) * lo];
                         assert!(
-                            (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
-                            "{name} pv {rows}x{kc}x{dv} [{r},{c}]: {got} vs {want}"
+                            tail.iter()
+                                .zip(tail0)
+                                .all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "{name} pv wrote past {dv} columns"
                         );
                     }
                 }
