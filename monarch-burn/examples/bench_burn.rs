@@ -17,26 +17,6 @@ use burn::tensor::{Device, Distribution, Tensor};
 use monarch_burn::{MonarchAttention, MonarchLinear};
 use std::time::Instant;
 
-fn device_from_args() -> (Device, String) {
-    let args: Vec<String> = std::env::args().collect();
-    let name = args
-        .iter()
-        .position(|a| a == "--device")
-        .and_then(|i| args.get(i + 1).cloned())
-        .unwrap_or_else(|| "flex".into());
-    let device = match name.as_str() {
-        "flex" => Device::flex(),
-        #[cfg(feature = "wgpu")]
-        "wgpu" => Device::wgpu(Default::default()),
-        #[cfg(feature = "cuda")]
-        "cuda" => Device::cuda(0),
-        other => {
-            panic!("--device {other}: not a backend of this build (features: flex, wgpu, cuda)")
-        }
-    };
-    (device, name)
-}
-
 /// Best of `trials` mean times (ms) of `reps` calls, after a warm-up; `f` must sync the device.
 fn best_ms(mut f: impl FnMut(), trials: usize, min_s: f64) -> f64 {
     f();
@@ -62,9 +42,9 @@ fn best_ms(mut f: impl FnMut(), trials: usize, min_s: f64) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
-fn main() {
+fn main() -> monarch::Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
-    let (device, name) = device_from_args();
+    let (device, name) = monarch_burn::backend::device_from_args("flex")?;
     let (trials, min_s) = if quick { (2, 0.02) } else { (5, 0.2) };
     let sync = |d: &Device| d.sync().expect("device sync");
     println!("# monarch-burn on burn's `{name}` backend, f32");
@@ -79,7 +59,7 @@ fn main() {
     for &(n, batch) in cases {
         let b = (n as f64).sqrt() as usize;
         let ad = device.clone().autodiff();
-        let mon = MonarchLinear::new(n, n, b, false, 0, &ad).expect("layer");
+        let mon = MonarchLinear::new(n, n, b, false, 0, &ad)?;
         let dense = LinearConfig::new(n, n).with_bias(false).init(&ad);
         let x = Tensor::<2>::random([batch, n], Distribution::Default, &ad);
         let gy = Tensor::<2>::random([batch, n], Distribution::Default, &ad);
@@ -152,4 +132,5 @@ fn main() {
         );
         println!("| {n} | {heads} | 64 | {b} | {ms:.3} |");
     }
+    Ok(())
 }

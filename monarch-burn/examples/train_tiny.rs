@@ -49,21 +49,8 @@ impl TinyMonarchModel {
 }
 
 fn main() -> monarch::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let name = args
-        .iter()
-        .position(|a| a == "--device")
-        .and_then(|i| args.get(i + 1).cloned())
-        .unwrap_or_else(|| "flex".into());
-    let device = match name.as_str() {
-        "flex" => Device::flex(),
-        #[cfg(feature = "wgpu")]
-        "wgpu" => Device::wgpu(Default::default()),
-        #[cfg(feature = "cuda")]
-        "cuda" => Device::cuda(0),
-        other => panic!("--device {other}: not a backend of this build"),
-    }
-    .autodiff();
+    let (device, name) = monarch_burn::backend::device_from_args("flex")?;
+    let device = device.autodiff();
     device.seed(0);
     let (batch, seq, d) = (16, 64, 32);
     let mut model = TinyMonarchModel::new(d, seq, &device)?;

@@ -26,6 +26,7 @@ pub use monarch;
 
 pub mod adapters;
 pub mod attention;
+pub mod backend;
 pub mod convert;
 pub mod error;
 pub mod gsoft;
