@@ -325,10 +325,18 @@ mod avx2 {
         s: *mut f32,
         lds: usize,
     ) {
+        type Rows =
+            unsafe fn(*const f32, usize, *const f32, usize, usize, usize, f32, *mut f32, usize);
         let mut r = 0;
-        unsafe {
-            while r + 6 <= rows {
-                qk_rows::<6>(
+        while r < rows {
+            // Tiles of 6 rows, the rest in 2s and a last 1.
+            let (mr, f): (usize, Rows) = match rows - r {
+                6.. => (6, qk_rows::<6>),
+                2.. => (2, qk_rows::<2>),
+                _ => (1, qk_rows::<1>),
+            };
+            unsafe {
+                f(
                     q.add(r * qs),
                     qs,
                     kt,
@@ -338,36 +346,9 @@ mod avx2 {
                     scale,
                     s.add(r * lds),
                     lds,
-                );
-                r += 6;
-            }
-            while r + 2 <= rows {
-                qk_rows::<2>(
-                    q.add(r * qs),
-                    qs,
-                    kt,
-                    ldk,
-                    d,
-                    cols,
-                    scale,
-                    s.add(r * lds),
-                    lds,
-                );
-                r += 2;
-            }
-            if r < rows {
-                qk_rows::<1>(
-                    q.add(r * qs),
-                    qs,
-                    kt,
-                    ldk,
-                    d,
-                    cols,
-                    scale,
-                    s.add(r * lds),
-                    lds,
-                );
-            }
+                )
+            };
+            r += mr;
         }
     }
 
@@ -452,19 +433,18 @@ mod avx2 {
         lo: usize,
         zero: bool,
     ) {
+        type Rows =
+            unsafe fn(*const f32, usize, *const f32, usize, usize, usize, *mut f32, usize, bool);
         let mut r = 0;
-        unsafe {
-            while r + 6 <= rows {
-                pv_rows::<6>(p.add(r * lp), lp, v, lv, kc, dv, o.add(r * lo), lo, zero);
-                r += 6;
-            }
-            while r + 2 <= rows {
-                pv_rows::<2>(p.add(r * lp), lp, v, lv, kc, dv, o.add(r * lo), lo, zero);
-                r += 2;
-            }
-            if r < rows {
-                pv_rows::<1>(p.add(r * lp), lp, v, lv, kc, dv, o.add(r * lo), lo, zero);
-            }
+        while r < rows {
+            // Tiles of 6 rows, the rest in 2s and a last 1.
+            let (mr, f): (usize, Rows) = match rows - r {
+                6.. => (6, pv_rows::<6>),
+                2.. => (2, pv_rows::<2>),
+                _ => (1, pv_rows::<1>),
+            };
+            unsafe { f(p.add(r * lp), lp, v, lv, kc, dv, o.add(r * lo), lo, zero) };
+            r += mr;
         }
     }
 }
@@ -523,26 +503,6 @@ pub fn kernel_name() -> &'static str {
 /// Row stride of a view whose rows are contiguous (unit column stride, non-negative rows).
 fn row_stride(s: &[isize]) -> Option<usize> {
     (s[1] == 1 && s[0] >= 0).then_some(s[0] as usize)
-}
-
-/// `Kᵀ` of one head (`d × N`, row-major) when the f32 kernels will run, else `None`.
-pub(crate) fn pack_kt<T: RealScalar>(k: &ArrayView2<T>) -> Option<Vec<T>> {
-    if !fast::<T>() {
-        return None;
-    }
-    let (n, d) = k.dim();
-    let mut kt = vec![T::zero(); n * d];
-    // Blocks of 16 keys keep both the reads and the writes within a few cache lines.
-    for c0 in (0..n).step_by(16) {
-        let c1 = (c0 + 16).min(n);
-        for c in c0..c1 {
-            let row = k.row(c);
-            for (t, &x) in row.iter().enumerate() {
-                kt[t * n + c] = x;
-            }
-        }
-    }
-    Some(kt)
 }
 
 /// `Kᵀ` of each block of `bs` keys, block `a` at `a·bs·d` as `d × bs` row-major (a last

@@ -15,7 +15,7 @@
 //! Rows are stored block-major: state row `a·b + j` holds the `(a, j)` entry, so the rows that
 //! the L-update for one `j` needs are a stride-`b` slice.
 
-use super::kernels::{pack_kt, pack_kt_blocks, tile_pv_set, tile_qk};
+use super::kernels::{pack_kt_blocks, tile_pv_set, tile_qk};
 use super::softmax::softmax_row;
 use super::{check_qkv, resolve_scale};
 use crate::primitives::error::{check_nonzero, Error, Result};
@@ -545,6 +545,26 @@ impl<'a, T: RealScalar> HeadCtx<'a, T> {
         }
     }
 
+    /// Runs `f` on every item of a phase, over the pool with per-task scratch when
+    /// [`split`](Self::split), else in order with `ws`. Items are independent and `f` does the
+    /// same arithmetic either way, so results do not depend on it.
+    fn each<I: Send>(
+        &self,
+        items: Vec<I>,
+        ws: &mut Workspace<T>,
+        f: impl Fn(&mut Workspace<T>, I) + Sync,
+    ) {
+        if self.split {
+            items
+                .into_par_iter()
+                .for_each_init(|| self.workspace(), |w, it| f(w, it));
+        } else {
+            for it in items {
+                f(ws, it);
+            }
+        }
+    }
+
     /// R-update for every block: fills `st.al`, `st.cl` from `st.u` (and `y` from `v` when
     /// `values` are given). Blocks are independent, so with [`split`](Self::split) they run in
     /// parallel with the same arithmetic as in sequence.
@@ -571,16 +591,9 @@ impl<'a, T: RealScalar> HeadCtx<'a, T> {
             .zip(ys)
             .enumerate()
             .collect();
-        if self.split {
-            items.into_par_iter().for_each_init(
-                || self.workspace(),
-                |w, (a, ((ala, cla), ya))| self.r_block(a, u, ala, cla, ya, w),
-            );
-        } else {
-            for (a, ((ala, cla), ya)) in items {
-                self.r_block(a, u, ala, cla, ya, ws);
-            }
-        }
+        self.each(items, ws, |w, (a, ((ala, cla), ya))| {
+            self.r_block(a, u, ala, cla, ya, w)
+        });
     }
 
     /// R-update of key block `a`: its rows `ala` of `α_L`, `cla` of `c_L` and, with `values`
@@ -652,8 +665,8 @@ impl<'a, T: RealScalar> HeadCtx<'a, T> {
         let bs = self.geo.b;
         let qj = self.q.slice(s![j..;bs, ..]);
         let alj = al.slice(s![j..;bs, ..]);
-        let packed = pack_kt(&alj);
         let m = self.geo.m;
+        let packed = pack_kt_blocks(&alj, m);
         tile_qk(
             T::one(),
             &qj,
@@ -724,15 +737,7 @@ impl<'a, T: RealScalar> HeadCtx<'a, T> {
                     }
                 }
             };
-        if self.split {
-            items
-                .into_par_iter()
-                .for_each_init(|| self.workspace(), |w, it| body(w, it));
-        } else {
-            for it in items {
-                body(ws, it);
-            }
-        }
+        self.each(items, ws, body);
     }
 
     /// Final L-update and output rows (and objective) for the real tokens.
@@ -744,48 +749,27 @@ impl<'a, T: RealScalar> HeadCtx<'a, T> {
         mut obj: Option<ArrayViewMut1<T>>,
     ) {
         let (bs, m, dv) = (self.geo.b, self.geo.m, y.ncols());
-        if self.split {
-            // Each `j` into its own slab, then the rows in place (O(N·d) copies against
-            // O(N·m·d) work): the output rows of one `j` are strided and shifted by padding.
-            let mut slab = Array3::<T>::zeros((bs, m, dv));
-            let mut lses = Array2::<T>::zeros((bs, m));
-            let items: Vec<_> = slab
-                .outer_iter_mut()
-                .zip(lses.outer_iter_mut())
-                .enumerate()
-                .collect();
-            items.into_par_iter().for_each_init(
-                || self.workspace(),
-                |ws, (j, (mut oj, mut lj))| {
-                    self.l_probs(j, st, &mut ws.p, &mut ws.lse_m);
-                    let yj = y.slice(s![j..;bs, ..]);
-                    tile_pv_set(&ws.p.view_mut(), &yj, &mut oj);
-                    lj.assign(&ArrayView1::from(&ws.lse_m[..]));
-                },
-            );
-            for j in 0..bs {
-                for l in 0..m {
-                    if let Some(t) = self.geo.unpad(l * bs + j) {
-                        out.row_mut(t).assign(&slab.slice(s![j, l, ..]));
-                        if let Some(o) = obj.as_mut() {
-                            o[t] = lses[[j, l]];
-                        }
-                    }
-                }
-            }
-            return;
-        }
-        let mut ws = self.workspace();
-        let mut oj = Array2::zeros((m, dv));
-        for j in 0..bs {
+        // Each `j` into its own slab, then the rows in place (O(N·d) copies against O(N·m·d)
+        // work): the output rows of one `j` are strided and shifted by padding.
+        let mut slab = Array3::<T>::zeros((bs, m, dv));
+        let mut lses = Array2::<T>::zeros((bs, m));
+        let items: Vec<_> = slab
+            .outer_iter_mut()
+            .zip(lses.outer_iter_mut())
+            .enumerate()
+            .collect();
+        self.each(items, &mut self.workspace(), |ws, (j, (mut oj, mut lj))| {
             self.l_probs(j, st, &mut ws.p, &mut ws.lse_m);
             let yj = y.slice(s![j..;bs, ..]);
-            tile_pv_set(&ws.p.view_mut(), &yj, &mut oj.view_mut());
+            tile_pv_set(&ws.p.view_mut(), &yj, &mut oj);
+            lj.assign(&ArrayView1::from(&ws.lse_m[..]));
+        });
+        for j in 0..bs {
             for l in 0..m {
                 if let Some(t) = self.geo.unpad(l * bs + j) {
-                    out.row_mut(t).assign(&oj.row(l));
+                    out.row_mut(t).assign(&slab.slice(s![j, l, ..]));
                     if let Some(o) = obj.as_mut() {
-                        o[t] = ws.lse_m[l];
+                        o[t] = lses[[j, l]];
                     }
                 }
             }
