@@ -9,8 +9,8 @@
 //! ```
 //!
 //! Text: the 196 sentences of `data/sentences.txt` (written for this crate, in groups of four
-//! on one topic), long passages made by joining four neighbouring groups (up to about 200
-//! tokens; the tokenizer truncates at the model's 256), and the opening of the Gettysburg
+//! on one topic), passages made by joining four neighbouring groups (up to about 200 tokens) and
+//! eight (truncated by the tokenizer at the model's 256 tokens), and the opening of the Gettysburg
 //! Address (public domain). Timings use one synthetic sequence of exactly N tokens (the
 //! passages' word pieces repeated).
 //!
@@ -390,6 +390,14 @@ fn main() -> monarch::Result<()> {
             .collect();
         texts.push(passage.join(" "));
     }
+    // Eight neighbouring groups run past the model's 256 tokens, so these passages reach the
+    // truncation length: the sequence length the model was trained to handle at most.
+    for g in (0..groups.len()).step_by(5) {
+        let passage: Vec<String> = (g..g + 8)
+            .map(|i| groups[i % groups.len()].join(" "))
+            .collect();
+        texts.push(passage.join(" "));
+    }
     texts.push(GETTYSBURG.to_string());
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let ids = enc.tokenize(&refs)?;
@@ -397,14 +405,16 @@ fn main() -> monarch::Result<()> {
     let long: Vec<usize> = (0..ids.len()).filter(|&i| ids[i].len() >= 128).collect();
     lens.sort_unstable();
     println!(
-        "{} texts ({} sentences, {} passages): {} to {} tokens, median {}; {} with ≥ 128 tokens.\n",
+        "{} texts ({} sentences, {} passages): {} to {} tokens, median {}; {} with ≥ 128 tokens, \
+         {} at the model's limit of 256.\n",
         texts.len(),
         n_short,
         texts.len() - n_short,
         lens[0],
         lens[lens.len() - 1],
         lens[lens.len() / 2],
-        long.len()
+        long.len(),
+        lens.iter().filter(|&&l| l >= 256).count()
     );
     let all: Vec<usize> = (0..ids.len()).collect();
     let t0 = Instant::now();
