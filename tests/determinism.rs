@@ -72,14 +72,14 @@ fn monarch_vjp_32_blocks() {
 
 #[test]
 fn monarch_vjp_many_row_parts() {
-    // 1100 rows: the interleaved weight gradient is summed in 16 row parts (one per 64 rows, at
-    // most 16), more parts than threads in every pool here; f32 and f64, one-pass and
-    // stage-by-stage shapes, with and without a transposed factor.
-    let x = normal_matrix::<f64>((1100, 256), 1.0, 10);
-    let g = normal_matrix::<f64>((1100, 256), 1.0, 11);
+    // 2100 rows at n = 1024: the interleaved weight gradient is summed in 16 row parts (one per
+    // 128 rows at this width, at most 16), more parts than threads in every pool here; f32 and
+    // f64, one-pass and stage-by-stage shapes, with and without a transposed factor.
+    let x = normal_matrix::<f64>((2100, 1024), 1.0, 10);
+    let g = normal_matrix::<f64>((2100, 1024), 1.0, 11);
     for m in [
-        Monarch::<f64>::random(256, 16, 12).unwrap(),
-        Monarch::<f64>::random(256, 16, 13).unwrap().transpose(),
+        Monarch::<f64>::random(1024, 32, 12).unwrap(),
+        Monarch::<f64>::random(1024, 32, 13).unwrap().transpose(),
     ] {
         same_across_pools("Monarch::vjp (16 row parts)", || {
             let v = m.vjp(x.view(), g.view()).unwrap();

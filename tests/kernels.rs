@@ -969,7 +969,8 @@ fn vjp_weight_gradients_are_exact_directional_derivatives() {
         Monarch::<f64>::random(1024, 32, 12).unwrap().transpose(),
         Monarch::<f64>::random(256, 16, 13).unwrap(),
     ] {
-        for batch in [130, 300] {
+        // One part at n = 1024 and 130 rows; two and four at 300 and 600 (two at n = 256, 600).
+        for batch in [130, 300, 600] {
             let x = rand2::<f64>((batch, m.in_features()), 41);
             let g = rand2::<f64>((batch, m.out_features()), 42);
             let d = m.vjp(x.view(), g.view()).unwrap();

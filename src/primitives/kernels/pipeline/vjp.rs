@@ -46,14 +46,15 @@ pub(super) fn stage_outer_into<T: Scalar>(
             };
             for_each_chunk(flat, per * rows * cols, split, body);
         }
-        Kind::Inter if inter_parts(g.nrows()) > 1 => {
+        Kind::Inter if inter_parts(g.nrows(), g.ncols()) > 1 => {
             let nch = nb.div_ceil(PAD);
             let part = |r: Range<usize>, o: &mut [&mut [T]], _: &mut [T]| {
                 let (g, x) = (g.rows(r.clone()), x.rows(r));
                 interleaved_outer_chunks_into(be, nb, 0..nch, g, x, o[0]);
             };
             let mut sums = [(Kind::Inter, (nb, rows, cols), flat)];
-            parts_sum(g.nrows(), split, &mut sums, &mut [], 0, part);
+            let parts = inter_parts(g.nrows(), g.ncols());
+            parts_sum(g.nrows(), parts, split, &mut sums, &mut [], 0, part);
         }
         Kind::Inter => {
             // packed[i][t][c] = Σ_b g[b, i·nb + c] · x[b, t·nb + c], one window of output
@@ -80,18 +81,34 @@ pub(super) fn stage_outer_into<T: Scalar>(
     }
 }
 
-/// Parts the rows of an interleaved backward pass are cut into: a function of the row count
-/// only, so results do not depend on the thread count (each part's weight gradient is summed
-/// on its own and the parts are added in order). Splitting the 16-lane chunks of block
-/// indices among threads instead shares cache lines between them where a chunk is half a
-/// line pair (NB = 32), and splitting output features makes every thread pack all inputs.
-pub(super) fn inter_parts(rows: usize) -> usize {
-    (rows / MIN_PART_ROWS).clamp(1, MAX_PARTS)
+/// Parts the rows of an interleaved backward pass are cut into: a function of the shape only
+/// (`rows` rows of output gradient, `width` elements each), so results do not depend on the
+/// thread count (each part's weight gradient is summed on its own and the parts are added in
+/// order). Splitting the 16-lane chunks of block indices among threads instead shares cache
+/// lines between them where a chunk is half a line pair (NB = 32), and splitting output
+/// features makes every thread pack all inputs.
+pub(super) fn inter_parts(rows: usize, width: usize) -> usize {
+    (rows / part_rows(width)).clamp(1, MAX_PARTS)
 }
 
-/// Fewest rows of a part: each part writes and re-reads a whole weight gradient, which costs
-/// about as much as the outer sums of a few dozen rows.
+/// Fewest rows of a part, [`MIN_PART_ROWS`] to [`MAX_PART_ROWS`]: about [`PART_ELEMS`]
+/// elements of output gradient. Each part writes and re-reads a whole weight gradient, and
+/// short rows make a part's passes short: on a 2-vCPU Zen 4, parts of 64 rows made
+/// `vjp_into` / forward 3.2–3.8 at n = 1024 and 256 (batch 1024, 2 threads) against 2.7–2.9
+/// with parts of 128 and 256 rows; at n = 4096 parts of 64 rows measured best on 16 threads.
+fn part_rows(width: usize) -> usize {
+    (PART_ELEMS / width.max(1)).clamp(MIN_PART_ROWS, MAX_PART_ROWS)
+}
+
+/// Output-gradient elements of a part (rows times width), before the row bounds.
+const PART_ELEMS: usize = 128 << 10;
+
+/// Fewest rows of a part: the outer sums of a few dozen rows cost about as much as writing
+/// and re-reading the part's weight gradient.
 pub(super) const MIN_PART_ROWS: usize = 64;
+
+/// Most rows a part needs, however short the rows.
+const MAX_PART_ROWS: usize = 256;
 
 /// Most row parts: enough for 16 threads to share the weight-gradient sums.
 pub(super) const MAX_PARTS: usize = 16;
@@ -121,7 +138,7 @@ pub(super) fn stage_backward_into<T: Scalar>(
             let flat = fit_grad(wgrad, dims);
             blocked_backward_into(be, &wt, g, x, flat, gx, tasks(split), false);
         }
-        Kind::Inter if split && inter_parts(nrows) == 1 => {
+        Kind::Inter if split && inter_parts(nrows, g.ncols()) == 1 => {
             // Too few rows to cut: the separate passes split rows and output features (one
             // part is bitwise the fused pass, so `Par::Seq` agrees).
             stage_outer_into(be, kind, dims, g, x, par, wgrad);
@@ -188,6 +205,7 @@ pub(super) fn inter_backward_into<T: Scalar>(
     };
     parts_sum(
         nrows,
+        inter_parts(nrows, g.ncols()),
         split,
         &mut [(Kind::Inter, dims, flat)],
         gx,
@@ -199,19 +217,20 @@ pub(super) fn inter_backward_into<T: Scalar>(
 /// A weight gradient summed by row parts: its factor's layout, shape and output buffer.
 type PartSum<'a, T> = (Kind, (usize, usize, usize), &'a mut [T]);
 
-/// Runs `part(rows, sums_p, gx_p)` for the [`inter_parts`] of `nrows` rows (in parallel when
+/// Runs `part(rows, sums_p, gx_p)` for `parts` parts of `nrows` rows (in parallel when
 /// `split`): `sums_p` holds the part's own buffer for each weight gradient of `sums` (layout of
 /// [`part_len`]), `gx_p` its rows of `gx` (`width` per row; empty when `width == 0`). Then the
 /// parts are added in order into each gradient's buffer.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn parts_sum<T: Scalar>(
     nrows: usize,
+    parts: usize,
     split: bool,
     sums: &mut [PartSum<T>],
     gx: &mut [T],
     width: usize,
     part: impl Fn(Range<usize>, &mut [&mut [T]], &mut [T]) + Sync,
 ) {
-    let parts = inter_parts(nrows);
     let lens: Vec<usize> = sums.iter().map(|&(k, d, _)| part_len(k, d)).collect();
     let blk: usize = lens.iter().sum();
     let bounds = |p: usize| p * nrows / parts..(p + 1) * nrows / parts;
@@ -321,7 +340,7 @@ pub(crate) fn monarch_vjp_into<T: Scalar>(
     // cut into parts and two threads would split each stage instead (one part is bitwise the
     // stage-by-stage pass).
     let reference = k1 == Kind::Blocked && k2 == Kind::Inter && !general;
-    let few = split && inter_parts(rows) == 1;
+    let few = split && inter_parts(rows, mo) == 1;
     let mut midbuf = Vec::new();
     let kept = mid.as_ref().map(|v| contiguous(v, &mut midbuf));
     let one_pass = !general
@@ -565,5 +584,13 @@ pub(super) fn one_pass_vjp<T: Scalar>(
         })
     };
     let mut sums = [(k2, d2, flat2), (k1, d1, flat1)];
-    parts_sum(rows, split, &mut sums, gx, n, part);
+    parts_sum(
+        rows,
+        inter_parts(rows, g2.ncols()),
+        split,
+        &mut sums,
+        gx,
+        n,
+        part,
+    );
 }
