@@ -358,3 +358,55 @@ fn overflowing_scores_are_an_error_not_nan() {
         .forward(qb.view(), ks.view(), v.view(), None)
         .is_ok());
 }
+
+/// Inputs large enough that the finiteness and score-range scans are split over the pool: a
+/// NaN in the last element, or one head of many whose scores overflow, is still found, with
+/// `Par::Seq` and `Par::Rayon` alike, and the error names the same cause.
+#[test]
+fn large_inputs_are_checked_in_parallel_as_in_sequence() {
+    use monarch::attention::MonarchAttention;
+    // 2·8·256·64 = 262 144 elements per tensor: the size from which the scans split.
+    let (b, h, n, d) = (2, 8, 256, 64);
+    let q = gauss4((b, h, n, d), 21).mapv(|x| x as f32);
+    let k = gauss4((b, h, n, d), 22).mapv(|x| x as f32);
+    let v = gauss4((b, h, n, d), 23).mapv(|x| x as f32);
+    for par in [Par::Seq, Par::Rayon] {
+        let ex = ExactAttention::new().par(par);
+        let ma = MonarchAttention::new(16, 1).par(par);
+        assert!(ex.forward(q.view(), k.view(), v.view(), None).is_ok());
+        assert!(ma.forward(q.view(), k.view(), v.view(), None).is_ok());
+        for which in 0..3 {
+            let mut t = [q.clone(), k.clone(), v.clone()];
+            t[which][[b - 1, h - 1, n - 1, d - 1]] = f32::NAN;
+            let name = ["q", "k", "v"][which];
+            let is_nan = |e: Error| match e {
+                Error::NonFinite { context } => context.ends_with(&format!(": {name}")),
+                _ => false,
+            };
+            let e = ex.forward(t[0].view(), t[1].view(), t[2].view(), None);
+            assert!(is_nan(e.unwrap_err()), "{par:?} exact, NaN in {name}");
+            let e = ma.forward(t[0].view(), t[1].view(), t[2].view(), None);
+            assert!(is_nan(e.unwrap_err()), "{par:?} Monarch, NaN in {name}");
+        }
+        // One head (batch 1, head 5) with scores beyond f32's range.
+        let mut qb = q.clone();
+        qb.slice_mut(monarch::ndarray::s![1, 5, .., ..])
+            .mapv_inplace(|x| 1e20 * (1.0 + x.abs()));
+        let mut kb = k.clone();
+        kb.slice_mut(monarch::ndarray::s![1, 5, .., ..])
+            .mapv_inplace(|x| 1e20 * (1.0 + x.abs()));
+        for e in [
+            ex.forward(qb.view(), kb.view(), v.view(), None)
+                .unwrap_err(),
+            ma.forward(qb.view(), kb.view(), v.view(), None)
+                .unwrap_err(),
+        ] {
+            match e {
+                Error::NonFinite { context } => {
+                    assert!(context.contains("overflow"), "{par:?}: {context}")
+                }
+                e => panic!("{par:?}: expected an overflow error, got {e:?}"),
+            }
+        }
+    }
+}

@@ -137,7 +137,8 @@ impl ExactAttention {
         mut out: ArrayViewMut4<T>,
         mut lse: Option<ArrayViewMut3<T>>,
     ) -> Result<()> {
-        let (nb, nh, nq, nk, d, dv) = check_qkv("softmax attention", &q, &k, &v, mask.as_ref())?;
+        let (nb, nh, nq, nk, d, dv) =
+            check_qkv("softmax attention", &q, &k, &v, mask.as_ref(), self.par)?;
         if out.dim() != (nb, nh, nq, dv) {
             return Err(Error::shape(
                 "softmax attention: output",
@@ -155,7 +156,7 @@ impl ExactAttention {
             }
         }
         let scale: T = resolve_scale(self.scale, d)?;
-        super::check_score_range("softmax attention", &q, &k, scale)?;
+        super::check_score_range("softmax attention", &q, &k, scale, self.par)?;
         let (qt, kt) = (self.q_tile, self.k_tile);
         let n_ktiles = nk.div_ceil(kt);
 
@@ -227,9 +228,9 @@ impl ExactAttention {
                 heads.into_iter().for_each(run_head);
             }
         }
-        super::check_overflow("softmax attention", &[out.view()])?;
+        super::check_overflow("softmax attention", &[out.view()], self.par)?;
         if let Some(l) = &lse {
-            super::check_overflow("softmax attention: log-sum-exp", &[l.view()])?;
+            super::check_overflow("softmax attention: log-sum-exp", &[l.view()], self.par)?;
         }
         Ok(())
     }

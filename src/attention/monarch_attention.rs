@@ -212,7 +212,11 @@ impl MonarchAttention {
         } else {
             items.into_iter().for_each(run);
         }
-        super::check_overflow("MonarchAttention::attention_matrix", &[out.view()])?;
+        super::check_overflow(
+            "MonarchAttention::attention_matrix",
+            &[out.view()],
+            self.par,
+        )?;
         Ok(out)
     }
 
@@ -265,9 +269,9 @@ impl MonarchAttention {
         } else {
             items.into_iter().for_each(run);
         }
-        super::check_overflow("MonarchAttention", &[out.view()])?;
+        super::check_overflow("MonarchAttention", &[out.view()], self.par)?;
         if let Some(o) = &obj {
-            super::check_overflow("MonarchAttention: objective", &[o.view()])?;
+            super::check_overflow("MonarchAttention: objective", &[o.view()], self.par)?;
         }
         Ok((out, obj))
     }
@@ -289,7 +293,7 @@ impl MonarchAttention {
                 max: MAX_STEPS,
             });
         }
-        let (nb, _, nq, nk, d, _) = check_qkv("MonarchAttention", q, k, v, mask)?;
+        let (nb, _, nq, nk, d, _) = check_qkv("MonarchAttention", q, k, v, mask, self.par)?;
         if nq != nk {
             return Err(Error::shape(
                 "MonarchAttention: key length (self-attention needs N_k = N_q)",
@@ -298,7 +302,7 @@ impl MonarchAttention {
             ));
         }
         let scale: T = resolve_scale(self.scale, d)?;
-        super::check_score_range("MonarchAttention", q, k, scale)?;
+        super::check_score_range("MonarchAttention", q, k, scale, self.par)?;
         let geo = Geometry::new(nq, self.block_size, self.padding);
         let keys = (0..nb)
             .map(|b| BatchKeys::new(&geo, mask.map(|m| m.row(b))))

@@ -53,7 +53,7 @@ impl MonarchAttention {
                 grad_out.dim(),
             ));
         }
-        if !super::all_finite(&grad_out) {
+        if !super::all_finite(&grad_out, self.par) {
             return Err(Error::NonFinite {
                 context: "MonarchAttention::vjp: grad_out".into(),
             });
@@ -106,7 +106,11 @@ impl MonarchAttention {
         } else {
             items.into_iter().for_each(run);
         }
-        super::check_overflow("MonarchAttention::vjp", &[gq.view(), gk.view(), gv.view()])?;
+        super::check_overflow(
+            "MonarchAttention::vjp",
+            &[gq.view(), gk.view(), gv.view()],
+            self.par,
+        )?;
         Ok(MonarchAttentionGrad {
             q: gq,
             k: gk,
