@@ -175,8 +175,9 @@ pub(crate) fn check_score_range<T: RealScalar>(
         let kh = k.slice(ndarray::s![b, h, .., ..]);
         ln_scale + ln_max_norm(qh) + ln_max_norm(kh)
     };
-    // A scan of q and k: serial, it was a tenth of MonarchAttention's time on 16 threads. The
-    // maxima do not depend on the split, and the first failing head is reported either way.
+    // A scan of q and k: serial, with the finiteness scans it held MonarchAttention on 16 threads
+    // to half its speed (docs/perf-notes.md). The maxima do not depend on the split, and the
+    // first failing head is reported either way.
     let bounds: Vec<f64> = if scan_in_parallel(q.len() + k.len(), par) {
         heads.par_iter().map(bound).collect()
     } else {
