@@ -186,10 +186,10 @@ pub(crate) fn check_score_range<T: RealScalar>(
     for bound in bounds {
         if bound > ln_max {
             return Err(Error::NonFinite {
-                    context: format!(
-                        "{ctx}: attention scores can overflow the float type (max(|scale|, 1)·max‖q‖·max‖k‖ = e^{bound:.1} > e^{ln_max:.1}); rescale q or k, or use f64"
-                    ),
-                });
+                context: format!(
+                    "{ctx}: attention scores can overflow the float type (max(|scale|, 1)·max‖q‖·max‖k‖ = e^{bound:.1} > e^{ln_max:.1}); rescale q or k, or use f64"
+                ),
+            });
         }
     }
     Ok(())
