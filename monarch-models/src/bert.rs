@@ -448,6 +448,36 @@ impl TokenBatch {
         })
     }
 
+    /// Pads sequences of ids and their token types (sentence pairs: 0 for the first text,
+    /// 1 for the second) with 0 to the longest one.
+    ///
+    /// # Errors
+    /// [`Error::ZeroSize`] for no sequence or only empty ones; [`Error::ShapeMismatch`] if
+    /// `types` does not give one type per id of every sequence.
+    pub fn from_ids_and_types(seqs: &[Vec<u32>], types: &[Vec<u32>]) -> Result<Self> {
+        if types.len() != seqs.len() {
+            return Err(Error::shape(
+                "TokenBatch::from_ids_and_types: sequences of types",
+                seqs.len(),
+                types.len(),
+            ));
+        }
+        let mut batch = Self::from_ids(seqs)?;
+        for (i, (s, t)) in seqs.iter().zip(types).enumerate() {
+            if t.len() != s.len() {
+                return Err(Error::shape(
+                    format!("TokenBatch::from_ids_and_types: types of sequence {i}"),
+                    s.len(),
+                    t.len(),
+                ));
+            }
+            for (j, &ty) in t.iter().enumerate() {
+                batch.type_ids[[i, j]] = ty;
+            }
+        }
+        Ok(batch)
+    }
+
     /// Sequences in the batch.
     pub fn batch(&self) -> usize {
         self.ids.nrows()

@@ -76,6 +76,35 @@ impl Tokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Token ids and token-type ids of a pair of texts, `[CLS] first [SEP] second [SEP]`
+    /// (types 0 up to the first `[SEP]`, then 1), the longer text shortened first until the
+    /// pair fits `max_len`, as the Python tokenizer does for a sentence pair.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if the tokenizer fails on the texts (also when `max_len`
+    /// cannot hold the pair's special tokens).
+    pub fn encode_pair(&self, first: &str, second: &str) -> Result<(Vec<u32>, Vec<u32>)> {
+        let enc = self
+            .inner
+            .encode((first, second), true)
+            .map_err(|e| Error::invalid(format!("Tokenizer::encode_pair: {e}")))?;
+        Ok((enc.get_ids().to_vec(), enc.get_type_ids().to_vec()))
+    }
+
+    /// Several pairs of texts, padded to the longest, with their token types.
+    ///
+    /// # Errors
+    /// As [`encode_pair`](Tokenizer::encode_pair); [`Error::ZeroSize`] for no pair.
+    pub fn encode_pairs(&self, pairs: &[(&str, &str)]) -> Result<TokenBatch> {
+        let (ids, types): (Vec<_>, Vec<_>) = pairs
+            .iter()
+            .map(|&(a, b)| self.encode_pair(a, b))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .unzip();
+        TokenBatch::from_ids_and_types(&ids, &types)
+    }
+
     /// The tokens (word pieces) of one text, for display.
     ///
     /// # Errors

@@ -342,3 +342,65 @@ fn distillation_lowers_the_layer_errors_of_a_projected_tiny_model() {
         assert!(gain > 0.0, "sequential = {sequential}: {reps:?}");
     }
 }
+
+/// Sentence pairs: ids and token types equal to the Python tokenizer's
+/// (`scripts/minilm_pair_ids.py`), truncation longest-first included; a padded batch of pairs
+/// embeds as each pair alone; the token types reach the encoder.
+#[test]
+fn sentence_pairs_match_the_python_tokenizer() {
+    let Some(enc) = encoder() else { return };
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/minilm_pairs.json");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let nums = |x: &serde_json::Value| -> Vec<u32> {
+        x.as_array()
+            .unwrap()
+            .iter()
+            .map(|y| y.as_u64().unwrap() as u32)
+            .collect()
+    };
+    let cases = v["pairs"].as_array().unwrap();
+    assert!(cases.len() >= 5);
+    let mut pairs = vec![];
+    for c in cases {
+        let (a, b) = (c["first"].as_str().unwrap(), c["second"].as_str().unwrap());
+        let (ids, types) = enc.tokenizer().encode_pair(a, b).unwrap();
+        assert_eq!(ids, nums(&c["ids"]), "ids of ({a:.30}, {b:.30})");
+        assert_eq!(types, nums(&c["type_ids"]), "types of ({a:.30}, {b:.30})");
+        pairs.push((a, b));
+    }
+    // Truncated pairs fill the model's limit exactly.
+    assert!(cases.iter().any(|c| nums(&c["ids"]).len() == 256));
+
+    let batch = enc.tokenizer().encode_pairs(&pairs[..4]).unwrap();
+    let batched = enc.embed_batch(&batch).unwrap();
+    for (i, &(a, b)) in pairs[..4].iter().enumerate() {
+        let one = enc.tokenizer().encode_pairs(&[(a, b)]).unwrap();
+        let e = enc.embed_batch(&one).unwrap();
+        let diff = (&e.row(0) - &batched.row(i))
+            .iter()
+            .fold(0.0f32, |m, x| m.max(x.abs()));
+        assert!(diff < 1e-5, "pair {i}: max difference {diff}");
+    }
+    // All-zero types give a different embedding: the second segment's type is used.
+    let mut zeros = batch.clone();
+    zeros.type_ids.fill(0);
+    let e0 = enc.embed_batch(&zeros).unwrap();
+    let moved = (&e0.row(0) - &batched.row(0))
+        .iter()
+        .fold(0.0f32, |m, x| m.max(x.abs()));
+    assert!(moved > 1e-3, "token types had no effect ({moved})");
+}
+
+#[test]
+fn token_types_of_the_wrong_length_are_errors() {
+    let ids = vec![vec![101, 7, 102], vec![101, 102]];
+    let e = TokenBatch::from_ids_and_types(&ids, &[vec![0, 0, 0]]).unwrap_err();
+    assert!(matches!(e, Error::ShapeMismatch { .. }), "{e}");
+    let e = TokenBatch::from_ids_and_types(&ids, &[vec![0, 0, 0], vec![0]]).unwrap_err();
+    assert!(e.to_string().contains("sequence 1"), "{e}");
+    let b = TokenBatch::from_ids_and_types(&ids, &[vec![0, 1, 1], vec![0, 1]]).unwrap();
+    assert_eq!(b.type_ids.row(0).to_vec(), vec![0, 1, 1]);
+    assert_eq!(b.type_ids.row(1).to_vec(), vec![0, 1, 0]);
+    assert_eq!(b.mask.row(1).to_vec(), vec![true, true, false]);
+}
