@@ -384,19 +384,15 @@ fn main() -> monarch::Result<()> {
     let groups = if quick { groups[..6].to_vec() } else { groups };
     let mut texts: Vec<String> = groups.iter().flatten().cloned().collect();
     let n_short = texts.len();
-    for g in (0..groups.len()).step_by(2) {
-        let passage: Vec<String> = (g..g + 4)
-            .map(|i| groups[i % groups.len()].join(" "))
-            .collect();
-        texts.push(passage.join(" "));
-    }
-    // Eight neighbouring groups run past the model's 256 tokens, so these passages reach the
-    // truncation length: the sequence length the model was trained to handle at most.
-    for g in (0..groups.len()).step_by(5) {
-        let passage: Vec<String> = (g..g + 8)
-            .map(|i| groups[i % groups.len()].join(" "))
-            .collect();
-        texts.push(passage.join(" "));
+    // Four neighbouring groups make passages of up to about 200 tokens; eight run past the
+    // model's 256, so those reach the truncation length, the longest the model handles.
+    for (joined, step) in [(4, 2), (8, 5)] {
+        for g in (0..groups.len()).step_by(step) {
+            let passage: Vec<String> = (g..g + joined)
+                .map(|i| groups[i % groups.len()].join(" "))
+                .collect();
+            texts.push(passage.join(" "));
+        }
     }
     texts.push(GETTYSBURG.to_string());
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();

@@ -169,8 +169,8 @@ pub(crate) fn check_score_range<T: RealScalar>(
     };
     let nb = q.dim().0.min(k.dim().0);
     let nh = q.dim().1.min(k.dim().1);
-    let heads: Vec<(usize, usize)> = (0..nb).flat_map(|b| (0..nh).map(move |h| (b, h))).collect();
-    let bound = |&(b, h): &(usize, usize)| {
+    let bound = |i: usize| {
+        let (b, h) = (i / nh, i % nh);
         let qh = q.slice(ndarray::s![b, h, .., ..]);
         let kh = k.slice(ndarray::s![b, h, .., ..]);
         ln_scale + ln_max_norm(qh) + ln_max_norm(kh)
@@ -179,9 +179,9 @@ pub(crate) fn check_score_range<T: RealScalar>(
     // to half its speed (docs/perf-notes.md). The maxima do not depend on the split, and the
     // first failing head is reported either way.
     let bounds: Vec<f64> = if scan_in_parallel(q.len() + k.len(), par) {
-        heads.par_iter().map(bound).collect()
+        (0..nb * nh).into_par_iter().map(bound).collect()
     } else {
-        heads.iter().map(bound).collect()
+        (0..nb * nh).map(bound).collect()
     };
     for bound in bounds {
         if bound > ln_max {
