@@ -2,6 +2,70 @@
 
 use super::*;
 
+/// Bytes to which packed weights and scratch buffers are aligned: a whole cache line, so a
+/// 64-byte vector load from them never straddles two lines (a split load takes two load-port
+/// slots, which binds on cores with two 512-bit FMA ports).
+pub(crate) const ALIGN: usize = 64;
+
+/// Spare elements that leave room to align a buffer of `T` to [`ALIGN`] bytes.
+pub(crate) fn align_slack<T>() -> usize {
+    ALIGN / std::mem::size_of::<T>().max(1)
+}
+
+/// Offset (in elements, at most `slack`) of the first [`ALIGN`]-aligned element of `buf`, or 0
+/// when no element within `slack` is aligned (element sizes that do not divide [`ALIGN`]).
+pub(crate) fn aligned_offset<T>(buf: &[T], slack: usize) -> usize {
+    match buf.as_ptr().align_offset(ALIGN) {
+        off if off <= slack && off <= buf.len() => off,
+        _ => 0,
+    }
+}
+
+/// A zero-initialised buffer whose first element sits on an [`ALIGN`]-byte boundary.
+#[derive(Debug)]
+pub(crate) struct AlignedVec<T> {
+    buf: Vec<T>,
+    off: usize,
+    len: usize,
+}
+
+impl<T: Scalar> AlignedVec<T> {
+    /// `len` zeros.
+    pub(crate) fn zeros(len: usize) -> Self {
+        let slack = align_slack::<T>();
+        let buf = vec![T::zero(); len + slack];
+        let off = aligned_offset(&buf, slack);
+        AlignedVec { buf, off, len }
+    }
+}
+
+impl<T: Clone> Clone for AlignedVec<T> {
+    // A derived clone would keep the offset, which is only right for the original allocation.
+    fn clone(&self) -> Self {
+        let mut buf = self.buf.clone();
+        let off = aligned_offset(&buf, self.buf.len() - self.len);
+        buf[off..off + self.len].clone_from_slice(self);
+        AlignedVec {
+            buf,
+            off,
+            len: self.len,
+        }
+    }
+}
+
+impl<T> std::ops::Deref for AlignedVec<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.buf[self.off..self.off + self.len]
+    }
+}
+
+impl<T> std::ops::DerefMut for AlignedVec<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        &mut self.buf[self.off..self.off + self.len]
+    }
+}
+
 /// Read-only rows: `nrows` rows of `ncols` elements, row `b` starting at `data[b·ld]`.
 #[derive(Debug, Clone, Copy)]
 pub struct Rows<'a, T> {
@@ -126,7 +190,7 @@ impl<'a, T> RowsMut<'a, T> {
 /// `wt[a][j][i] = W[a, i, j]` with `i` zero-padded to a multiple of the vector width.
 #[derive(Debug, Clone)]
 pub struct PackedBlocked<T> {
-    pub(super) w: Vec<T>,
+    pub(super) w: AlignedVec<T>,
     pub(super) nb: usize,
     pub(super) rows: usize,
     pub(super) cols: usize,
@@ -170,7 +234,7 @@ impl<T: Scalar> PackedBlocked<T> {
         fill: impl Fn(usize, &mut [T], usize) + Sync,
     ) -> Self {
         let rpad = round_up(rows);
-        let mut w = vec![T::zero(); nb * cols * rpad];
+        let mut w = AlignedVec::zeros(nb * cols * rpad);
         let par = w.len() >= PACK_PAR_MIN;
         for_each_chunk(&mut w, cols * rpad, par, |(a, d)| fill(a, d, rpad));
         PackedBlocked {
@@ -201,7 +265,7 @@ impl<T: Scalar> PackedBlocked<T> {
 /// micro-kernel streams for one chunk and a few output features are contiguous.
 #[derive(Debug, Clone)]
 pub struct PackedInterleaved<T> {
-    pub(super) w: Vec<T>,
+    pub(super) w: AlignedVec<T>,
     pub(super) nb: usize,
     pub(super) rows: usize,
     pub(super) cols: usize,
@@ -233,7 +297,7 @@ impl<T: Scalar> PackedInterleaved<T> {
     /// took 42 µs on one thread, now 23 µs).
     fn pack_with(nb: usize, rows: usize, cols: usize, src: &[T], si: usize, sj: usize) -> Self {
         let nbpad = round_up(nb);
-        let mut w = vec![T::zero(); rows * cols * nbpad];
+        let mut w = AlignedVec::zeros(rows * cols * nbpad);
         let blk = rows * cols;
         let fill = |(ci, dst): (usize, &mut [T])| {
             let c0 = ci * PAD;
@@ -282,5 +346,39 @@ impl<T: Scalar> PackedInterleaved<T> {
     /// Input features per block `C`.
     pub fn block_cols(&self) -> usize {
         self.cols
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use num_complex::Complex;
+
+    fn is_aligned<T>(s: &[T]) -> bool {
+        (s.as_ptr() as usize).is_multiple_of(ALIGN)
+    }
+
+    #[test]
+    fn aligned_vec_starts_on_a_cache_line_and_clones_keep_contents() {
+        for len in [1usize, 15, 16, 1000, 65537] {
+            let mut a = AlignedVec::<f32>::zeros(len);
+            assert_eq!(a.len(), len);
+            assert!(is_aligned(&a));
+            for (i, x) in a.iter_mut().enumerate() {
+                *x = i as f32;
+            }
+            let b = a.clone();
+            assert!(is_aligned(&b));
+            assert_eq!(&a[..], &b[..]);
+            let c = AlignedVec::<Complex<f64>>::zeros(len);
+            assert!(is_aligned(&c) && c.iter().all(|z| *z == Complex::new(0.0, 0.0)));
+        }
+    }
+
+    #[test]
+    fn packed_weights_are_aligned() {
+        let w = ndarray::Array3::<f64>::from_shape_fn((3, 5, 7), |(a, i, j)| (a + i * j) as f64);
+        assert!(is_aligned(&PackedBlocked::pack(w.view()).w));
+        assert!(is_aligned(&PackedInterleaved::pack(w.view()).w));
     }
 }

@@ -174,8 +174,9 @@ pub(super) unsafe fn drv_blocked<S: Simd>(
     if ldx * size >= STAGE_PITCH && stage_rows_fit >= 8 {
         let kc = STAGE_ROWS.min(stage_rows_fit).min(nrows);
         let sblk = kc * lda + PAD;
-        let mut stage: Vec<S::E> = Vec::with_capacity(sblk * sh.nb);
-        let sp = stage.as_mut_ptr();
+        // Held as vectors, so the panels start on a cache line (`sblk` keeps them there).
+        let mut stage: Vec<S::V> = Vec::with_capacity((sblk * sh.nb).div_ceil(S::LANES));
+        let sp = stage.as_mut_ptr() as *mut S::E;
         let mut r0 = 0;
         while r0 < nrows {
             let kb = kc.min(nrows - r0);
@@ -189,8 +190,8 @@ pub(super) unsafe fn drv_blocked<S: Simd>(
         }
         return;
     }
-    let mut apanel: Vec<S::E> = Vec::with_capacity(nrows * lda);
-    let ap = apanel.as_mut_ptr();
+    let mut apanel: Vec<S::V> = Vec::with_capacity((nrows * lda).div_ceil(S::LANES));
+    let ap = apanel.as_mut_ptr() as *mut S::E;
     for a in 0..sh.nb {
         let wa = wp.add(a * sh.cols * sh.rpad);
         let xa = xp.add(a * sh.cols);
