@@ -57,7 +57,10 @@ fn main() {
     let be = Backend::detect();
     let (p1, p2) = (pool(1), pool(2));
     let peak1 = fma_peak_gflops(be, peak_s);
-    let peak2: f64 = p2.broadcast(|_| fma_peak_gflops(be, peak_s)).into_iter().sum();
+    let peak2: f64 = p2
+        .broadcast(|_| fma_peak_gflops(be, peak_s))
+        .into_iter()
+        .sum();
     println!("# forward product pass by pass (f32, kernel path {be:?})");
     println!("CPU: {}", cpu_model());
     println!("measured FMA peak: {peak1:.0} GFLOP/s on 1 thread, {peak2:.0} GFLOP/s on 2 threads");
@@ -138,6 +141,8 @@ fn main() {
             pct(m.flops(batch) as f64, t, peak)
         };
         let (m1, m2) = (whole(&p1, peak1), whole(&p2, peak2));
-        println!("| {n}, {b} | {hot_b:.0} % | {hot_i:.0} % | {both:.0} % | {m1:.0} % | {m2:.0} % |");
+        println!(
+            "| {n}, {b} | {hot_b:.0} % | {hot_i:.0} % | {both:.0} % | {m1:.0} % | {m2:.0} % |"
+        );
     }
 }
