@@ -3,7 +3,7 @@
 use super::*;
 
 /// Bytes to which packed weights and scratch buffers are aligned: a whole cache line, so a
-/// 64-byte vector load from them never straddles two lines. (The allocator returns large blocks
+/// 64-byte vector load from them never straddles two lines. (glibc returns large blocks
 /// 16 bytes past a line; aligned, the forward ran 6–19 % faster on one thread of an Intel Xeon
 /// with two 512-bit FMA ports, and level on Zen 4: docs/perf-notes.md.)
 pub(crate) const ALIGN: usize = 64;
