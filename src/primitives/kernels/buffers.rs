@@ -9,17 +9,27 @@ use super::*;
 pub(crate) const ALIGN: usize = 64;
 
 /// Spare elements that leave room to align a buffer of `T` to [`ALIGN`] bytes.
-pub(crate) fn align_slack<T>() -> usize {
+fn align_slack<T>() -> usize {
     ALIGN / std::mem::size_of::<T>().max(1)
 }
 
 /// Offset (in elements, at most `slack`) of the first [`ALIGN`]-aligned element of `buf`, or 0
 /// when no element within `slack` is aligned (element sizes that do not divide [`ALIGN`]).
-pub(crate) fn aligned_offset<T>(buf: &[T], slack: usize) -> usize {
+fn aligned_offset<T>(buf: &[T], slack: usize) -> usize {
     match buf.as_ptr().align_offset(ALIGN) {
         off if off <= slack && off <= buf.len() => off,
         _ => 0,
     }
+}
+
+/// Grows `buf` with zeros until it holds `len` elements from its first [`ALIGN`]-aligned one,
+/// and returns that element's index (existing contents are left as they are).
+pub(crate) fn align_within<T: Scalar>(buf: &mut Vec<T>, len: usize) -> usize {
+    let slack = align_slack::<T>();
+    if buf.len() < len + slack {
+        buf.resize(len + slack, T::zero());
+    }
+    aligned_offset(buf, slack)
 }
 
 /// A zero-initialised buffer whose first element sits on an [`ALIGN`]-byte boundary.
@@ -33,9 +43,8 @@ pub(crate) struct AlignedVec<T> {
 impl<T: Scalar> AlignedVec<T> {
     /// `len` zeros.
     pub(crate) fn zeros(len: usize) -> Self {
-        let slack = align_slack::<T>();
-        let buf = vec![T::zero(); len + slack];
-        let off = aligned_offset(&buf, slack);
+        let mut buf = Vec::new();
+        let off = align_within(&mut buf, len);
         AlignedVec { buf, off, len }
     }
 }

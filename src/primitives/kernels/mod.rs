@@ -54,7 +54,7 @@ mod portable;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub(crate) use buffers::{align_slack, aligned_offset};
+pub(crate) use buffers::align_within;
 pub use buffers::{PackedBlocked, PackedInterleaved, Rows, RowsMut};
 pub use ops::{
     blocked_backward_into, blocked_dot_into, blocked_into, blocked_outer_into,

@@ -26,10 +26,10 @@
 //! Monarch and block-diagonal products; [`vjp`] the gradient passes.
 
 use super::{
-    align_slack, aligned_offset, blocked_backward_into, blocked_dot_into, blocked_into,
-    blocked_outer_into, for_each_chunk, interleaved_backward_into, interleaved_into,
-    interleaved_outer_chunks_into, interleaved_outer_into, row_chunk, Backend, PackedBlocked,
-    PackedInterleaved, Rows, RowsMut, PAD,
+    align_within, blocked_backward_into, blocked_dot_into, blocked_into, blocked_outer_into,
+    for_each_chunk, interleaved_backward_into, interleaved_into, interleaved_outer_chunks_into,
+    interleaved_outer_into, row_chunk, Backend, PackedBlocked, PackedInterleaved, Rows, RowsMut,
+    PAD,
 };
 use crate::{Par, Perm, Scalar};
 use ndarray::{Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut2};
@@ -134,11 +134,7 @@ pub(super) fn with_scratch<T: Scalar, R>(f: impl FnOnce(&mut Vec<T>) -> R) -> R 
 /// `len` elements of `buf` from its first cache-line-aligned one, grown with zeros if needed
 /// (existing contents are left: every user overwrites them).
 pub(super) fn scratch_slice<T: Scalar>(buf: &mut Vec<T>, len: usize) -> &mut [T] {
-    let slack = align_slack::<T>();
-    if buf.len() < len + slack {
-        buf.resize(len + slack, T::zero());
-    }
-    let off = aligned_offset(buf, slack);
+    let off = align_within(buf, len);
     &mut buf[off..off + len]
 }
 

@@ -252,9 +252,12 @@ pub(super) unsafe fn drv_blocked_backward<S: Simd>(
         // there a block's windows are 4 lines and its products long enough for the prefetch
         // of the next block's windows to land.)
         let (sg, sx) = (kmax * sh.rows + PAD, kmax * sh.cols + PAD);
-        let mut gstage: Vec<S::E> = Vec::with_capacity(sg * sh.nb);
-        let mut xstage: Vec<S::E> = Vec::with_capacity(sx * sh.nb);
-        let (gs, xs) = (gstage.as_mut_ptr(), xstage.as_mut_ptr());
+        let mut gstage = staging::<S>(sg * sh.nb);
+        let mut xstage = staging::<S>(sx * sh.nb);
+        let (gs, xs) = (
+            gstage.as_mut_ptr() as *mut S::E,
+            xstage.as_mut_ptr() as *mut S::E,
+        );
         let mut k0 = 0;
         while k0 < nrows {
             let kb = OUTER_ROWS.min(nrows - k0);
@@ -268,9 +271,12 @@ pub(super) unsafe fn drv_blocked_backward<S: Simd>(
         }
         return;
     }
-    let mut gpanel: Vec<S::E> = Vec::with_capacity(kmax * sh.rows);
-    let mut xpanel: Vec<S::E> = Vec::with_capacity(kmax * sh.cols);
-    let (gk, xk) = (gpanel.as_mut_ptr(), xpanel.as_mut_ptr());
+    let mut gpanel = staging::<S>(kmax * sh.rows);
+    let mut xpanel = staging::<S>(kmax * sh.cols);
+    let (gk, xk) = (
+        gpanel.as_mut_ptr() as *mut S::E,
+        xpanel.as_mut_ptr() as *mut S::E,
+    );
     let mut k0 = 0;
     while k0 < nrows {
         let kb = OUTER_ROWS.min(nrows - k0);
@@ -385,8 +391,8 @@ pub(super) unsafe fn drv_inter_backward<S: Simd>(
     let kmax = OUTER_ROWS.min(nrows);
     // Left uninitialised (zeroing them was 1% of a VJP at n = 1024): every vector the kernels
     // read is first written by `pack_stripes`, through the raw pointers only.
-    let mut gbuf: Vec<S::V> = Vec::with_capacity(sh.rows * kmax);
-    let mut xbuf: Vec<S::V> = Vec::with_capacity(sh.cols * kmax);
+    let mut gbuf = staging::<S>(sh.rows * kmax * S::LANES);
+    let mut xbuf = staging::<S>(sh.cols * kmax * S::LANES);
     let (gk, xk) = (
         gbuf.as_mut_ptr() as *mut S::E,
         xbuf.as_mut_ptr() as *mut S::E,

@@ -174,8 +174,9 @@ pub(super) unsafe fn drv_blocked<S: Simd>(
     if ldx * size >= STAGE_PITCH && stage_rows_fit >= 8 {
         let kc = STAGE_ROWS.min(stage_rows_fit).min(nrows);
         let sblk = kc * lda + PAD;
-        // Held as vectors, so the panels start on a cache line (`sblk` keeps them there).
-        let mut stage: Vec<S::V> = Vec::with_capacity((sblk * sh.nb).div_ceil(S::LANES));
+        // Each panel starts on a vector boundary where `sblk` is a multiple of the vector width
+        // (block sizes that are multiples of 16).
+        let mut stage = staging::<S>(sblk * sh.nb);
         let sp = stage.as_mut_ptr() as *mut S::E;
         let mut r0 = 0;
         while r0 < nrows {
@@ -190,7 +191,7 @@ pub(super) unsafe fn drv_blocked<S: Simd>(
         }
         return;
     }
-    let mut apanel: Vec<S::V> = Vec::with_capacity((nrows * lda).div_ceil(S::LANES));
+    let mut apanel = staging::<S>(nrows * lda);
     let ap = apanel.as_mut_ptr() as *mut S::E;
     for a in 0..sh.nb {
         let wa = wp.add(a * sh.cols * sh.rpad);

@@ -35,6 +35,13 @@ pub(super) const STAGE_PITCH: usize = 4096;
 /// Wider rows copy one block's column window at a time instead.
 pub(super) const STAGE_MAX: usize = 256 << 10;
 
+/// Uninitialised room for `elems` elements of `S`, starting on a vector boundary (a cache line
+/// for AVX-512), for the staging buffers of rows and panels. The caller writes every element it
+/// reads, through raw pointers only.
+pub(super) fn staging<S: Simd>(elems: usize) -> Vec<S::V> {
+    Vec::with_capacity(elems.div_ceil(S::LANES))
+}
+
 /// Maps a runtime count to a const generic, for the listed values only.
 macro_rules! const_n {
     ($n:expr, $N:ident in [$($v:literal)*] => $body:expr) => {
