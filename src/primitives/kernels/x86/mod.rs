@@ -466,19 +466,22 @@ pub(super) unsafe fn dispatch_interleaved_backward<T: 'static>(
     }
 }
 
-/// `iters` rounds of 24 independent FMA chains on full vectors of `S` (enough chains to
-/// cover the FMA latency on two ports); returns a value depending on every chain so the loop
-/// cannot be removed.
+/// `iters` rounds of `C` independent FMA chains on full vectors of `S`; returns a value
+/// depending on every chain so the loop cannot be removed.
+///
+/// `C` must cover the FMA latency on two ports (8 chains at 4 cycles) and, with the two
+/// operands, fit the register file: 24 for the 32 registers of AVX-512, 12 for the 16 of AVX2,
+/// where 24 chains spill to the stack and the loop measures stores instead of FMAs.
 ///
 /// # Safety
 /// The CPU must support `S`.
 #[inline(always)]
-unsafe fn fma_chains<S: Simd<E = f32>>(iters: usize) -> f32 {
+unsafe fn fma_chains<S: Simd<E = f32>, const C: usize>(iters: usize) -> f32 {
     // Opaque inputs, and no fixed point: the compiler must run every FMA.
     let one = std::hint::black_box(1.0f32);
     let (a, b) = std::hint::black_box((0.999_9f32, 1e-4f32));
     let (av, bv) = (S::splat(&a), S::splat(&b));
-    let mut acc = [S::splat(&one); 24];
+    let mut acc = [S::splat(&one); C];
     for _ in 0..iters {
         for v in acc.iter_mut() {
             *v = S::fma(*v, av, bv);
@@ -497,14 +500,14 @@ unsafe fn fma_chains<S: Simd<E = f32>>(iters: usize) -> f32 {
 /// The CPU must support AVX-512F.
 #[target_feature(enable = "avx512f")]
 unsafe fn fma_chains_512(iters: usize) -> f32 {
-    fma_chains::<Avx512F32>(iters)
+    fma_chains::<Avx512F32, 24>(iters)
 }
 
 /// # Safety
 /// The CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn fma_chains_256(iters: usize) -> f32 {
-    fma_chains::<Avx2F32>(iters)
+    fma_chains::<Avx2F32, 12>(iters)
 }
 
 /// Runs the FMA loop of `backend` for `iters` rounds; returns `(flops, checksum)`.
@@ -516,7 +519,7 @@ pub(super) fn fma_loop(backend: Backend, iters: usize) -> (f64, f32) {
             fma_chains_512(iters)
         }),
         // SAFETY: the instruction set was detected just above.
-        Backend::Avx2 => ((iters * 24 * 8 * 2) as f64, unsafe {
+        Backend::Avx2 => ((iters * 12 * 8 * 2) as f64, unsafe {
             fma_chains_256(iters)
         }),
         Backend::Portable => (0.0, 0.0),
