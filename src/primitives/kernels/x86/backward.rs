@@ -412,17 +412,14 @@ pub(super) unsafe fn drv_inter_backward<S: Simd>(
                 while r0 < kb {
                     let mr = S::IR.min(kb - r0);
                     let y = p.gx.add((k0 + r0) * p.ld);
-                    inter_rows::<S>(
-                        p.shape,
-                        p.w,
-                        gk.add(r0 * l),
-                        kb * l,
-                        mr,
-                        c0,
-                        nvalid,
-                        y,
-                        p.ld,
-                    );
+                    let tiles = Tiles {
+                        tp: gk.add(r0 * l) as *const S::E,
+                        lds: kb * l,
+                        gstride: 0,
+                        ng: 1,
+                        lanes: nvalid,
+                    };
+                    inter_rows::<S>(p.shape, p.w, tiles, mr, c0, y, p.ld);
                     r0 += mr;
                 }
             }

@@ -342,45 +342,67 @@ pub(super) unsafe fn drv_inter<S: Simd>(
     let (wp, xp, yp) = (w.as_ptr(), x.data.as_ptr(), y.data.as_mut_ptr());
     // The rows' vectors of one block-index chunk are copied into a contiguous tile `[t][r]`:
     // read in place they sit a power-of-two row stride apart and evict each other from L1.
+    // Vectors narrower than the packing's 16 lanes (AVX2 f32, every f64) take all the vectors
+    // of a 16-lane chunk together, one tile each: a weight cache line then serves each of
+    // them while it is in L1, where chunk by chunk every line came from L2 once per vector.
     // Uninitialised: `pack_stripes` writes every vector `inter_rows` reads (raw pointers only).
-    let mut tile: Vec<S::V> = Vec::with_capacity(sh.cols * S::IR);
+    let groups = PAD / l;
+    let gstride = sh.cols * S::IR * l;
+    let mut tile = staging::<S>(gstride * groups);
     let tp = tile.as_mut_ptr() as *mut S::E;
     let mut c0 = 0;
     while c0 < nb {
-        let nvalid = l.min(nb - c0);
+        let lanes = PAD.min(nb - c0);
+        let ng = lanes.div_ceil(l);
         let mut r0 = 0;
         while r0 < nrows {
             let mr = S::IR.min(nrows - r0);
-            // Stripe `t` of the tile holds the `mr` rows' vectors at input `t`.
-            pack_stripes::<S>(xp.add(r0 * ldx), ldx, nb, c0, nvalid, sh.cols, mr, tp);
-            inter_rows::<S>(sh, wp, tp, mr * l, mr, c0, nvalid, yp.add(r0 * ldy), ldy);
+            // Stripe `t` of tile `h` holds the `mr` rows' vectors at input `t`, lanes
+            // `c0 + h·L ..`.
+            for h in 0..ng {
+                let (ch, nv) = (c0 + h * l, l.min(lanes - h * l));
+                let th = tp.add(h * gstride);
+                pack_stripes::<S>(xp.add(r0 * ldx), ldx, nb, ch, nv, sh.cols, mr, th);
+            }
+            let tiles = Tiles { tp, lds: mr * l, gstride, ng, lanes };
+            inter_rows::<S>(sh, wp, tiles, mr, c0, yp.add(r0 * ldy), ldy);
             r0 += mr;
         }
-        c0 += l;
+        c0 += PAD;
     }
 }
 
-/// The interleaved product of `mr ≤ IR` rows held as stripes (`tp + t·lds` the rows' vectors
-/// at input `t`) for the block indices `c0..c0 + nvalid`: every output feature of `sh`, written
-/// at `y + r·ldy + i·nb + c0`.
+/// Where [`inter_rows`] finds its rows: `ng` tiles of stripes, tile `h` at `tp + h·gstride`
+/// holding lanes `c0 + h·L ..` of the `lanes` valid ones, stripe `t` of a tile at `t·lds`.
+#[derive(Clone, Copy)]
+pub(super) struct Tiles<E> {
+    pub(super) tp: *const E,
+    pub(super) lds: usize,
+    pub(super) gstride: usize,
+    pub(super) ng: usize,
+    pub(super) lanes: usize,
+}
+
+/// The interleaved product of `mr ≤ IR` rows held as stripes (see [`Tiles`]) for the block
+/// indices `c0..c0 + tiles.lanes`: every output feature of `sh`, written at
+/// `y + r·ldy + i·nb + c0`. For each slice of inputs and group of features, the tiles run one
+/// after another, so they share the weights' cache lines; every output vector's sum runs in
+/// the same order whatever the number of tiles.
 ///
 /// # Safety
-/// `w` packed for `sh`, `tp` valid for `mr` vectors at each of the `sh.cols` stripes, `y` for
-/// `nvalid` lanes at every `(r, i)`; the CPU must support `S`.
+/// `w` packed for `sh`, each tile valid for `mr` vectors at each of the `sh.cols` stripes, `y`
+/// for the valid lanes at every `(r, i)`; the CPU must support `S`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn inter_rows<S: Simd>(
     sh: InterShape,
     wp: *const S::E,
-    tp: *const S::E,
-    lds: usize,
+    tiles: Tiles<S::E>,
     mr: usize,
     c0: usize,
-    nvalid: usize,
     y: *mut S::E,
     ldy: usize,
 ) {
-    let nb = sh.nb;
+    let (l, nb) = (S::LANES, sh.nb);
     // Packed as [c / 16][i][t][c % 16]: consecutive `t` are consecutive 16-element groups.
     let ldwi = sh.cols * PAD;
     let mut t0 = 0;
@@ -390,11 +412,15 @@ pub(super) unsafe fn inter_rows<S: Simd>(
         while i0 < sh.rows {
             let ni = S::IN.min(sh.rows - i0);
             let wr = wp.add(((c0 / PAD) * sh.wrows + sh.ioff + i0) * ldwi + t0 * PAD + c0 % PAD);
-            let xr = tp.add(t0 * lds);
-            let yr = y.add(i0 * nb + c0);
-            const_n!(mr, M in [1 2 3 4 5 6 7 8 9 10 11 12] => const_n!(ni, N in [1 2 3 4] => mk_inter_packed::<S, M, N>(
-                kt, xr, lds, wr, ldwi, PAD, yr, ldy, nb, nvalid, t0 > 0
-            )));
+            for h in 0..tiles.ng {
+                let nvalid = l.min(tiles.lanes - h * l);
+                let xr = tiles.tp.add(h * tiles.gstride + t0 * tiles.lds);
+                let yr = y.add(i0 * nb + c0 + h * l);
+                let lds = tiles.lds;
+                const_n!(mr, M in [1 2 3 4 5 6 7 8 9 10 11 12] => const_n!(ni, N in [1 2 3 4] => mk_inter_packed::<S, M, N>(
+                    kt, xr, lds, wr.add(h * l), ldwi, PAD, yr, ldy, nb, nvalid, t0 > 0
+                )));
+            }
             i0 += ni;
         }
         t0 += kt;
