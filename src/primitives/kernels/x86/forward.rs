@@ -171,7 +171,32 @@ pub(super) unsafe fn drv_blocked<S: Simd>(
     let size = std::mem::size_of::<S::E>();
     // Fewer rows per stage for wide inputs (16 of 16 KB at n = 4096), down to 8.
     let stage_rows_fit = STAGE_MAX / (lda * sh.nb * size).max(1);
-    if ldx * size >= STAGE_PITCH && stage_rows_fit >= 8 {
+    let staged = ldx * size >= STAGE_PITCH && stage_rows_fit >= 8;
+    // A block with one register tile of output features reads each element of its input
+    // window once, so a copy buys no reuse and costs a pass over the panel. Rows under a page
+    // apart share pages and stream in place (the blocked pass 1.12-1.41x faster at n = 64 and
+    // 256 on Zen 3 and the Intel Xeon); rows a page or more apart stream in place where the
+    // window spans 4 lines or more (n = 4096: the pass 1.12-1.30x, the product 1.08x, on the
+    // Intel Xeon), while 2-line windows (n = 1024) gained in the pass alone and not in the
+    // product, so they stay staged.
+    let one_tile = sh.rows <= 2 * S::LANES
+        || (S::MR4 > 0 && sh.rows > 3 * S::LANES && sh.rows <= 4 * S::LANES);
+    if one_tile && !(staged && sh.cols * size < 256) {
+        for a in 0..sh.nb {
+            let wa = wp.add(a * sh.cols * sh.rpad);
+            blocked_rows::<S>(
+                sh,
+                wa,
+                xp.add(a * sh.cols),
+                ldx,
+                nrows,
+                yp.add(a * sh.rows),
+                ldy,
+            );
+        }
+        return;
+    }
+    if staged {
         let kc = STAGE_ROWS.min(stage_rows_fit).min(nrows);
         let sblk = kc * lda + PAD;
         // Each panel starts on a vector boundary where `sblk` is a multiple of the vector width
@@ -188,25 +213,6 @@ pub(super) unsafe fn drv_blocked<S: Simd>(
                 blocked_rows::<S>(sh, wa, sp.add(a * sblk), lda, kb, ya, ldy);
             }
             r0 += kb;
-        }
-        return;
-    }
-    // A block with one register tile of output features reads each element of its input
-    // window once, so a copy buys no reuse and costs a pass over the panel (rows under a page
-    // apart share pages, so reading in place streams): 1.27-1.41x faster for this pass at
-    // n = 256 on a Zen 3 (AVX2), in one process against the copy.
-    if sh.rows <= 2 * S::LANES {
-        for a in 0..sh.nb {
-            let wa = wp.add(a * sh.cols * sh.rpad);
-            blocked_rows::<S>(
-                sh,
-                wa,
-                xp.add(a * sh.cols),
-                ldx,
-                nrows,
-                yp.add(a * sh.rows),
-                ldy,
-            );
         }
         return;
     }
