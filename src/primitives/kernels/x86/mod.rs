@@ -496,18 +496,22 @@ unsafe fn fma_chains<S: Simd<E = f32>, const C: usize>(iters: usize) -> f32 {
     total
 }
 
+/// FMA chains of the peak probe on AVX-512 and on AVX2 (see [`fma_chains`]).
+const CHAINS_512: usize = 24;
+const CHAINS_256: usize = 12;
+
 /// # Safety
 /// The CPU must support AVX-512F.
 #[target_feature(enable = "avx512f")]
 unsafe fn fma_chains_512(iters: usize) -> f32 {
-    fma_chains::<Avx512F32, 24>(iters)
+    fma_chains::<Avx512F32, CHAINS_512>(iters)
 }
 
 /// # Safety
 /// The CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn fma_chains_256(iters: usize) -> f32 {
-    fma_chains::<Avx2F32, 12>(iters)
+    fma_chains::<Avx2F32, CHAINS_256>(iters)
 }
 
 /// Runs the FMA loop of `backend` for `iters` rounds; returns `(flops, checksum)`.
@@ -515,11 +519,11 @@ pub(super) fn fma_loop(backend: Backend, iters: usize) -> (f64, f32) {
     assert!(backend.is_available());
     match backend {
         // SAFETY: the instruction set was detected just above.
-        Backend::Avx512 => ((iters * 24 * 16 * 2) as f64, unsafe {
+        Backend::Avx512 => ((iters * CHAINS_512 * 16 * 2) as f64, unsafe {
             fma_chains_512(iters)
         }),
         // SAFETY: the instruction set was detected just above.
-        Backend::Avx2 => ((iters * 12 * 8 * 2) as f64, unsafe {
+        Backend::Avx2 => ((iters * CHAINS_256 * 8 * 2) as f64, unsafe {
             fma_chains_256(iters)
         }),
         Backend::Portable => (0.0, 0.0),
