@@ -179,24 +179,8 @@ pub(super) unsafe fn drv_blocked<S: Simd>(
     // window spans 4 lines or more (n = 4096: the pass 1.12-1.30x, the product 1.08x, on the
     // Intel Xeon), while 2-line windows (n = 1024) gained in the pass alone and not in the
     // product, so they stay staged.
-    let one_tile = sh.rows <= 2 * S::LANES
-        || (S::MR4 > 0 && sh.rows > 3 * S::LANES && sh.rows <= 4 * S::LANES);
-    if one_tile && !(staged && sh.cols * size < 256) {
-        for a in 0..sh.nb {
-            let wa = wp.add(a * sh.cols * sh.rpad);
-            blocked_rows::<S>(
-                sh,
-                wa,
-                xp.add(a * sh.cols),
-                ldx,
-                nrows,
-                yp.add(a * sh.rows),
-                ldy,
-            );
-        }
-        return;
-    }
-    if staged {
+    let in_place = tile_features::<S>(sh.rows) >= sh.rows && !(staged && sh.cols * size < 256);
+    if staged && !in_place {
         let kc = STAGE_ROWS.min(stage_rows_fit).min(nrows);
         let sblk = kc * lda + PAD;
         // Each panel starts on a vector boundary where `sblk` is a multiple of the vector width
@@ -216,14 +200,33 @@ pub(super) unsafe fn drv_blocked<S: Simd>(
         }
         return;
     }
-    let mut apanel = staging::<S>(nrows * lda);
+    let mut apanel = staging::<S>(if in_place { 0 } else { nrows * lda });
     let ap = apanel.as_mut_ptr() as *mut S::E;
     for a in 0..sh.nb {
         let wa = wp.add(a * sh.cols * sh.rpad);
         let xa = xp.add(a * sh.cols);
         let ya = yp.add(a * sh.rows);
-        copy_rows::<S>(xa, ldx, sh.cols, nrows, ap, lda);
-        blocked_rows::<S>(sh, wa, ap, lda, nrows, ya, ldy);
+        if in_place {
+            blocked_rows::<S>(sh, wa, xa, ldx, nrows, ya, ldy);
+        } else {
+            copy_rows::<S>(xa, ldx, sh.cols, nrows, ap, lda);
+            blocked_rows::<S>(sh, wa, ap, lda, nrows, ya, ldy);
+        }
+    }
+}
+
+/// Output features the next register tile of [`blocked_rows`] covers, of `rem` left: four
+/// weight vectors against six rows load 10 vectors per 24 FMAs, two against twelve load 14, so
+/// the wide tile where the block has the features for it.
+#[inline(always)]
+pub(super) fn tile_features<S: Simd>(rem: usize) -> usize {
+    let l = S::LANES;
+    if S::MR4 > 0 && rem > 3 * l {
+        4 * l
+    } else if rem > l {
+        2 * l
+    } else {
+        l
     }
 }
 
@@ -247,9 +250,7 @@ pub(super) unsafe fn blocked_rows<S: Simd>(
     let mut i0 = 0;
     while i0 < sh.rows {
         let rem = sh.rows - i0;
-        // Four weight vectors against six rows load 10 vectors per 24 FMAs, two against
-        // twelve load 14: the wide tile where the block has the features for it.
-        if S::MR4 > 0 && rem > 3 * l {
+        if tile_features::<S>(rem) == 4 * l {
             let cvalid = rem.min(4 * l);
             let mut r0 = 0;
             while r0 < nrows {
@@ -263,7 +264,7 @@ pub(super) unsafe fn blocked_rows<S: Simd>(
             i0 += 4 * l;
             continue;
         }
-        let two = rem > l;
+        let two = tile_features::<S>(rem) == 2 * l;
         let cvalid = rem.min(if two { 2 * l } else { l });
         let mut r0 = 0;
         while r0 < nrows {
@@ -433,7 +434,7 @@ pub(super) unsafe fn inter_rows<S: Simd>(
     y: *mut S::E,
     ldy: usize,
 ) {
-    let (l, nb) = (S::LANES, sh.nb);
+    let (l, nb, lds) = (S::LANES, sh.nb, tiles.lds);
     // Packed as [c / 16][i][t][c % 16]: consecutive `t` are consecutive 16-element groups.
     let ldwi = sh.cols * PAD;
     let mut t0 = 0;
@@ -447,7 +448,6 @@ pub(super) unsafe fn inter_rows<S: Simd>(
                 let nvalid = l.min(tiles.lanes - h * l);
                 let xr = tiles.tp.add(h * tiles.gstride + t0 * tiles.lds);
                 let yr = y.add(i0 * nb + c0 + h * l);
-                let lds = tiles.lds;
                 const_n!(mr, M in [1 2 3 4 5 6 7 8 9 10 11 12] => const_n!(ni, N in [1 2 3 4] => mk_inter_packed::<S, M, N>(
                     kt, xr, lds, wr.add(h * l), ldwi, PAD, yr, ldy, nb, nvalid, t0 > 0
                 )));
