@@ -346,11 +346,11 @@ pub(super) unsafe fn block_backward<S: Simd>(
 
 /// Rows per chunk of the interleaved backward pass: as many as keep both of a chunk's stripe
 /// buffers (`(rows + cols)` stripes of one vector per row) within 32 KB, the smallest L1 data
-/// cache of the x86 cores these kernels run on, between 8 and [`OUTER_ROWS`]. Every register
-/// tile sweeps all the input stripes; where they spill to L2 a core with two 512-bit FMA ports
-/// waits on L2 (AMD EPYC Zen 5, n = 1024: `vjp_into` / forward 3.46-3.51 with 32-row chunks,
-/// 3.23-3.32 with 8; docs/perf-notes.md). The sums run in row order through `out` whatever the
-/// chunk, so results do not depend on it.
+/// cache of the x86 cores these kernels run on, between 8 and [`OUTER_ROWS`]: every register
+/// tile sweeps all the input stripes, which can then stay in L1. Measured on an AMD EPYC Zen 5
+/// only (n = 1024: `vjp_into` / forward 3.46-3.51 with 32-row chunks, 3.23-3.32 with 8;
+/// docs/perf-notes.md). The sums run in row order through `out` whatever the chunk, so results
+/// do not depend on it.
 #[inline(always)]
 pub(super) fn inter_outer_rows<S: Simd>(rows: usize, cols: usize) -> usize {
     let per_row = (rows + cols) * S::LANES * std::mem::size_of::<S::E>();
