@@ -145,7 +145,9 @@ impl MonarchAttention {
                         (md[0], md[1]),
                     ));
                 }
-                let v = t.into_data().try_to_vec::<bool>().map_err(|e| {
+                // Backends store bools differently (native bytes on flex, u32 words on wgpu
+                // over lavapipe): convert rather than read the bytes as `bool`.
+                let v = t.into_data().try_into_vec_as::<bool>().map_err(|e| {
                     Error::invalid(format!("MonarchAttention: key mask as bool: {e:?}"))
                 })?;
                 Some(v)
@@ -276,7 +278,8 @@ impl MonarchAttention {
             let pw = pl * p.qw.clone().swap_dims(2, 3); // (…, b, m(l), m(a)) with qw[l, j]
             let c = pw.clone().sum_dim(3).swap_dims(3, 4); // (…, b, m(a), 1)
             let ar = pw.swap_dims(3, 4).matmul(q_t.clone()); // (…, b, m(a), d)
-                                                             // c = 0 only where α_R = 0 too (no live query weighs on the block): u = 0 there.
+
+            // c = 0 only where α_R = 0 too (no live query weighs on the block): u = 0 there.
             u = (ar / c.clamp_min(f32::MIN_POSITIVE)).swap_dims(2, 3);
         }
         let o = out.expect("steps >= 1").reshape([batch, heads, np, dv]);
