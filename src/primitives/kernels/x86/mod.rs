@@ -20,7 +20,8 @@ use std::any::TypeId;
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-/// Rows per chunk of the outer sums (a fixed number, so results never depend on threads).
+/// Rows per chunk of the blocked outer sums, and the most per chunk of the interleaved ones
+/// (see `inter_outer_rows`); fixed by the shape, so results never depend on threads.
 pub(super) const OUTER_ROWS: usize = 32;
 
 /// Rows a blocked pass stages at a time (see [`stage_rows`]).
